@@ -1,0 +1,237 @@
+// SQLite store: opening with the right pragmas, schema migrations kept in code, data-dir layout and lock.
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { OutpostError } from './errors.ts';
+
+export type DB = Database.Database;
+
+/** Each entry migrates from version i to i+1; never edit a shipped entry, append a new one. */
+const MIGRATIONS: string[] = [
+  `
+  CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+  INSERT INTO meta(key, value) VALUES ('generation', '0');
+
+  CREATE TABLE feeds (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('block','allow')),
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    package_sha256 TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    created TEXT NOT NULL,
+    expires TEXT NOT NULL,
+    applied_at TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    category TEXT,
+    confidence INTEGER,
+    prev_version INTEGER,
+    prev_package TEXT,
+    package_path TEXT,
+    settings TEXT NOT NULL DEFAULT '{}'
+  );
+
+  -- One row per (value, feed). Times are unix seconds. The primary key is the lookup path (covering).
+  CREATE TABLE indicators (
+    type TEXT NOT NULL,
+    value TEXT NOT NULL,
+    feed TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    category TEXT,
+    confidence INTEGER NOT NULL,
+    first_seen INTEGER,
+    last_seen INTEGER,
+    expires_at INTEGER,
+    extra TEXT,
+    PRIMARY KEY (type, value, feed)
+  ) WITHOUT ROWID;
+  CREATE INDEX indicators_feed ON indicators(feed, type);
+
+  CREATE TABLE generations (
+    id INTEGER PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    feed TEXT,
+    version INTEGER,
+    action TEXT NOT NULL,
+    added INTEGER NOT NULL DEFAULT 0,
+    removed INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0
+  );
+
+  CREATE TABLE packages (
+    id INTEGER PRIMARY KEY,
+    received_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    feed TEXT,
+    version INTEGER,
+    type TEXT,
+    sha256 TEXT,
+    status TEXT NOT NULL CHECK (status IN ('accepted','rejected','dry-run')),
+    code TEXT,
+    message TEXT,
+    summary TEXT
+  );
+
+  CREATE TABLE trusted_keys (
+    key_id TEXT PRIMARY KEY,
+    public_pem TEXT NOT NULL,
+    label TEXT,
+    added_at TEXT NOT NULL,
+    revoked_at TEXT
+  );
+
+  CREATE TABLE tokens (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    scope TEXT NOT NULL CHECK (scope IN ('lookup','export','admin')),
+    hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    last_used_at TEXT,
+    expires_at TEXT,
+    revoked_at TEXT
+  );
+
+  CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    ts TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    code TEXT,
+    subject TEXT,
+    detail TEXT
+  );
+  CREATE INDEX audit_ts ON audit(ts);
+  `,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+export interface DataDirLayout {
+  root: string;
+  db: string;
+  staging: string;
+  packages: string;
+  inbox: string;
+  exports: string;
+  logs: string;
+  lock: string;
+  demo: string;
+}
+
+export function layout(dataDir: string): DataDirLayout {
+  const root = path.resolve(dataDir);
+  return {
+    root,
+    db: path.join(root, 'outpost.db'),
+    staging: path.join(root, 'staging'),
+    packages: path.join(root, 'packages'),
+    inbox: path.join(root, 'inbox'),
+    exports: path.join(root, 'exports'),
+    logs: path.join(root, 'logs'),
+    lock: path.join(root, 'serve.lock'),
+    demo: path.join(root, 'demo'),
+  };
+}
+
+/** Creates the data dir (0700) and its sub-folders; refuses a world-writable one. */
+export function ensureDataDir(dataDir: string): DataDirLayout {
+  const l = layout(dataDir);
+  fs.mkdirSync(l.root, { recursive: true, mode: 0o700 });
+  const st = fs.statSync(l.root);
+  if (st.mode & 0o002) throw new OutpostError('E_CONFIG', `data directory ${l.root} is world-writable; run: chmod 700 ${l.root}`);
+  for (const dir of [l.staging, l.packages, l.inbox, l.exports, l.logs]) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  return l;
+}
+
+export function openDb(dataDir: string, opts: { readonly?: boolean } = {}): DB {
+  const l = opts.readonly ? layout(dataDir) : ensureDataDir(dataDir);
+  const existed = fs.existsSync(l.db);
+  if (opts.readonly && !existed) throw new OutpostError('E_EMPTY', `no database at ${l.db}`);
+  const db = new Database(l.db, { readonly: opts.readonly ?? false });
+  if (!existed) fs.chmodSync(l.db, 0o600);
+  db.pragma('busy_timeout = 10000');
+  if (!opts.readonly) {
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    db.pragma('foreign_keys = ON');
+    migrate(db);
+  }
+  return db;
+}
+
+export function migrate(db: DB): void {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  if (current > SCHEMA_VERSION) {
+    throw new OutpostError('E_DB', `database schema version ${current} is newer than this build supports (${SCHEMA_VERSION})`);
+  }
+  for (let v = current; v < SCHEMA_VERSION; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v]);
+      db.pragma(`user_version = ${v + 1}`);
+    }).immediate();
+  }
+}
+
+export function getMeta(db: DB, key: string): string | undefined {
+  const row = db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined;
+  return row?.value;
+}
+
+export function setMeta(db: DB, key: string, value: string): void {
+  db.prepare('INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
+}
+
+export function currentGeneration(db: DB): number {
+  return Number(getMeta(db, 'generation') ?? 0);
+}
+
+/** Writes one audit row. `code` is a stable E_* code for refusals, null for successes. */
+export function audit(db: DB, actor: string, action: string, opts: { code?: string | null; subject?: string; detail?: unknown } = {}): void {
+  db.prepare('INSERT INTO audit(ts, actor, action, code, subject, detail) VALUES (?, ?, ?, ?, ?, ?)').run(
+    new Date().toISOString(),
+    actor,
+    action,
+    opts.code ?? null,
+    opts.subject ?? null,
+    opts.detail === undefined ? null : JSON.stringify(opts.detail),
+  );
+}
+
+/**
+ * Exclusive lock for `serve`: one data dir = one appliance. A lock left by a dead process is taken over.
+ * Returns a release function.
+ */
+export function acquireServeLock(dataDir: string): () => void {
+  const l = ensureDataDir(dataDir);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = fs.openSync(l.lock, 'wx', 0o600);
+      fs.writeSync(fd, String(process.pid));
+      fs.closeSync(fd);
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        try { fs.unlinkSync(l.lock); } catch { /* already gone */ }
+      };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const pid = Number(fs.readFileSync(l.lock, 'utf8').trim());
+      if (pid && pid !== process.pid && processAlive(pid)) {
+        throw new OutpostError('E_LOCKED', `data directory ${l.root} is in use by process ${pid}; stop it or use another OUTPOST_DATA_DIR`);
+      }
+      fs.rmSync(l.lock, { force: true });
+    }
+  }
+  throw new OutpostError('E_LOCKED', `could not lock ${l.lock}`);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
