@@ -39,7 +39,7 @@ const MIGRATIONS: string[] = [
     feed TEXT NOT NULL,
     kind TEXT NOT NULL,
     category TEXT,
-    confidence INTEGER NOT NULL,
+    confidence INTEGER,
     first_seen INTEGER,
     last_seen INTEGER,
     expires_at INTEGER,
