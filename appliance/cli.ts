@@ -1,0 +1,289 @@
+// `outpost <command>`: the CLI. Exit codes: 0 success, 1 failure (stderr starts with a stable E_ code), 2 usage.
+import fs from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { loadConfig, type Config } from './config.ts';
+import { openDb } from './db.ts';
+import { OutpostError, asOutpostError } from './errors.ts';
+import { createLogger, type Logger } from './log.ts';
+
+interface GlobalOpts {
+  dataDir?: string;
+  logLevel?: string;
+}
+
+function config(cmd: Command, extra: Partial<Record<keyof Config, string | number | boolean | undefined>> = {}): Config {
+  const g = cmd.optsWithGlobals() as GlobalOpts;
+  return loadConfig({ dataDir: g.dataDir, logLevel: g.logLevel, ...extra });
+}
+
+function logger(cfg: Config): Logger {
+  return createLogger(cfg.logLevel);
+}
+
+function print(line: string): void {
+  process.stdout.write(line + '\n');
+}
+
+/** Progress on stderr for long applies: a bar on a terminal, a line every few seconds otherwise. */
+async function withProgress<T>(label: string, run: (onProgress: (p: { done: number; total: number }) => void) => Promise<T>): Promise<T> {
+  const { default: cliProgress } = await import('cli-progress');
+  let bar: InstanceType<typeof cliProgress.SingleBar> | undefined;
+  let lastLine = 0;
+  try {
+    return await run(({ done, total }) => {
+      if (total < 50_000) return;
+      if (process.stderr.isTTY) {
+        if (!bar) {
+          bar = new cliProgress.SingleBar({ format: `${label} [{bar}] {percentage}% {value}/{total} indicators`, stream: process.stderr }, cliProgress.Presets.shades_classic);
+          bar.start(total, 0);
+        }
+        bar.update(done);
+      } else if (Date.now() - lastLine > 2000 || done === total) {
+        lastLine = Date.now();
+        process.stderr.write(`${label}: ${done}/${total} indicators (${Math.floor((100 * done) / total)}%)\n`);
+      }
+    });
+  } finally {
+    bar?.stop();
+  }
+}
+
+export function buildCli(): Command {
+  const program = new Command('outpost')
+    .description('Outpost: on-premises threat-intelligence appliance')
+    .option('--data-dir <dir>', 'data directory (env OUTPOST_DATA_DIR, default ./var)')
+    .option('--log-level <level>', 'pino log level (env OUTPOST_LOG_LEVEL, default info)')
+    .showHelpAfterError()
+    .exitOverride();
+
+  program
+    .command('serve')
+    .description('lookup API + console + sync scheduler')
+    .option('--host <host>', 'listen address (env OUTPOST_HOST, default 127.0.0.1)')
+    .option('--port <port>', 'listen port (env OUTPOST_PORT, default 8080)')
+    .option('--no-demo', 'do not seed demo data on first start')
+    .action(async (opts, cmd) => {
+      const cfg = config(cmd, { host: opts.host, port: opts.port, noDemo: opts.demo === false ? true : undefined });
+      const log = logger(cfg);
+      const { startAppliance } = await import('./serve.ts');
+      const app = await startAppliance(cfg, log);
+      printBanner(app, cfg);
+      const stop = async (sig: string) => {
+        log.info({ signal: sig }, 'shutting down');
+        await app.close();
+        process.exit(0);
+      };
+      process.once('SIGINT', () => void stop('SIGINT'));
+      process.once('SIGTERM', () => void stop('SIGTERM'));
+      await new Promise(() => {});
+    });
+
+  program
+    .command('import')
+    .description('verify and apply an offline package (a .tar file or a directory of them)')
+    .argument('<package>', 'package .tar file or directory')
+    .option('--dry-run', 'verify and print what would change, changing nothing')
+    .action(async (pkg: string, opts, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      const { importPackage } = await import('../sync/import.ts');
+      const files = fs.existsSync(pkg) && fs.statSync(pkg).isDirectory()
+        ? fs.readdirSync(pkg).filter((f) => f.endsWith('.tar')).sort().map((f) => `${pkg}/${f}`)
+        : [pkg];
+      if (!files.length) throw new OutpostError('E_NOT_FOUND', `no .tar packages in ${pkg}`);
+      let failed: OutpostError | undefined;
+      for (const f of files) {
+        try {
+          const r = await withProgress(`applying ${f}`, (onProgress) => importPackage(cfg, db, f, { dryRun: opts.dryRun, onProgress }));
+          const m = r.manifest;
+          if (r.dryRun) {
+            print(JSON.stringify({ package: f, ok: true, dry_run: true, feed: m.feed, kind: m.kind, type: m.type, version: m.version, key_id: m.key_id, created: m.created, expires: m.expires, indicators: m.counts.total, by_type: m.counts.by_type }));
+          } else {
+            print(JSON.stringify({ package: f, ok: true, feed: r.feed, version: r.version, type: r.type, generation: r.generation, added: r.added, removed: r.removed, total: r.total }));
+          }
+        } catch (e) {
+          const err = asOutpostError(e);
+          print(JSON.stringify({ package: f, ok: false, error: err.toJSON() }));
+          process.stderr.write(`${err.toString()}\n`);
+          failed ??= err;
+        }
+      }
+      db.close();
+      if (failed) process.exitCode = failed.exitCode;
+    });
+
+  program
+    .command('lookup')
+    .description('local lookup, one JSON result per line')
+    .argument('<value...>', 'values (IPs, domains, URLs, hashes; defanged accepted)')
+    .action(async (values: string[], _opts, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      const { LookupEngine } = await import('../lookup/engine.ts');
+      const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate });
+      await engine.reload();
+      for (const r of engine.lookupMany(values)) print(JSON.stringify(r));
+      db.close();
+    });
+
+  program
+    .command('status')
+    .description('generation, per-feed versions, counts, data age, last sync result')
+    .option('--json', 'one JSON object')
+    .action(async (opts, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      const { applianceStatus } = await import('./status.ts');
+      const s = applianceStatus(db, cfg.staleAfterS);
+      db.close();
+      if (opts.json) return print(JSON.stringify(s));
+      print(`health: ${s.health}   generation: ${s.generation}   indicators: ${s.indicators}   data age: ${s.data_age_s === null ? '-' : `${s.data_age_s}s`}`);
+      print(`by type: ${Object.entries(s.by_type).map(([t, n]) => `${t}=${n}`).join(' ') || '-'}`);
+      for (const f of s.feeds) print(`feed ${f.name} (${f.kind}) version ${f.version}: ${f.count} indicators, created ${f.created}, applied ${f.applied_at}${f.stale ? '  STALE' : ''}`);
+      if (s.last_package) print(`last package: ${s.last_package.status} ${s.last_package.feed ?? '?'}@${s.last_package.version ?? '?'} at ${s.last_package.received_at}${s.last_package.code ? ` ${s.last_package.code}: ${s.last_package.message}` : ''}`);
+    });
+
+  const trust = program.command('trust').description('provider keys this appliance accepts');
+  trust
+    .command('add')
+    .argument('<public-key-file>')
+    .option('--label <text>', 'a note shown in `trust list`')
+    .action(async (file: string, opts, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      const { trustAdd } = await import('../sync/trust.ts');
+      const row = trustAdd(db, file, { label: opts.label });
+      db.close();
+      print(`trusted key ${row.key_id}`);
+    });
+  trust.command('list').option('--json').action(async (opts, cmd) => {
+    const cfg = config(cmd);
+    const db = openDb(cfg.dataDir);
+    const { trustList } = await import('../sync/trust.ts');
+    const rows = trustList(db);
+    db.close();
+    for (const r of rows) print(opts.json ? JSON.stringify({ key_id: r.key_id, label: r.label, added_at: r.added_at, revoked_at: r.revoked_at }) : `${r.key_id}  ${r.revoked_at ? `REVOKED ${r.revoked_at}` : 'active'}  added ${r.added_at}  ${r.label ?? ''}`);
+  });
+  trust.command('remove').argument('<key-id>').action(async (keyId: string, _o, cmd) => {
+    const cfg = config(cmd);
+    const db = openDb(cfg.dataDir);
+    const { trustRemove } = await import('../sync/trust.ts');
+    trustRemove(db, keyId);
+    db.close();
+    print(`revoked key ${keyId}`);
+  });
+
+  const token = program.command('token').description('API tokens');
+  token
+    .command('create')
+    .requiredOption('--name <client>', 'who uses the token')
+    .addOption(new Option('--scope <scope>', 'what it may do').choices(['lookup', 'export', 'admin']).default('lookup'))
+    .option('--expires <iso-date>', 'expiry time (ISO 8601)')
+    .action(async (opts, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      const { createToken } = await import('./tokens.ts');
+      if (opts.expires && !Number.isFinite(Date.parse(opts.expires))) throw new OutpostError('E_USAGE', '--expires must be an ISO 8601 date');
+      const { token: t, row } = createToken(db, opts.name, opts.scope, { expiresAt: opts.expires ? new Date(opts.expires).toISOString() : undefined });
+      db.close();
+      process.stderr.write(`token ${row.id} "${row.name}" scope ${row.scope} — shown once, store it now:\n`);
+      print(t);
+    });
+  token.command('list').option('--json').action(async (opts, cmd) => {
+    const cfg = config(cmd);
+    const db = openDb(cfg.dataDir);
+    const { listTokens } = await import('./tokens.ts');
+    for (const r of listTokens(db)) print(opts.json ? JSON.stringify(r) : `${r.id}  ${r.name}  ${r.scope}  created ${r.created_at}  last used ${r.last_used_at ?? '-'}${r.revoked_at ? '  REVOKED' : ''}`);
+    db.close();
+  });
+  token.command('revoke').argument('<id>').action(async (id: string, _o, cmd) => {
+    const cfg = config(cmd);
+    const db = openDb(cfg.dataDir);
+    const { revokeToken } = await import('./tokens.ts');
+    revokeToken(db, Number(id));
+    db.close();
+    print(`revoked token ${id}`);
+  });
+
+  const provider = program.command('provider').description('provider side: keys and signed packages');
+  provider
+    .command('keygen')
+    .requiredOption('--out <dir>', 'directory for <name>.key (0600) and <name>.pub')
+    .option('--name <name>', 'file base name', 'provider')
+    .action(async (opts) => {
+      const { generateKeyPair } = await import('../sync/keys.ts');
+      const k = generateKeyPair(opts.out, opts.name);
+      process.stderr.write(`key id ${k.keyId}\nprivate key: ${k.privatePath} (keep it secret)\npublic key: ${k.publicPath} (give it to appliances: outpost trust add ${k.publicPath})\n`);
+      print(k.publicPath);
+    });
+  provider
+    .command('build')
+    .description('build a signed full package from source files (plain lists, CSV, STIX 2.x, MISP event, MISP warninglist)')
+    .requiredOption('--feed <name>', 'feed name')
+    .requiredOption('--key <private-key>', 'provider private key (.key)')
+    .requiredOption('--out <dir>', 'output directory')
+    .option('--base <previous-package>', 'build a delta against this package (not yet supported)')
+    .addOption(new Option('--kind <kind>', 'block feed or allowlist').choices(['block', 'allow']).default('block'))
+    .option('--category <c>', 'default category of the indicators')
+    .option('--confidence <0-100>', 'default confidence', (v) => Number(v))
+    .option('--version <n>', 'package version (default: creation time in ms)', (v) => Number(v))
+    .option('--expires-days <n>', 'package expiry in days (default 30)', (v) => Number(v))
+    .argument('<source-file...>')
+    .action(async (files: string[], opts) => {
+      if (opts.base) throw new OutpostError('E_USAGE', '--base (delta packages) is not supported by this build yet');
+      const { buildPackage } = await import('../sync/provider-build.ts');
+      const r = await buildPackage({ feed: opts.feed, keyPath: opts.key, outDir: opts.out, files, kind: opts.kind, category: opts.category, confidence: opts.confidence, version: opts.version, expiresDays: opts.expiresDays });
+      for (const s of r.reports) {
+        process.stderr.write(`${s.file}: ${s.format}, ${s.lines} lines, ${s.accepted} accepted, ${s.malformed} malformed, ${s.duplicates} duplicates\n`);
+        for (const x of s.samples.slice(0, 5)) process.stderr.write(`  line ${x.line}: ${JSON.stringify(x.text)} — ${x.error}\n`);
+      }
+      process.stderr.write(`feed ${r.manifest.feed} version ${r.manifest.version}: ${r.manifest.counts.total} indicators, sha256 ${r.sha256}\n`);
+      print(r.path);
+    });
+
+  program
+    .command('bench')
+    .description('measure lookup speed against baselines in the same run')
+    .option('--json', 'last line of stdout is one JSON object')
+    .option('--size <n>', 'number of indicators', (v) => Number(v), 200_000)
+    .action(async (opts) => {
+      const { runBench } = await import('../scripts/bench.ts');
+      await runBench({ size: opts.size, json: Boolean(opts.json), out: print });
+    });
+
+  return program;
+}
+
+function printBanner(app: { url: string; demo: { token: string; feeds: { feed: string; total: number }[] } | null }, cfg: Config): void {
+  const lines = [
+    '',
+    `Outpost is serving on ${app.url}  (data: ${cfg.dataDir})`,
+    `  health:  curl -s ${app.url}/healthz`,
+  ];
+  if (app.demo) {
+    lines.push(
+      `  demo data imported through the signed-package path: ${app.demo.feeds.map((f) => `${f.feed} (${f.total})`).join(', ')}`,
+      `  API token (shown once): ${app.demo.token}`,
+      `  a listed value:   curl -s -H 'Authorization: Bearer ${app.demo.token}' '${app.url}/api/v1/lookup?value=77.90.185.20'`,
+      `  an unlisted one:  curl -s -H 'Authorization: Bearer ${app.demo.token}' '${app.url}/api/v1/lookup?value=198.51.100.77'`,
+    );
+  } else {
+    lines.push(`  API token: create one with  npx outpost token create --name <client>`);
+  }
+  process.stderr.write(lines.join('\n') + '\n\n');
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildCli();
+  try {
+    await program.parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.exitCode === 0) process.exit(0);
+      process.exit(2);
+    }
+    const err = asOutpostError(e);
+    process.stderr.write(`${err.toString()}\n`);
+    process.exit(err.code === 'E_USAGE' ? 2 : err.exitCode);
+  }
+}

@@ -1,0 +1,88 @@
+// `outpost serve`: lock the data dir, open the store, seed demo data on first start, answer lookups,
+// and follow new generations (from this process's applies or a CLI import) by swapping filters.
+import fs from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { serve as serveHttp, type ServerType } from '@hono/node-server';
+import type { Config } from './config.ts';
+import { acquireServeLock, currentGeneration, layout, openDb, type DB } from './db.ts';
+import type { Logger } from './log.ts';
+import { createApi } from '../lookup/api.ts';
+import { LookupEngine } from '../lookup/engine.ts';
+import { Metrics } from '../lookup/metrics.ts';
+import { ensureDemo, type DemoInfo } from '../scripts/demo.ts';
+
+export interface RunningAppliance {
+  url: string;
+  port: number;
+  db: DB;
+  engine: LookupEngine;
+  demo: DemoInfo | null;
+  close(): Promise<void>;
+}
+
+/** Staging holds only half-verified downloads and unpacked packages: disposable, cleared at start. */
+function clearStaging(dataDir: string): void {
+  const dir = layout(dataDir).staging;
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+}
+
+export async function startAppliance(cfg: Config, log: Logger): Promise<RunningAppliance> {
+  const release = acquireServeLock(cfg.dataDir);
+  let db: DB | undefined;
+  try {
+    db = openDb(cfg.dataDir);
+    clearStaging(cfg.dataDir);
+    const integrity = db.pragma('quick_check', { simple: true });
+    if (integrity !== 'ok') throw new Error(`database integrity check failed: ${integrity}`);
+    const demo = cfg.noDemo ? null : await ensureDemo(cfg, db, log);
+    const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate });
+    await engine.reload();
+    const metrics = new Metrics();
+    const app = createApi({ cfg, db, engine, log, metrics });
+    const server: ServerType = await new Promise((resolve, reject) => {
+      const s = serveHttp({ fetch: app.fetch, hostname: cfg.host, port: cfg.port }, () => resolve(s));
+      s.once('error', reject);
+    });
+    const http = server as import('node:http').Server;
+    http.headersTimeout = 15_000;
+    http.requestTimeout = 120_000;
+    http.keepAliveTimeout = 5_000;
+    const port = (server.address() as AddressInfo).port;
+    const host = cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host;
+    const url = `http://${host}:${port}`;
+
+    // Follow generations written by any writer (a worker here, or `outpost import` from a shell).
+    let reloading = false;
+    const follow = setInterval(() => {
+      if (reloading || currentGeneration(db!) === engine.generation) return;
+      reloading = true;
+      engine
+        .reload()
+        .then(() => log.info({ generation: engine.generation }, 'serving new generation'))
+        .catch((err: unknown) => log.error({ err }, 'filter reload failed; still serving the previous generation'))
+        .finally(() => (reloading = false));
+    }, 1000);
+    follow.unref();
+
+    log.info({ url, generation: engine.generation, dataDir: cfg.dataDir }, 'outpost serving');
+    const theDb = db;
+    return {
+      url,
+      port,
+      db: theDb,
+      engine,
+      demo,
+      async close() {
+        clearInterval(follow);
+        await new Promise<void>((r) => server.close(() => r()));
+        theDb.close();
+        release();
+      },
+    };
+  } catch (e) {
+    db?.close();
+    release();
+    throw e;
+  }
+}

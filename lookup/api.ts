@@ -1,0 +1,215 @@
+// The HTTP surface: /healthz, /metrics and the token-protected /api/v1 routes (single, batch, NDJSON stream).
+import { Hono, type Context } from 'hono';
+import { bearerAuth } from 'hono/bearer-auth';
+import { bodyLimit } from 'hono/body-limit';
+import { HTTPException } from 'hono/http-exception';
+import type { Config } from '../appliance/config.ts';
+import type { DB } from '../appliance/db.ts';
+import { currentGeneration } from '../appliance/db.ts';
+import { ERRORS, OutpostError, type ErrorCode } from '../appliance/errors.ts';
+import type { Logger } from '../appliance/log.ts';
+import { dataAge } from '../appliance/status.ts';
+import { scopeAllows, type Scope, type TokenRow, TokenVerifier } from '../appliance/tokens.ts';
+import type { LookupResult } from '../appliance/types.ts';
+import type { LookupEngine } from './engine.ts';
+import { Metrics } from './metrics.ts';
+
+export type AppEnv = { Variables: { token: TokenRow } };
+
+export interface ApiDeps {
+  cfg: Config;
+  db: DB;
+  engine: LookupEngine;
+  log: Logger;
+  metrics?: Metrics;
+}
+
+export function errorBody(code: ErrorCode, message?: string) {
+  return { error: { code, message: message ?? ERRORS[code].text } };
+}
+
+function errorResponse(c: Context, code: ErrorCode, message?: string, status?: number): Response {
+  return c.json(errorBody(code, message), (status ?? ERRORS[code].status) as 400);
+}
+
+/** Largest NDJSON line accepted in a streamed batch. */
+const MAX_NDJSON_LINE = 64 * 1024;
+
+export function createApi(deps: ApiDeps): Hono<AppEnv> {
+  const { cfg, db, engine, log } = deps;
+  const metrics = deps.metrics ?? new Metrics();
+  const tokens = new TokenVerifier(db);
+  const app = new Hono<AppEnv>();
+
+  // Health is cached for a second so a monitoring storm never turns into SQLite load.
+  let health = { at: 0, body: { status: 'empty', generation: 0, data_age_s: null as number | null }, code: 503 };
+  app.get('/healthz', (c) => {
+    const now = Date.now();
+    if (now - health.at > 1000) {
+      const age = dataAge(db, now);
+      const status = age === null ? 'empty' : age > cfg.staleAfterS ? 'stale' : 'ok';
+      health = { at: now, body: { status, generation: currentGeneration(db), data_age_s: age }, code: status === 'ok' ? 200 : 503 };
+    }
+    return c.json(health.body, health.code as 200);
+  });
+
+  app.get('/metrics', (c) => {
+    c.header('Content-Type', 'text/plain; version=0.0.4; charset=utf-8');
+    return c.body(metrics.render(engine, db));
+  });
+
+  const unauthorized = (message: string) => (c: Context) =>
+    new Response(JSON.stringify(errorBody('E_AUTH', message)), { status: 401, headers: { 'content-type': 'application/json' } });
+  app.use(
+    '/api/*',
+    bearerAuth<AppEnv>({
+      verifyToken: (token, c) => {
+        const row = tokens.verify(token);
+        if (row) c.set('token', row);
+        return row !== null;
+      },
+      noAuthenticationHeader: { message: unauthorized('missing Authorization: Bearer <token> header') },
+      invalidAuthenticationHeader: { message: unauthorized('malformed Authorization header; expected "Bearer <token>"') },
+      invalidToken: { message: unauthorized('unknown, revoked or expired token') },
+    }),
+  );
+
+  const requireScope = (scope: Scope) => async (c: Context<AppEnv>, next: () => Promise<void>) => {
+    if (!scopeAllows(c.get('token').scope, scope)) {
+      return errorResponse(c, 'E_FORBIDDEN', `this token has scope "${c.get('token').scope}"; the route needs "${scope}"`);
+    }
+    await next();
+  };
+
+  app.get('/api/v1/lookup', requireScope('lookup'), (c) => {
+    const value = c.req.query('value');
+    if (value === undefined || value === '') return errorResponse(c, 'E_INPUT', 'query parameter "value" is required');
+    const t0 = process.hrtime.bigint();
+    const result = engine.lookup(value);
+    metrics.observe([result], t0);
+    return c.json(result);
+  });
+
+  app.post(
+    '/api/v1/lookup',
+    requireScope('lookup'),
+    async (c, next) => {
+      // JSON bodies are capped; NDJSON streams are bounded per line instead.
+      if ((c.req.header('content-type') ?? '').startsWith('application/x-ndjson')) return next();
+      return bodyLimit({
+        maxSize: cfg.maxBodyBytes,
+        onError: (cc) => errorResponse(cc, 'E_TOO_LARGE', `request body over ${cfg.maxBodyBytes} bytes; use application/x-ndjson streaming for large batches`),
+      })(c, next);
+    },
+    async (c) => {
+      const ctype = c.req.header('content-type') ?? '';
+      if (ctype.startsWith('application/x-ndjson')) return streamNdjson(c, engine, metrics, log);
+      if (!ctype.startsWith('application/json')) {
+        return errorResponse(c, 'E_INPUT', 'Content-Type must be application/json ({"values":[...]}) or application/x-ndjson', 415);
+      }
+      let body: unknown;
+      try {
+        body = await c.req.json();
+      } catch {
+        return errorResponse(c, 'E_INPUT', 'body is not valid JSON');
+      }
+      const values = (body as { values?: unknown })?.values;
+      if (!body || typeof body !== 'object' || !Array.isArray(values)) return errorResponse(c, 'E_INPUT', 'body must be {"values":[...]}');
+      if (values.length > cfg.maxBatch) return errorResponse(c, 'E_TOO_LARGE', `at most ${cfg.maxBatch} values per request; use application/x-ndjson for more`);
+      if (!values.every((v) => typeof v === 'string')) return errorResponse(c, 'E_INPUT', 'every entry of "values" must be a string');
+      const t0 = process.hrtime.bigint();
+      const results = engine.lookupMany(values as string[]);
+      metrics.observe(results, t0);
+      return c.json({ results });
+    },
+  );
+
+  app.notFound((c) => errorResponse(c, 'E_NOT_FOUND', `no route ${c.req.method} ${c.req.path}`));
+  app.onError((err, c) => {
+    if (err instanceof OutpostError) return errorResponse(c, err.code, err.message);
+    if (err instanceof HTTPException) {
+      if (err.res) return err.res;
+      return errorResponse(c, err.status === 413 ? 'E_TOO_LARGE' : 'E_INPUT', err.message, err.status);
+    }
+    log.error({ err, path: c.req.path }, 'unhandled error');
+    return errorResponse(c, 'E_INTERNAL', 'internal error');
+  });
+  return app;
+}
+
+/**
+ * NDJSON in, NDJSON out, streamed: each input line is a JSON string, {"value": "..."} or a bare value.
+ * Lines are answered in order, a chunk at a time, so memory stays flat for any batch size.
+ */
+function streamNdjson(c: Context, engine: LookupEngine, metrics: Metrics, log: Logger): Response {
+  const input = c.req.raw.body;
+  if (!input) return errorResponse(c, 'E_INPUT', 'empty body');
+  const decoder = new TextDecoder('utf-8', { fatal: false });
+  const encoder = new TextEncoder();
+  let rest = '';
+  const reader = input.getReader();
+  const out = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const { done, value } = await reader.read();
+        let text = rest + (done ? decoder.decode() : decoder.decode(value, { stream: true }));
+        let lines: string[];
+        if (done) {
+          lines = text.length ? text.split('\n') : [];
+          rest = '';
+        } else {
+          const cut = text.lastIndexOf('\n');
+          if (cut < 0) {
+            if (text.length > MAX_NDJSON_LINE) throw new OutpostError('E_TOO_LARGE', `NDJSON line longer than ${MAX_NDJSON_LINE} bytes`);
+            rest = text;
+            return;
+          }
+          lines = text.slice(0, cut).split('\n');
+          rest = text.slice(cut + 1);
+        }
+        const values: string[] = [];
+        for (const line of lines) {
+          const l = line.endsWith('\r') ? line.slice(0, -1) : line;
+          if (l.trim() === '') continue;
+          if (l.length > MAX_NDJSON_LINE) throw new OutpostError('E_TOO_LARGE', `NDJSON line longer than ${MAX_NDJSON_LINE} bytes`);
+          values.push(parseNdjsonValue(l));
+        }
+        if (values.length) {
+          const t0 = process.hrtime.bigint();
+          const results = engine.lookupMany(values);
+          metrics.observe(results, t0);
+          let s = '';
+          for (const r of results) s += JSON.stringify(r) + '\n';
+          controller.enqueue(encoder.encode(s));
+        }
+        if (done) controller.close();
+      } catch (e) {
+        const err = e instanceof OutpostError ? e : new OutpostError('E_INPUT', 'could not read request body');
+        log.warn({ code: err.code }, 'ndjson stream aborted');
+        controller.enqueue(encoder.encode(JSON.stringify(errorBody(err.code, err.message)) + '\n'));
+        controller.close();
+        reader.cancel().catch(() => {});
+      }
+    },
+    cancel() {
+      reader.cancel().catch(() => {});
+    },
+  });
+  return new Response(out, { status: 200, headers: { 'content-type': 'application/x-ndjson' } });
+}
+
+function parseNdjsonValue(line: string): string {
+  const first = line.charCodeAt(0);
+  if (first === 34 /* " */ || first === 123 /* { */) {
+    try {
+      const v = JSON.parse(line) as unknown;
+      if (typeof v === 'string') return v;
+      if (v && typeof v === 'object' && typeof (v as { value?: unknown }).value === 'string') return (v as { value: string }).value;
+    } catch {
+      /* not JSON: looked up as the bare text, which reports it invalid with a reason */
+    }
+  }
+  return line;
+}
+
+export type { LookupResult };

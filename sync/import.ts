@@ -1,0 +1,117 @@
+// Import of one package (offline file, inbox or download): stage → verify → sequence check → apply in a
+// worker → keep the package for rollback and mirroring. Every refusal is recorded with its stable code.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Config } from '../appliance/config.ts';
+import type { DB } from '../appliance/db.ts';
+import { audit, layout } from '../appliance/db.ts';
+import { OutpostError, asOutpostError } from '../appliance/errors.ts';
+import type { Manifest } from '../appliance/types.ts';
+import { runWorker } from '../appliance/worker.ts';
+import { getFeed, checkSequence, type ApplyProgress, type ApplyResult } from './apply.ts';
+import { stagePackage, type Limits, type StagedPackage } from './package-reader.ts';
+import { verifyPackage, type TrustedKey } from './verify.ts';
+
+export interface ApplyJob {
+  dbPath: string;
+  staged: Omit<StagedPackage, 'files' | 'cleanup'> & { files: [string, string][] };
+  limits: Limits;
+  meta: { source: string; actor: string; packagePath: string | null };
+}
+
+export interface ImportOptions {
+  dryRun?: boolean;
+  source?: string;
+  actor?: string;
+  now?: Date;
+  onProgress?: (p: ApplyProgress) => void;
+  /** rollback re-applies a kept older package past the version floor. */
+  allowOlder?: boolean;
+}
+
+export interface ImportResult extends Partial<ApplyResult> {
+  feed: string;
+  version: number;
+  type: 'full' | 'delta';
+  dryRun: boolean;
+  sha256: string;
+  manifest: Manifest;
+}
+
+export function limitsOf(cfg: Config): Limits {
+  return { maxPackageBytes: cfg.maxPackageBytes, maxUncompressedBytes: cfg.maxUncompressedBytes };
+}
+
+export function trustedKeys(db: DB): TrustedKey[] {
+  return db.prepare('SELECT key_id, public_pem, revoked_at FROM trusted_keys').all() as TrustedKey[];
+}
+
+/** Stages and verifies a package without touching the store; the caller must call staged.cleanup(). */
+export async function stageAndVerify(cfg: Config, db: DB, tarPath: string, now = new Date()): Promise<StagedPackage> {
+  const staged = await stagePackage(tarPath, layout(cfg.dataDir).staging, limitsOf(cfg));
+  try {
+    verifyPackage(staged, trustedKeys(db), now);
+    return staged;
+  } catch (e) {
+    staged.cleanup();
+    throw e;
+  }
+}
+
+function recordRejection(db: DB, source: string, actor: string, err: OutpostError, m?: Manifest, sha256?: string): void {
+  try {
+    db.prepare('INSERT INTO packages(received_at, source, feed, version, type, sha256, status, code, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)').run(
+      new Date().toISOString(), source, m?.feed ?? null, m?.version ?? null, m?.type ?? null, sha256 ?? null, 'rejected', err.code, err.message,
+    );
+    audit(db, actor, 'package.reject', { code: err.code, subject: m ? `${m.feed}@${m.version}` : path.basename(source), detail: { message: err.message, source } });
+  } catch {
+    /* recording must never mask the original refusal */
+  }
+}
+
+export async function importPackage(cfg: Config, db: DB, tarPath: string, opts: ImportOptions = {}): Promise<ImportResult> {
+  const source = opts.source ?? path.resolve(tarPath);
+  const actor = opts.actor ?? 'cli';
+  let staged: StagedPackage | undefined;
+  try {
+    if (!fs.existsSync(tarPath) || !fs.statSync(tarPath).isFile()) throw new OutpostError('E_NOT_FOUND', `no package file at ${tarPath}`);
+    staged = await stageAndVerify(cfg, db, tarPath, opts.now);
+    const m = staged.manifest;
+    checkSequence(getFeed(db, m.feed), m, staged.sha256, { allowOlder: opts.allowOlder });
+    if (opts.dryRun) {
+      return { feed: m.feed, version: m.version, type: m.type, dryRun: true, sha256: staged.sha256, manifest: m };
+    }
+    const { dest: kept, created } = keepPackage(cfg, tarPath, m, staged.sha256);
+    const job: ApplyJob = {
+      dbPath: layout(cfg.dataDir).db,
+      staged: { dir: staged.dir, sha256: staged.sha256, size: staged.size, manifestBytes: staged.manifestBytes, signature: staged.signature, manifest: m, files: [...staged.files] },
+      limits: limitsOf(cfg),
+      meta: { source, actor: opts.allowOlder ? `rollback:${actor}` : actor, packagePath: kept },
+    };
+    try {
+      const result = await runWorker<ApplyResult>(new URL('./apply-worker.ts', import.meta.url), job, opts.onProgress);
+      return { ...result, dryRun: false, sha256: staged.sha256, manifest: m };
+    } catch (e) {
+      if (created) fs.rmSync(kept, { force: true });
+      throw e && typeof e === 'object' && 'code' in e ? new OutpostError((e as OutpostError).code, (e as OutpostError).message) : asOutpostError(e);
+    }
+  } catch (e) {
+    const err = asOutpostError(e);
+    if (!opts.dryRun) recordRejection(db, source, actor, err, staged?.manifest, staged?.sha256);
+    throw err;
+  } finally {
+    staged?.cleanup();
+  }
+}
+
+/** Keeps accepted packages (content-addressed) for rollback and the mirror; returns the kept path. */
+function keepPackage(cfg: Config, tarPath: string, m: Manifest, sha256: string): { dest: string; created: boolean } {
+  const dir = path.join(layout(cfg.dataDir).packages, m.feed.replace(/[^A-Za-z0-9._-]/g, '_'));
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const dest = path.join(dir, `${m.version}-${m.type}-${sha256.slice(0, 16)}.tar`);
+  if (fs.existsSync(dest)) return { dest, created: false };
+  const tmp = `${dest}.tmp-${process.pid}`;
+  fs.copyFileSync(tarPath, tmp);
+  fs.renameSync(tmp, dest);
+  return { dest, created: true };
+}

@@ -1,0 +1,67 @@
+// Provider side: turn source files into a signed full package (normalize, dedupe, sort, hash, sign).
+import path from 'node:path';
+import { OutpostError } from '../appliance/errors.ts';
+import type { FeedKind, Manifest, SourceReport } from '../appliance/types.ts';
+import { collectIndicators } from './collect.ts';
+import { loadPrivateKey } from './keys.ts';
+import { StateHasher, writePackage } from './package-writer.ts';
+import { canonicalIndicator } from './records.ts';
+
+export interface BuildOptions {
+  feed: string;
+  keyPath: string;
+  outDir: string;
+  files: string[];
+  kind?: FeedKind;
+  category?: string;
+  confidence?: number;
+  /** Defaults to the creation time in milliseconds, so later builds are always newer. */
+  version?: number;
+  /** Package expiry (freeze protection): an appliance refuses it after this many days. */
+  expiresDays?: number;
+  now?: Date;
+}
+
+export interface BuildResult {
+  path: string;
+  sha256: string;
+  manifest: Manifest;
+  reports: SourceReport[];
+}
+
+export const FEED_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+
+export async function buildPackage(opts: BuildOptions): Promise<BuildResult> {
+  if (!FEED_NAME.test(opts.feed)) throw new OutpostError('E_USAGE', `feed name "${opts.feed}" must match ${FEED_NAME} (lowercase letters, digits, . _ -)`);
+  if (!opts.files.length) throw new OutpostError('E_USAGE', 'give at least one source file');
+  const kind = opts.kind ?? 'block';
+  const confidence = opts.confidence ?? (kind === 'allow' ? 100 : 80);
+  if (!(confidence >= 0 && confidence <= 100)) throw new OutpostError('E_USAGE', '--confidence must be 0-100');
+  const key = loadPrivateKey(opts.keyPath);
+  const now = opts.now ?? new Date();
+  const created = new Date(Math.floor(now.getTime() / 1000) * 1000);
+  const expires = new Date(created.getTime() + (opts.expiresDays ?? 30) * 86400_000);
+
+  const { indicators, reports } = await collectIndicators(opts.files.map((f) => path.resolve(f)), { kind, category: opts.category, confidence });
+  const lines = indicators.map(canonicalIndicator);
+  const hasher = new StateHasher();
+  for (const ind of lines) hasher.update(ind);
+
+  const res = await writePackage({
+    outDir: opts.outDir,
+    privateKey: key,
+    manifest: {
+      feed: opts.feed,
+      kind,
+      type: 'full',
+      version: opts.version ?? created.getTime(),
+      created: created.toISOString(),
+      expires: expires.toISOString(),
+      state: hasher.digest(),
+      defaults: { category: opts.category ?? (kind === 'allow' ? 'known-benign' : 'malicious'), confidence },
+      sources: reports,
+    },
+    files: [{ role: 'indicators', indicators: lines }],
+  });
+  return { ...res, reports };
+}
