@@ -22,6 +22,8 @@ export interface ApiDeps {
   engine: LookupEngine;
   log: Logger;
   metrics?: Metrics;
+  /** Further route groups (console, exports, TAXII, mirror …) mounted before the 404 handler. */
+  mounts?: ((app: Hono<AppEnv>) => void)[];
 }
 
 export function errorBody(code: ErrorCode, message?: string) {
@@ -123,6 +125,8 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
       return c.json({ results });
     },
   );
+
+  for (const mount of deps.mounts ?? []) mount(app);
 
   app.notFound((c) => errorResponse(c, 'E_NOT_FOUND', `no route ${c.req.method} ${c.req.path}`));
   app.onError((err, c) => {
