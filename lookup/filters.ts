@@ -1,0 +1,462 @@
+// Bloom filters over the store: one per indicator type, plus network filters and a per-/16 prefix index,
+// so a value that is not listed is answered in memory without touching SQLite. Filters are bloom-filters'
+// BloomFilter objects with our FastHashing; `probe*` read their bit arrays directly with the same index
+// scheme (no per-call arrays). Built from one streaming scan, persisted per generation, buildable in a worker.
+import fs from 'node:fs';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+import bloomFilters from 'bloom-filters';
+import type { DB } from '../appliance/db.ts';
+import { OutpostError } from '../appliance/errors.ts';
+import type { IndicatorType } from '../appliance/types.ts';
+import { FastHashing, HASH_OUT, hashRange, hashV4Net, streamSeeds } from './hash.ts';
+
+const { BloomFilter } = bloomFilters;
+type BloomFilterT = InstanceType<typeof BloomFilter>;
+
+/** Types with an exact-value filter. Networks have their own (`ipv4-cidr`, `ipv6-cidr`). */
+export const FILTER_TYPES: readonly IndicatorType[] = [
+  'ipv4', 'ipv6', 'ipv4-cidr', 'ipv6-cidr', 'domain', 'url', 'md5', 'sha1', 'sha256', 'email',
+];
+
+const FASTHASHING = new FastHashing();
+
+/** One Bloom filter with what the fast probe needs at hand. */
+export interface TypedFilter {
+  type: IndicatorType;
+  filter: BloomFilterT;
+  /** The filter's bit array (BitSet.array): bit i is `bits[i >> 3] & (1 << (i & 7))`. */
+  bits: Uint8Array;
+  m: number;
+  k: number;
+  seed: number;
+  s1: number;
+  s2: number;
+  /** Values added (rows of this type, counted across feeds). */
+  count: number;
+}
+
+export interface FilterSet {
+  generation: number;
+  fpRate: number;
+  /** Identifies the store content the set was built from (generation, row count, feed versions). */
+  fingerprint: string;
+  builtAt: string;
+  buildMs: number;
+  filters: Map<IndicatorType, TypedFilter>;
+  /** Prefix lengths present among listed networks, ascending. */
+  prefixes4: number[];
+  prefixes6: number[];
+  /**
+   * IPv4 prefix index: for each /16 bucket (ip >>> 16), bit (p - 1) is set when some listed network of
+   * length p (1..32) overlaps the bucket. An IP lookup probes only those prefix lengths — usually none.
+   */
+  v4Index: Uint32Array;
+  /** A listed 0.0.0.0/0 (bit 0 of the index means /1). */
+  v4HasZero: boolean;
+  /** Network rows whose value was not in canonical `net/prefix` form (they cannot be matched by address). */
+  nonCanonical: number;
+}
+
+// ---------------------------------------------------------------- sizing and the fast probe
+
+/** Optimal size for n values at false-positive rate p: m = −n ln p / (ln 2)², k = round((m/n) ln 2). */
+export function filterSize(n: number, p: number): { m: number; k: number } {
+  if (!(p > 0 && p < 1)) throw new OutpostError('E_CONFIG', `filter false-positive rate must be between 0 and 1, got ${p}`);
+  if (n <= 0) return { m: 8, k: 1 };
+  const m = Math.max(8, Math.ceil((-n * Math.log(p)) / (Math.LN2 * Math.LN2)));
+  const k = Math.max(1, Math.round((m / n) * Math.LN2));
+  return { m, k };
+}
+
+function wrap(type: IndicatorType, filter: BloomFilterT, count: number): TypedFilter {
+  filter._hashing = FASTHASHING;
+  const [s1, s2] = streamSeeds(filter.seed);
+  return { type, filter, bits: filter._filter.array, m: filter._size, k: filter._nbHashes, seed: filter.seed, s1, s2, count };
+}
+
+export function createFilter(type: IndicatorType, n: number, p: number): TypedFilter {
+  const { m, k } = filterSize(n, p);
+  return wrap(type, new BloomFilter(m, k), n);
+}
+
+/*
+ * bloom-filters' getIndexes: index_i = |(a + i·b + (i³ − i)/6) mod m| with {a, b} = hashTwice(value, seed).
+ * a, b are unsigned here, so index_i = (a + i·b + (i³ − i)/6) mod m, and successive differences are
+ * b + i(i+1)/2 — which the loops below step through incrementally (no multiplication, no modulo of large
+ * numbers, no array). A test checks the indexes equal the library's for real values.
+ */
+
+/** True when the hash pair in HASH_OUT may be in the filter. */
+function testHashed(f: TypedFilter): boolean {
+  const m = f.m;
+  const bits = f.bits;
+  let x = HASH_OUT[0] % m;
+  let d = HASH_OUT[1] % m;
+  for (let i = 0; i < f.k; i++) {
+    if ((bits[x >>> 3] & (1 << (x & 7))) === 0) return false;
+    x += d;
+    if (x >= m) x -= m;
+    d += i + 1;
+    if (d >= m) d -= m;
+  }
+  return true;
+}
+
+function setHashed(f: TypedFilter): void {
+  const m = f.m;
+  const bits = f.bits;
+  let x = HASH_OUT[0] % m;
+  let d = HASH_OUT[1] % m;
+  for (let i = 0; i < f.k; i++) {
+    bits[x >>> 3] |= 1 << (x & 7);
+    x += d;
+    if (x >= m) x -= m;
+    d += i + 1;
+    if (d >= m) d -= m;
+  }
+}
+
+/** Same answer as `f.filter.has(value)`, without allocation. */
+export function probe(f: TypedFilter, value: string): boolean {
+  hashRange(value, 0, value.length, f.s1, f.s2);
+  return testHashed(f);
+}
+
+/** Probes the substring value[start, end) — used for a domain's parents without slicing. */
+export function probeRange(f: TypedFilter, value: string, start: number, end: number): boolean {
+  hashRange(value, start, end, f.s1, f.s2);
+  return testHashed(f);
+}
+
+/** Probes the IPv4 network key `a.b.c.d/prefix` given as numbers. */
+export function probeV4Net(f: TypedFilter, net: number, prefix: number): boolean {
+  hashV4Net(net, prefix, f.s1, f.s2);
+  return testHashed(f);
+}
+
+/** Same effect as `f.filter.add(value)`, without allocation (bulk builds add millions of values). */
+export function addValue(f: TypedFilter, value: string): void {
+  hashRange(value, 0, value.length, f.s1, f.s2);
+  setHashed(f);
+}
+
+// ---------------------------------------------------------------- IPv4 helpers
+
+/** Parses canonical dotted IPv4 text to an unsigned 32-bit number; -1 if it is not a.b.c.d with 0-255 parts. */
+export function parseV4(s: string, start = 0, end = s.length): number {
+  let acc = 0;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = start; i < end; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || dots === 3) return -1;
+      acc = acc * 256 + part;
+      part = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57) {
+      part = part * 10 + (c - 48);
+      if (++digits > 3 || part > 255) return -1;
+    } else return -1;
+  }
+  if (dots !== 3 || digits === 0) return -1;
+  return acc * 256 + part;
+}
+
+export function v4Text(n: number): string {
+  return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+}
+
+/** Network address of ip/prefix as an unsigned number. */
+export function v4Network(ip: number, prefix: number): number {
+  if (prefix <= 0) return 0;
+  return (ip & (-1 << (32 - prefix))) >>> 0;
+}
+
+function markV4Index(index: Uint32Array, net: number, prefix: number): void {
+  if (prefix >= 16) {
+    index[net >>> 16] |= 1 << (prefix - 1);
+    return;
+  }
+  const first = net >>> 16;
+  const count = 1 << (16 - prefix);
+  for (let b = first; b < first + count; b++) index[b] |= 1 << (prefix - 1);
+}
+
+// ---------------------------------------------------------------- building
+
+interface Builder {
+  set: FilterSet;
+  p4: Set<number>;
+  p6: Set<number>;
+}
+
+function newBuilder(counts: Map<string, number>, fpRate: number, generation: number, fingerprint: string): Builder {
+  const filters = new Map<IndicatorType, TypedFilter>();
+  for (const type of FILTER_TYPES) filters.set(type, createFilter(type, counts.get(type) ?? 0, fpRate));
+  return {
+    set: {
+      generation, fpRate, fingerprint, builtAt: new Date().toISOString(), buildMs: 0, filters,
+      prefixes4: [], prefixes6: [], v4Index: new Uint32Array(65536), v4HasZero: false, nonCanonical: 0,
+    },
+    p4: new Set(),
+    p6: new Set(),
+  };
+}
+
+/** Adds one stored (type, value). Adding a value twice (several feeds) is harmless. */
+export function addIndicator(b: Builder, type: string, value: string): void {
+  const f = b.set.filters.get(type as IndicatorType);
+  if (!f) return; // a type this build does not know: never matched, so nothing to filter
+  if (type === 'ipv4-cidr') {
+    const slash = value.indexOf('/');
+    const net = slash > 0 ? parseV4(value, 0, slash) : -1;
+    const prefix = slash > 0 ? Number(value.slice(slash + 1)) : NaN;
+    if (net < 0 || !Number.isInteger(prefix) || prefix < 0 || prefix > 32 || v4Network(net, prefix) !== net || `${v4Text(net)}/${prefix}` !== value) {
+      b.set.nonCanonical++;
+    } else {
+      b.p4.add(prefix);
+      if (prefix === 0) b.set.v4HasZero = true;
+      else markV4Index(b.set.v4Index, net, prefix);
+    }
+  } else if (type === 'ipv6-cidr') {
+    const prefix = Number(value.slice(value.indexOf('/') + 1));
+    if (!Number.isInteger(prefix) || prefix < 0 || prefix > 128 || value.indexOf('/') < 0) b.set.nonCanonical++;
+    else b.p6.add(prefix);
+  }
+  addValue(f, value);
+}
+
+function finish(b: Builder, started: number): FilterSet {
+  b.set.prefixes4 = [...b.p4].sort((x, y) => x - y);
+  b.set.prefixes6 = [...b.p6].sort((x, y) => x - y);
+  b.set.buildMs = Math.round(performance.now() - started);
+  return b.set;
+}
+
+/** What identifies the store content: a persisted set is reused only when this matches. */
+export function storeFingerprint(db: DB): { generation: number; fingerprint: string } {
+  const generation = Number((db.prepare("SELECT value FROM meta WHERE key = 'generation'").get() as { value: string } | undefined)?.value ?? 0);
+  const rows = (db.prepare('SELECT count(*) AS n FROM indicators').get() as { n: number }).n;
+  const feeds = db.prepare('SELECT name, version FROM feeds ORDER BY name').all() as { name: string; version: number }[];
+  return { generation, fingerprint: `${generation}:${rows}:${feeds.map((f) => `${f.name}@${f.version}`).join(',')}` };
+}
+
+/**
+ * Builds every filter from one streaming scan of the store, inside one read transaction so the
+ * generation, counts and values are one consistent snapshot (WAL: writers are not blocked).
+ */
+export function buildFilters(db: DB, fpRate: number): FilterSet {
+  const started = performance.now();
+  const run = db.transaction(() => {
+    const { generation, fingerprint } = storeFingerprint(db);
+    const counts = new Map<string, number>();
+    for (const r of db.prepare('SELECT type, count(*) AS n FROM indicators GROUP BY type').all() as { type: string; n: number }[]) {
+      counts.set(r.type, r.n);
+    }
+    const b = newBuilder(counts, fpRate, generation, fingerprint);
+    const rows = db.prepare('SELECT type, value FROM indicators').raw(true).iterate() as IterableIterator<[string, string]>;
+    for (const [type, value] of rows) addIndicator(b, type, value);
+    return finish(b, started);
+  });
+  return run.deferred();
+}
+
+/** Builds a set from in-memory (type, value) pairs — for tests and tools that have no store. */
+export function buildFiltersFrom(items: Iterable<[IndicatorType, string]>, fpRate: number, generation = 0): FilterSet {
+  const started = performance.now();
+  const list = Array.isArray(items) ? (items as [IndicatorType, string][]) : [...items];
+  const counts = new Map<string, number>();
+  for (const [t] of list) counts.set(t, (counts.get(t) ?? 0) + 1);
+  const b = newBuilder(counts, fpRate, generation, `mem:${generation}:${list.length}`);
+  for (const [t, v] of list) addIndicator(b, t, v);
+  return finish(b, started);
+}
+
+// ---------------------------------------------------------------- bulk binary form (file and worker transfer)
+
+const MAGIC = 'OUTPOSTF';
+const FORMAT = 'outpost-filters/1';
+
+interface Header {
+  format: typeof FORMAT;
+  generation: number;
+  fpRate: number;
+  fingerprint: string;
+  builtAt: string;
+  buildMs: number;
+  prefixes4: number[];
+  prefixes6: number[];
+  v4HasZero: boolean;
+  nonCanonical: number;
+  filters: { type: IndicatorType; m: number; k: number; seed: number; count: number; bytes: number }[];
+}
+
+/** Header + the raw arrays: [v4Index bytes, filter bit arrays in header order]. */
+export interface FilterParts {
+  header: Header;
+  arrays: Uint8Array[];
+}
+
+export function toParts(set: FilterSet): FilterParts {
+  const filters = [...set.filters.values()];
+  return {
+    header: {
+      format: FORMAT, generation: set.generation, fpRate: set.fpRate, fingerprint: set.fingerprint, builtAt: set.builtAt,
+      buildMs: set.buildMs, prefixes4: set.prefixes4, prefixes6: set.prefixes6, v4HasZero: set.v4HasZero,
+      nonCanonical: set.nonCanonical,
+      filters: filters.map((f) => ({ type: f.type, m: f.m, k: f.k, seed: f.seed, count: f.count, bytes: f.bits.byteLength })),
+    },
+    arrays: [new Uint8Array(set.v4Index.buffer, set.v4Index.byteOffset, set.v4Index.byteLength), ...filters.map((f) => f.bits)],
+  };
+}
+
+export function fromParts(parts: FilterParts): FilterSet {
+  const h = parts.header;
+  if (h.format !== FORMAT || parts.arrays.length !== h.filters.length + 1) {
+    throw new OutpostError('E_FORMAT', 'filter data is not in the expected format');
+  }
+  const idx = parts.arrays[0];
+  if (idx.byteLength !== 65536 * 4 || idx.byteOffset % 4 !== 0) throw new OutpostError('E_FORMAT', 'filter data: bad prefix index');
+  const filters = new Map<IndicatorType, TypedFilter>();
+  h.filters.forEach((fh, i) => {
+    const bits = parts.arrays[i + 1];
+    if (bits.byteLength !== Math.ceil(fh.m / 8) || fh.k < 1) throw new OutpostError('E_FORMAT', `filter data: bad ${fh.type} filter`);
+    const bf = new BloomFilter(fh.m, fh.k);
+    bf.seed = fh.seed;
+    bf._filter.array = bits; // the library's BitSet keeps its bits in `array`; adopt ours instead of copying
+    filters.set(fh.type, wrap(fh.type, bf, fh.count));
+  });
+  return {
+    generation: h.generation, fpRate: h.fpRate, fingerprint: h.fingerprint, builtAt: h.builtAt, buildMs: h.buildMs,
+    filters, prefixes4: h.prefixes4, prefixes6: h.prefixes6,
+    v4Index: new Uint32Array(idx.buffer, idx.byteOffset, 65536), v4HasZero: h.v4HasZero, nonCanonical: h.nonCanonical,
+  };
+}
+
+const pad8 = (n: number) => (n + 7) & ~7;
+
+/**
+ * Writes `OUTPOSTF` + u32 header length + JSON header, then each array at an 8-byte aligned offset.
+ * Written to a temp file and renamed, so a reader never sees half a file.
+ */
+export function serializeFilters(set: FilterSet, file: string): void {
+  const { header, arrays } = toParts(set);
+  const hbuf = Buffer.from(JSON.stringify(header), 'utf8');
+  let offset = pad8(12 + hbuf.length);
+  const offsets = arrays.map((a) => {
+    const o = offset;
+    offset = pad8(offset + a.byteLength);
+    return o;
+  });
+  const out = Buffer.alloc(offset);
+  out.write(MAGIC, 0, 'latin1');
+  out.writeUInt32LE(hbuf.length, 8);
+  hbuf.copy(out, 12);
+  arrays.forEach((a, i) => out.set(a, offsets[i]));
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, out, { mode: 0o600 });
+  fs.renameSync(tmp, file);
+}
+
+/** Reads a file written by serializeFilters: one read, arrays are views into it (no per-bit decoding). */
+export function loadFilters(file: string): FilterSet {
+  const buf = fs.readFileSync(file);
+  if (buf.length < 12 || buf.toString('latin1', 0, 8) !== MAGIC) throw new OutpostError('E_FORMAT', `${file} is not an Outpost filter file`);
+  const hlen = buf.readUInt32LE(8);
+  if (12 + hlen > buf.length) throw new OutpostError('E_FORMAT', `${file} is truncated`);
+  let header: Header;
+  try {
+    header = JSON.parse(buf.toString('utf8', 12, 12 + hlen)) as Header;
+  } catch {
+    throw new OutpostError('E_FORMAT', `${file} has a corrupt header`);
+  }
+  // Copy into a fresh ArrayBuffer when the Buffer is not 8-aligned (the Uint32 index needs 4-byte alignment).
+  const base = buf.byteOffset % 8 === 0 ? buf : Buffer.from(buf);
+  let offset = pad8(12 + hlen);
+  const sizes = [65536 * 4, ...(header.filters ?? []).map((f) => f.bytes)];
+  const arrays = sizes.map((n) => {
+    if (offset + n > base.length) throw new OutpostError('E_FORMAT', `${file} is truncated`);
+    const a = new Uint8Array(base.buffer, base.byteOffset + offset, n);
+    offset = pad8(offset + n);
+    return a;
+  });
+  return fromParts({ header, arrays });
+}
+
+// ---------------------------------------------------------------- building in a worker thread
+
+const WORKER_TAG = 'outpost:build-filters';
+
+/**
+ * The worker runs this .ts file from source. On Node 20, loader hooks passed to a worker as
+ * `execArgv: ['--import', tsx]` are not applied to the worker's own imports ("Unknown file extension
+ * .ts"), so the worker is a tiny eval'd script that registers tsx's ESM API in its own thread and then
+ * imports this module — which works under `node bin/outpost.js`, under vitest and from compiled JS alike.
+ */
+function workerBootstrap(): string {
+  const require = createRequire(import.meta.url);
+  const tsxDir = path.dirname(require.resolve('tsx/package.json'));
+  const api = pathToFileURL(path.join(tsxDir, 'dist', 'esm', 'api', 'index.mjs')).href;
+  return `import(${JSON.stringify(api)}).then(({ register }) => { register(); return import(${JSON.stringify(import.meta.url)}); });`;
+}
+
+/**
+ * Builds the filters of the database file at dbPath in a worker thread (its own read-only connection),
+ * transferring the bit arrays back without copying; the caller's thread keeps answering meanwhile.
+ */
+export function buildFiltersInWorker(dbPath: string, fpRate: number): Promise<FilterSet> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(workerBootstrap(), { eval: true, workerData: { tag: WORKER_TAG, dbPath, fpRate } });
+    let settled = false;
+    worker.once('message', (msg: { ok: true; parts: FilterParts } | { ok: false; code: string; message: string }) => {
+      settled = true;
+      if (msg.ok) {
+        try {
+          resolve(fromParts(msg.parts));
+        } catch (e) {
+          reject(e);
+        }
+      } else reject(new OutpostError(msg.code === 'E_FORMAT' || msg.code === 'E_CONFIG' ? msg.code : 'E_DB', msg.message));
+      void worker.terminate();
+    });
+    worker.once('error', (e) => {
+      if (!settled) reject(e);
+      settled = true;
+    });
+    worker.once('exit', (code) => {
+      if (!settled) reject(new OutpostError('E_INTERNAL', `filter build worker exited with code ${code}`));
+      settled = true;
+    });
+  });
+}
+
+function runWorker(): void {
+  const { dbPath, fpRate } = workerData as { dbPath: string; fpRate: number };
+  try {
+    const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+    db.pragma('busy_timeout = 10000');
+    let set: FilterSet;
+    try {
+      set = buildFilters(db, fpRate);
+    } finally {
+      db.close();
+    }
+    const parts = toParts(set);
+    // Each BitSet owns its ArrayBuffer, as does the index: transfer them all.
+    parentPort!.postMessage({ ok: true, parts }, parts.arrays.map((a) => a.buffer as ArrayBuffer));
+  } catch (e) {
+    const err = e as { code?: string; message?: string };
+    parentPort!.postMessage({ ok: false, code: typeof err.code === 'string' && err.code.startsWith('E_') ? err.code : 'E_DB', message: String(err.message ?? e) });
+  }
+}
+
+if (!isMainThread && (workerData as { tag?: string } | null)?.tag === WORKER_TAG) runWorker();
+

@@ -1,0 +1,222 @@
+// Bloom filters: sizing, exactness of the fast probe against bloom-filters itself, no false negatives on
+// real list data, observed false-positive rate, persistence and the worker build.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDb, type DB } from '../appliance/db.ts';
+import type { IndicatorType } from '../appliance/types.ts';
+import {
+  addValue, buildFilters, buildFiltersFrom, buildFiltersInWorker, createFilter, filterSize, loadFilters, probe,
+  serializeFilters, type FilterSet,
+} from '../lookup/filters.ts';
+import { normalize } from '../lookup/normalize.ts';
+
+const DATA = path.resolve(__dirname, '../../shared/data');
+
+/** Normalized (type, value) pairs from the real lists, first column of each line, comments stripped. */
+function realValues(): [IndicatorType, string][] {
+  const files: [string, (line: string) => string | null][] = [
+    ['ipsum/ipsum.txt', (l) => l.split('\t')[0]],
+    ['threatfox/ips.txt', (l) => l],
+    ['firehol/firehol_level1.netset', (l) => l],
+    ['maltrail/mass_scanner_cidr.txt', (l) => l.split('#')[0]],
+    ['signature-base/hash-iocs.txt', (l) => l.split(';')[0]],
+    ['signature-base/c2-iocs.txt', (l) => l.split(';')[0]],
+    ['eset/nukesped_lazarus/samples.sha256', (l) => l],
+    ['urlhaus/urls.csv', (l) => /^"[^"]*",([^,]+),/.exec(l)?.[1] ?? null],
+    ...['emotet', 'remcos', 'lummac2', 'cobaltstrike', 'asyncrat', 'apt_lazarus'].map(
+      (f) => [`maltrail/malware/${f}.txt`, (l: string) => l] as [string, (line: string) => string | null],
+    ),
+  ];
+  const seen = new Set<string>();
+  const out: [IndicatorType, string][] = [];
+  for (const [file, pick] of files) {
+    for (const line of fs.readFileSync(path.join(DATA, file), 'utf8').split('\n')) {
+      const t = line.trim();
+      if (!t || t.startsWith('#')) continue;
+      const raw = pick(t)?.trim();
+      if (!raw) continue;
+      const n = normalize(raw);
+      if (!n.ok) continue; // malformed real lines are the normalizer's tests' business
+      const key = `${n.type} ${n.value}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      out.push([n.type, n.value]);
+    }
+  }
+  return out;
+}
+
+/** Deterministic PRNG (mulberry32) so the statistical test is reproducible. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+let values: [IndicatorType, string][];
+let set: FilterSet;
+let tmp: string;
+
+beforeAll(() => {
+  values = realValues();
+  set = buildFiltersFrom(values, 0.001, 7);
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'outpost-filters-'));
+});
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+describe('sizing', () => {
+  it('follows m = −n ln p / (ln 2)², k = round((m/n) ln 2)', () => {
+    expect(filterSize(1_000_000, 0.001)).toEqual({ m: 14_377_588, k: 10 });
+    expect(filterSize(1000, 0.01)).toEqual({ m: 9586, k: 7 });
+    expect(filterSize(0, 0.001)).toEqual({ m: 8, k: 1 });
+    const f = createFilter('domain', 50_000, 0.001);
+    expect(f.m / 50_000).toBeCloseTo(14.38, 1);
+    expect(f.filter._size).toBe(f.m);
+    expect(f.filter._nbHashes).toBe(10);
+  });
+
+  it('refuses a rate outside (0, 1)', () => {
+    expect(() => filterSize(10, 0)).toThrow(/E_CONFIG|between 0 and 1/);
+    expect(() => filterSize(10, 1)).toThrow(/between 0 and 1/);
+  });
+});
+
+describe('fast probe equals bloom-filters', () => {
+  it('sets exactly the bits BloomFilter.add() sets, and answers as BloomFilter.has()', () => {
+    const sample = values.slice(0, 20_000).map(([, v]) => v);
+    const viaLib = createFilter('url', sample.length, 0.01);
+    const viaFast = createFilter('url', sample.length, 0.01);
+    for (const v of sample) {
+      viaLib.filter.add(v);
+      addValue(viaFast, v);
+    }
+    expect(Buffer.compare(Buffer.from(viaLib.bits), Buffer.from(viaFast.bits))).toBe(0);
+    const r = rng(1);
+    for (let i = 0; i < 5000; i++) {
+      const probeValue = i % 2 ? sample[i] : `x${Math.floor(r() * 1e9)}.example`;
+      expect(probe(viaFast, probeValue)).toBe(viaLib.filter.has(probeValue));
+    }
+  });
+});
+
+describe('real data', () => {
+  it('loads well over 200k distinct real values of every shape', () => {
+    expect(values.length).toBeGreaterThan(200_000);
+    const types = new Set(values.map(([t]) => t));
+    for (const t of ['ipv4', 'ipv4-cidr', 'domain', 'url', 'md5', 'sha1', 'sha256'] as const) expect(types.has(t)).toBe(true);
+  });
+
+  it('has no false negatives', () => {
+    let missing = 0;
+    for (const [t, v] of values) if (!probe(set.filters.get(t)!, v)) missing++;
+    expect(missing).toBe(0);
+    expect(set.prefixes4.length).toBeGreaterThan(5);
+    expect(set.prefixes4).toContain(24);
+  });
+
+  it('observes a false-positive rate within 2× of the target on 100k random non-members', () => {
+    const ipv4 = set.filters.get('ipv4')!;
+    const listed = new Set(values.filter(([t]) => t === 'ipv4').map(([, v]) => v));
+    const r = rng(42);
+    let tried = 0;
+    let fp = 0;
+    while (tried < 100_000) {
+      const ip = `${1 + Math.floor(r() * 223)}.${Math.floor(r() * 256)}.${Math.floor(r() * 256)}.${Math.floor(r() * 256)}`;
+      if (listed.has(ip)) continue;
+      tried++;
+      if (probe(ipv4, ip)) fp++;
+    }
+    const rate = fp / tried;
+    // Expected ~100 of 100k; the bounds are ~5σ away, and the PRNG is seeded.
+    expect(rate).toBeLessThan(2 * set.fpRate);
+    expect(rate).toBeGreaterThan(set.fpRate / 2);
+  });
+});
+
+describe('persistence', () => {
+  it('serialize/load round trip gives identical bits and identical answers', () => {
+    const file = path.join(tmp, 'filters-7.bin');
+    serializeFilters(set, file);
+    const t0 = performance.now();
+    const loaded = loadFilters(file);
+    const loadMs = performance.now() - t0;
+    expect(loadMs).toBeGreaterThanOrEqual(0);
+    expect(loaded.generation).toBe(7);
+    expect(loaded.prefixes4).toEqual(set.prefixes4);
+    expect(Buffer.compare(Buffer.from(loaded.v4Index.buffer, loaded.v4Index.byteOffset, loaded.v4Index.byteLength),
+      Buffer.from(set.v4Index.buffer, set.v4Index.byteOffset, set.v4Index.byteLength))).toBe(0);
+    for (const [t, f] of set.filters) {
+      const g = loaded.filters.get(t)!;
+      expect([g.m, g.k, g.seed, g.count]).toEqual([f.m, f.k, f.seed, f.count]);
+      expect(Buffer.compare(Buffer.from(g.bits), Buffer.from(f.bits))).toBe(0);
+    }
+    for (const [t, v] of values) expect(probe(loaded.filters.get(t)!, v)).toBe(true);
+    const r = rng(9);
+    for (let i = 0; i < 20_000; i++) {
+      const v = `${Math.floor(r() * 1e12).toString(16)}.test`;
+      expect(probe(loaded.filters.get('domain')!, v)).toBe(probe(set.filters.get('domain')!, v));
+      // The library's own has() agrees on the loaded filter too (same bits, same hashing).
+      if (i < 2000) expect(loaded.filters.get('domain')!.filter.has(v)).toBe(probe(set.filters.get('domain')!, v));
+    }
+  });
+
+  it('refuses a corrupt or truncated file with E_FORMAT', () => {
+    const file = path.join(tmp, 'bad.bin');
+    fs.writeFileSync(file, 'not a filter file at all');
+    expect(() => loadFilters(file)).toThrow(/not an Outpost filter file/);
+    const good = path.join(tmp, 'filters-7.bin');
+    const bytes = fs.readFileSync(good);
+    fs.writeFileSync(file, bytes.subarray(0, bytes.length - 1000));
+    expect(() => loadFilters(file)).toThrow(expect.objectContaining({ code: 'E_FORMAT' }));
+  });
+});
+
+describe('building from the store', () => {
+  let db: DB;
+  let dir: string;
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'outpost-filters-db-'));
+    db = openDb(dir);
+    const ins = db.prepare("INSERT OR IGNORE INTO indicators(type, value, feed, kind) VALUES (?, ?, ?, 'block')");
+    db.transaction(() => {
+      values.forEach(([t, v], i) => {
+        ins.run(t, v, 'feed-a');
+        if (i % 10 === 0) ins.run(t, v, 'feed-b'); // the same value from a second feed
+      });
+      db.prepare("UPDATE meta SET value = '3' WHERE key = 'generation'").run();
+    })();
+  });
+  afterAll(() => {
+    db.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('buildFilters streams the table and records the generation', () => {
+    const s = buildFilters(db, 0.001);
+    expect(s.generation).toBe(3);
+    expect(s.nonCanonical).toBe(0);
+    for (const [t, v] of values) expect(probe(s.filters.get(t)!, v)).toBe(true);
+    expect(s.prefixes4).toEqual(set.prefixes4);
+  });
+
+  it('the worker build gives the same filters as the in-process build', async () => {
+    const inProcess = buildFilters(db, 0.001);
+    const viaWorker = await buildFiltersInWorker(path.join(dir, 'outpost.db'), 0.001);
+    expect(viaWorker.generation).toBe(3);
+    expect(viaWorker.fingerprint).toBe(inProcess.fingerprint);
+    for (const [t, f] of inProcess.filters) {
+      expect(Buffer.compare(Buffer.from(viaWorker.filters.get(t)!.bits), Buffer.from(f.bits))).toBe(0);
+    }
+  });
+
+  it('the worker reports a missing database as an error, not a crash', async () => {
+    await expect(buildFiltersInWorker(path.join(dir, 'nope.db'), 0.001)).rejects.toThrow();
+  });
+});
