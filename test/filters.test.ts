@@ -24,7 +24,7 @@ function realValues(): [IndicatorType, string][] {
     ['signature-base/hash-iocs.txt', (l) => l.split(';')[0]],
     ['signature-base/c2-iocs.txt', (l) => l.split(';')[0]],
     ['eset/nukesped_lazarus/samples.sha256', (l) => l],
-    ['urlhaus/urls.csv', (l) => /^"[^"]*",([^,]+),/.exec(l)?.[1] ?? null],
+    ['urlhaus/urls.csv', (l) => /^(?:"[^"]*"|[^,]*),([^,]+),/.exec(l)?.[1] ?? null],
     ...['emotet', 'remcos', 'lummac2', 'cobaltstrike', 'asyncrat', 'apt_lazarus'].map(
       (f) => [`maltrail/malware/${f}.txt`, (l: string) => l] as [string, (line: string) => string | null],
     ),

@@ -1,0 +1,446 @@
+// The lookup engine: normalize a value, ask the in-memory Bloom filters which stored keys could match,
+// confirm each filter hit in SQLite (all feeds, unexpired rows only) and decide a verdict. A value that is
+// not listed never touches SQLite; a filter false positive never reaches a caller (it is only counted).
+//
+// Matching (kinds as in the contract):
+//  - IP: the address itself (`exact`) and every listed network containing it (`cidr`).
+//  - domain: itself (`exact`) and each parent down to its registrable domain (`subdomain`).
+//  - URL: the URL itself (`exact`), the URL without query and its path prefixes (`url`), then its host:
+//    a domain host and its parents all count as `subdomain` — the contract's example reports a URL whose
+//    host is the listed domain as `subdomain`, i.e. "the URL lies under a listed domain"; an IP host is
+//    matched like an IP (`exact` for the address, `cidr` for networks), since "subdomain" means nothing there.
+//  - md5/sha1/sha256/email: exact.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { DB } from '../appliance/db.ts';
+import type { FeedKind, IndicatorType, LookupResult, LookupType, Match, MatchKind } from '../appliance/types.ts';
+import {
+  buildFilters, buildFiltersInWorker, loadFilters, parseV4, probe, probeRange, probeV4Net, serializeFilters,
+  storeFingerprint, v4Network, type FilterSet, type TypedFilter,
+} from './filters.ts';
+import { cidrKey, normalize, parentDomains, urlHost, urlMatchKeys } from './normalize.ts';
+import { decide } from './verdict.ts';
+
+/** Confidence of a match whose row and feed both leave it unset. */
+export const DEFAULT_CONFIDENCE = 50;
+
+export interface EngineOptions {
+  /** Target false-positive rate of each filter (config `filterFpRate`). */
+  fpRate: number;
+  /** Current time in unix seconds (expiry and data age); injectable for tests. */
+  now?: () => number;
+  /** Build filters in a worker thread on reload (default: yes for a file database). */
+  worker?: boolean;
+  /**
+   * Where filters are persisted per generation; default `<data dir>/filters` next to the database file,
+   * null to disable (in-memory databases never persist).
+   */
+  filterDir?: string | null;
+}
+
+interface Row {
+  type: string;
+  value: string;
+  feed: string;
+  kind: string;
+  category: string | null;
+  confidence: number | null;
+  first_seen: number | null;
+  last_seen: number | null;
+  expires_at: number | null;
+  extra: string | null;
+  feed_category: string | null;
+  feed_confidence: number | null;
+}
+
+/** Counters behind /metrics; all numbers so the exporter can print each one. */
+export interface EngineStats {
+  generation: number;
+  lookups: number;
+  invalid: number;
+  filterProbes: number;
+  filterHits: number;
+  filterFalsePositives: number;
+  confirmedMatches: number;
+  expiredSkipped: number;
+  filterBytes: number;
+  filterValues: number;
+  filterBuildMs: number;
+  reloads: number;
+  reloadFailures: number;
+  nonCanonicalNetworks: number;
+}
+
+const iso = (s: number | null): string | null => (s == null ? null : new Date(s * 1000).toISOString().replace('.000Z', 'Z'));
+
+export class LookupEngine {
+  generation = 0;
+  private set: FilterSet;
+  private readonly db: DB;
+  private readonly fpRate: number;
+  private readonly now: () => number;
+  private readonly useWorker: boolean;
+  private readonly filterDir: string | null;
+  private readonly confirmStmt;
+  private newestCreated: number | null = null;
+  private reloading: Promise<void> | null = null;
+  private counters = {
+    lookups: 0, invalid: 0, filterProbes: 0, filterHits: 0, filterFalsePositives: 0, confirmedMatches: 0,
+    expiredSkipped: 0, reloads: 0, reloadFailures: 0,
+  };
+  // Per-lookup scratch, reused: a lookup gathers its matches here before building the result.
+  private matches: Match[] = [];
+  private seen = new Set<string>();
+
+  constructor(db: DB, opts: EngineOptions) {
+    this.db = db;
+    this.fpRate = opts.fpRate;
+    this.now = opts.now ?? (() => Date.now() / 1000);
+    const fileDb = Boolean(db.name) && db.name !== ':memory:' && !db.memory;
+    this.useWorker = opts.worker ?? fileDb;
+    this.filterDir = opts.filterDir !== undefined ? opts.filterDir : fileDb ? path.join(path.dirname(db.name), 'filters') : null;
+    this.confirmStmt = db.prepare(
+      `SELECT i.type, i.value, i.feed, i.kind, i.category, i.confidence, i.first_seen, i.last_seen, i.expires_at, i.extra,
+              f.category AS feed_category, f.confidence AS feed_confidence
+         FROM indicators i LEFT JOIN feeds f ON f.name = i.feed
+        WHERE i.type = ? AND i.value = ?`,
+    );
+    // Start answering at once: a persisted set of the current content, else a synchronous build.
+    this.set = this.loadPersisted() ?? this.persist(buildFilters(db, this.fpRate));
+    this.adopt(this.set);
+  }
+
+  /** Rebuilds the filters when meta.generation moved (or always with force) and swaps them in one assignment. */
+  reload(opts: { force?: boolean } = {}): Promise<void> {
+    if (this.reloading) return this.reloading.then(() => this.reload(opts));
+    const run = async () => {
+      const gen = Number((this.db.prepare("SELECT value FROM meta WHERE key = 'generation'").get() as { value: string } | undefined)?.value ?? 0);
+      if (!opts.force && gen === this.generation) {
+        this.refreshFeedInfo();
+        return;
+      }
+      try {
+        let next = opts.force ? null : this.loadPersisted();
+        if (!next) {
+          next = this.useWorker ? await buildFiltersInWorker(this.db.name, this.fpRate) : buildFilters(this.db, this.fpRate);
+          this.persist(next);
+        }
+        this.set = next;
+        this.adopt(next);
+        this.counters.reloads++;
+      } catch (e) {
+        this.counters.reloadFailures++;
+        throw e;
+      }
+    };
+    this.reloading = run().finally(() => {
+      this.reloading = null;
+    });
+    return this.reloading;
+  }
+
+  lookup(raw: string): LookupResult {
+    this.counters.lookups++;
+    const n = normalize(raw);
+    if (!n.ok) return this.invalid(raw, n.error);
+    if (n.type === 'ipv4-cidr' || n.type === 'ipv6-cidr') return this.invalid(raw, 'a network is not a lookup value; look up an address');
+    const type = n.type as Exclude<LookupType, 'invalid'>;
+    const value = n.value;
+    const matches = this.matches;
+    matches.length = 0;
+    this.seen.clear();
+    switch (type) {
+      case 'ipv4':
+      case 'ipv6':
+        this.matchIp(value, type, 'exact');
+        break;
+      case 'domain':
+        this.matchDomain(value, 'exact', 'subdomain');
+        break;
+      case 'url':
+        this.matchUrl(value);
+        break;
+      default:
+        this.check(type, type, value, 'exact');
+    }
+    const found = matches.length ? matches.slice() : [];
+    const d = decide(found);
+    const result: LookupResult = {
+      value: raw,
+      type,
+      normalized: value,
+      verdict: d.verdict,
+      confidence: d.confidence,
+      matches: found,
+      rule: d.rule,
+      generation: this.generation,
+      data_age_s: this.dataAge(),
+    };
+    return result;
+  }
+
+  lookupMany(raws: readonly string[]): LookupResult[] {
+    const out = new Array<LookupResult>(raws.length);
+    for (let i = 0; i < raws.length; i++) out[i] = this.lookup(raws[i]);
+    return out;
+  }
+
+  /**
+   * Filter stage only: could this normalized value, or any key it is matched under, be listed?
+   * No SQLite, no result object — what the benchmark calls the in-process miss path.
+   */
+  mayMatch(type: IndicatorType, value: string): boolean {
+    const f = this.set.filters.get(type);
+    if (!f) return false;
+    if (type === 'ipv4') {
+      if (probe(f, value)) return true;
+      return this.v4NetworkKeys(value, null) > 0;
+    }
+    if (type === 'domain') return this.domainCandidates(f, value, null) > 0;
+    return probe(f, value);
+  }
+
+  stats(): EngineStats {
+    let bytes = 0;
+    let values = 0;
+    for (const f of this.set.filters.values()) {
+      bytes += f.bits.byteLength;
+      values += f.count;
+    }
+    return {
+      generation: this.generation,
+      ...this.counters,
+      filterBytes: bytes + this.set.v4Index.byteLength,
+      filterValues: values,
+      filterBuildMs: this.set.buildMs,
+      nonCanonicalNetworks: this.set.nonCanonical,
+    };
+  }
+
+  /** The filters in use (read-only; for tools and tests). */
+  get filters(): FilterSet {
+    return this.set;
+  }
+
+  // ------------------------------------------------------------------ matching
+
+  private matchIp(ip: string, type: 'ipv4' | 'ipv6', exactKind: MatchKind): void {
+    const f = this.set.filters.get(type)!;
+    this.counters.filterProbes++;
+    if (probe(f, ip)) this.confirm(type, ip, exactKind);
+    if (type === 'ipv4') {
+      const keys: string[] = [];
+      if (this.v4NetworkKeys(ip, keys) > 0) for (const k of keys) this.confirm('ipv4-cidr', k, 'cidr');
+    } else if (this.set.prefixes6.length) {
+      const nf = this.set.filters.get('ipv6-cidr')!;
+      for (const p of this.set.prefixes6) {
+        const key = `${cidrKey(ip, 6, p)}${p === 128 ? '/128' : ''}`;
+        this.counters.filterProbes++;
+        if (probe(nf, key)) this.confirm('ipv6-cidr', key, 'cidr');
+      }
+    }
+  }
+
+  /**
+   * Probes the listed-network filter for each prefix length the /16 index says is present around `ip`;
+   * collects the keys that hit (when `out` is given). Returns the number of hits.
+   */
+  private v4NetworkKeys(ip: string, out: string[] | null): number {
+    const set = this.set;
+    const n = parseV4(ip);
+    if (n < 0) return 0;
+    let mask = set.v4Index[n >>> 16];
+    if (mask === 0 && !set.v4HasZero) return 0;
+    const nf = set.filters.get('ipv4-cidr')!;
+    let hits = 0;
+    if (set.v4HasZero) {
+      this.counters.filterProbes++;
+      if (probeV4Net(nf, 0, 0)) {
+        hits++;
+        out?.push('0.0.0.0/0');
+      }
+    }
+    while (mask !== 0) {
+      const bit = 31 - Math.clz32(mask & -mask);
+      mask &= mask - 1;
+      const prefix = bit + 1;
+      const net = v4Network(n, prefix);
+      this.counters.filterProbes++;
+      if (probeV4Net(nf, net, prefix)) {
+        hits++;
+        out?.push(`${net >>> 24}.${(net >>> 16) & 255}.${(net >>> 8) & 255}.${net & 255}/${prefix}`);
+      }
+    }
+    return hits;
+  }
+
+  /**
+   * Probes the domain and every suffix of ≥ 2 labels straight from the string (no slicing, no public
+   * suffix parsing). Only when something hits are the hits checked against parentDomains(), so a listed
+   * public suffix (`github.io`, `co.uk`) never matches. Returns the number of accepted candidates.
+   */
+  private domainCandidates(f: TypedFilter, d: string, out: string[] | null): number {
+    let hits = 0;
+    let hitStarts: number[] | null = null;
+    this.counters.filterProbes++;
+    if (probe(f, d)) {
+      hits++;
+      out?.push(d);
+    }
+    const len = d.length;
+    for (let i = d.indexOf('.'); i >= 0; i = d.indexOf('.', i + 1)) {
+      if (d.indexOf('.', i + 1) < 0) break; // the remainder is a single label (a TLD)
+      this.counters.filterProbes++;
+      if (probeRange(f, d, i + 1, len)) (hitStarts ??= []).push(i + 1);
+    }
+    if (hitStarts) {
+      const parents = parentDomains(d);
+      for (const s of hitStarts) {
+        const suffix = d.slice(s);
+        if (parents.includes(suffix)) {
+          hits++;
+          out?.push(suffix);
+        }
+      }
+    }
+    return hits;
+  }
+
+  private matchDomain(d: string, selfKind: MatchKind, parentKind: MatchKind): void {
+    const f = this.set.filters.get('domain')!;
+    const keys: string[] = [];
+    if (this.domainCandidates(f, d, keys) === 0) return;
+    for (const k of keys) this.confirm('domain', k, k === d ? selfKind : parentKind);
+  }
+
+  private matchUrl(url: string): void {
+    const f = this.set.filters.get('url')!;
+    const keys = urlMatchKeys(url);
+    for (let i = 0; i < keys.length; i++) {
+      this.counters.filterProbes++;
+      if (probe(f, keys[i])) this.confirm('url', keys[i], i === 0 ? 'exact' : 'url');
+    }
+    const host = urlHost(url);
+    if (parseV4(host) >= 0) this.matchIp(host, 'ipv4', 'exact');
+    else if (host.includes(':')) this.matchIp(host, 'ipv6', 'exact');
+    else this.matchDomain(host, 'subdomain', 'subdomain');
+  }
+
+  private check(filterType: IndicatorType, storeType: IndicatorType, value: string, kind: MatchKind): void {
+    const f = this.set.filters.get(filterType);
+    if (!f) return;
+    this.counters.filterProbes++;
+    if (probe(f, value)) this.confirm(storeType, value, kind);
+  }
+
+  /** A filter hit: read every feed's row for the key; only unexpired rows match. None → a counted false positive. */
+  private confirm(type: IndicatorType, value: string, kind: MatchKind): void {
+    this.counters.filterHits++;
+    const key = `${type}\u0000${value}`;
+    if (this.seen.has(key)) return;
+    this.seen.add(key);
+    const rows = this.confirmStmt.all(type, value) as Row[];
+    const now = this.now();
+    let live = 0;
+    for (const r of rows) {
+      if (r.expires_at != null && r.expires_at < now) {
+        this.counters.expiredSkipped++;
+        continue;
+      }
+      live++;
+      this.matches.push(toMatch(r, kind));
+    }
+    if (live === 0) this.counters.filterFalsePositives++;
+    else this.counters.confirmedMatches += live;
+  }
+
+  // ------------------------------------------------------------------ helpers
+
+  private invalid(raw: string, error: string): LookupResult {
+    this.counters.invalid++;
+    return {
+      value: typeof raw === 'string' ? raw : String(raw),
+      type: 'invalid',
+      error,
+      verdict: 'unknown',
+      confidence: 0,
+      matches: [],
+      generation: this.generation,
+      data_age_s: this.dataAge(),
+    };
+  }
+
+  private dataAge(): number | null {
+    if (this.newestCreated == null) return null;
+    return Math.max(0, Math.floor(this.now() - this.newestCreated));
+  }
+
+  private adopt(set: FilterSet): void {
+    this.generation = set.generation;
+    this.refreshFeedInfo();
+  }
+
+  /** data_age_s counts from the creation time of the newest applied package (feeds.created). */
+  private refreshFeedInfo(): void {
+    const row = this.db.prepare('SELECT max(created) AS created FROM feeds').get() as { created: string | null } | undefined;
+    const t = row?.created ? Date.parse(row.created) : NaN;
+    this.newestCreated = Number.isFinite(t) ? t / 1000 : null;
+  }
+
+  private filterFile(generation: number): string | null {
+    return this.filterDir ? path.join(this.filterDir, `filters-${generation}.bin`) : null;
+  }
+
+  /** A persisted set is used only when it was built from exactly the current content at the same rate. */
+  private loadPersisted(): FilterSet | null {
+    try {
+      const { generation, fingerprint } = storeFingerprint(this.db);
+      const file = this.filterFile(generation);
+      if (!file || !fs.existsSync(file)) return null;
+      const set = loadFilters(file);
+      return set.fingerprint === fingerprint && set.fpRate === this.fpRate ? set : null;
+    } catch {
+      return null; // unreadable or stale file: rebuild
+    }
+  }
+
+  /** Saves the set for the next start and removes older generations' files. Best effort: lookups do not depend on it. */
+  private persist(set: FilterSet): FilterSet {
+    const file = this.filterFile(set.generation);
+    if (!file || !this.filterDir) return set;
+    try {
+      serializeFilters(set, file);
+      for (const name of fs.readdirSync(this.filterDir)) {
+        if (/^filters-\d+\.bin$/.test(name) && name !== path.basename(file)) fs.rmSync(path.join(this.filterDir, name), { force: true });
+      }
+    } catch {
+      /* read-only data dir or full disk: keep serving from memory */
+    }
+    return set;
+  }
+}
+
+function toMatch(r: Row, kind: MatchKind): Match {
+  const m: Match = {
+    feed: r.feed,
+    feed_kind: (r.kind === 'allow' ? 'allow' : 'block') as FeedKind,
+    indicator: r.value,
+    kind,
+    category: r.category ?? r.feed_category ?? null,
+    confidence: r.confidence ?? r.feed_confidence ?? DEFAULT_CONFIDENCE,
+    first_seen: iso(r.first_seen),
+    last_seen: iso(r.last_seen),
+    expires_at: iso(r.expires_at),
+  };
+  if (r.extra) {
+    try {
+      const x = JSON.parse(r.extra) as { ports?: number[]; tags?: string[]; ctx?: Record<string, unknown> };
+      if (Array.isArray(x.ports) && x.ports.length) m.ports = x.ports;
+      if (Array.isArray(x.tags) && x.tags.length) m.tags = x.tags;
+      if (x.ctx && typeof x.ctx === 'object') m.context = x.ctx;
+    } catch {
+      /* extra is written by apply as JSON; a damaged one loses only the context */
+    }
+  }
+  return m;
+}

@@ -1,0 +1,295 @@
+// Lookup engine on a real SQLite store filled with rows from the real lists: each match kind, expiry,
+// filter false positives never reaching the caller, allowlist conflicts, invalid input, reload.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDb, type DB } from '../appliance/db.ts';
+import type { IndicatorType, LookupResult } from '../appliance/types.ts';
+import { LookupEngine } from '../lookup/engine.ts';
+import { normalize } from '../lookup/normalize.ts';
+import { cidrIsCapped, decide } from '../lookup/verdict.ts';
+
+const DATA = path.resolve(__dirname, '../../shared/data');
+const NOW = Date.parse('2026-09-01T00:00:00Z') / 1000;
+const CREATED = '2026-08-31T23:00:00Z';
+
+function lines(file: string): string[] {
+  return fs.readFileSync(path.join(DATA, file), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+}
+
+function norm(raw: string): { type: IndicatorType; value: string } | null {
+  const n = normalize(raw);
+  return n.ok ? { type: n.type, value: n.value } : null;
+}
+
+interface Feed {
+  name: string;
+  kind: 'block' | 'allow';
+  category: string | null;
+  confidence: number | null;
+  values: { type: IndicatorType; value: string }[];
+}
+
+function feed(name: string, kind: 'block' | 'allow', category: string | null, confidence: number | null, raws: string[]): Feed {
+  const values = raws.map(norm).filter((x): x is { type: IndicatorType; value: string } => x !== null);
+  return { name, kind, category, confidence, values };
+}
+
+let dir: string;
+let db: DB;
+let engine: LookupEngine;
+let feeds: Record<string, Feed>;
+
+function insertFeed(f: Feed, generation: number): void {
+  db.prepare(
+    `INSERT INTO feeds(name, kind, version, state, package_sha256, key_id, created, expires, applied_at, generation, count, category, confidence)
+     VALUES (?, ?, 1, 'x', 'x', 'k', ?, '2027-01-01T00:00:00Z', ?, ?, ?, ?, ?)`,
+  ).run(f.name, f.kind, CREATED, CREATED, generation, f.values.length, f.category, f.confidence);
+  const ins = db.prepare(
+    `INSERT OR IGNORE INTO indicators(type, value, feed, kind, category, confidence, first_seen, last_seen, expires_at, extra)
+     VALUES (?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?)`,
+  );
+  for (const v of f.values) ins.run(v.type, v.value, f.name, f.kind, NOW - 86400 * 20, NOW - 86400, NOW + 86400 * 30, JSON.stringify({ tags: [f.name] }));
+}
+
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'outpost-engine-'));
+  db = openDb(dir);
+  feeds = {
+    ipsum: feed('ipsum', 'block', 'scanner', 80, lines('ipsum/ipsum.txt').slice(0, 30_000).map((l) => l.split('\t')[0])),
+    firehol: feed('firehol', 'block', 'attacks', 85, lines('firehol/firehol_level1.netset')),
+    lummac2: feed('lummac2', 'block', 'malware', 90, lines('maltrail/malware/lummac2.txt')),
+    emotet: feed('emotet', 'block', 'malware', 90, lines('maltrail/malware/emotet.txt')),
+    lazarus: feed('lazarus', 'block', 'apt', 90, lines('maltrail/malware/apt_lazarus.txt')),
+    c2: feed('c2', 'block', 'c2', null, lines('signature-base/c2-iocs.txt').map((l) => l.split(';')[0])),
+    hashes: feed('hashes', 'block', 'malware', 75, lines('signature-base/hash-iocs.txt').map((l) => l.split(';')[0])),
+    urlhaus: feed('urlhaus', 'block', 'malware', 85, lines('urlhaus/urls.csv').map((l) => /^(?:"[^"]*"|[^,]*),([^,]+),/.exec(l)?.[1] ?? '')),
+    tranco: feed('tranco', 'allow', 'top-site', 95, (JSON.parse(fs.readFileSync(path.join(DATA, 'known-benign/warninglists/tranco10k.json'), 'utf8')) as { list: string[] }).list),
+  };
+  db.transaction(() => {
+    for (const f of Object.values(feeds)) insertFeed(f, 1);
+    db.prepare("UPDATE meta SET value = '1' WHERE key = 'generation'").run();
+  })();
+  engine = new LookupEngine(db, { fpRate: 0.001, now: () => NOW });
+});
+
+afterAll(() => {
+  db.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const CONTRACT_KEYS = ['confidence', 'data_age_s', 'generation', 'matches', 'normalized', 'rule', 'type', 'value', 'verdict'];
+
+function expectShape(r: LookupResult): void {
+  expect(Object.keys(r).sort()).toEqual(r.type === 'invalid'
+    ? ['confidence', 'data_age_s', 'error', 'generation', 'matches', 'type', 'value', 'verdict']
+    : CONTRACT_KEYS);
+  for (const m of r.matches) {
+    for (const k of ['feed', 'indicator', 'kind', 'category', 'confidence', 'first_seen', 'last_seen', 'expires_at']) expect(m).toHaveProperty(k);
+    expect(['exact', 'cidr', 'subdomain', 'url']).toContain(m.kind);
+    expect(m.first_seen).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+  }
+}
+
+describe('matching on real data', () => {
+  it('loaded rows of every kind', () => {
+    expect(feeds.ipsum.values.length).toBeGreaterThan(29_000);
+    expect(feeds.firehol.values.filter((v) => v.type === 'ipv4-cidr').length).toBeGreaterThan(2000);
+    expect(feeds.urlhaus.values.length).toBeGreaterThan(15_000);
+    expect(engine.generation).toBe(1);
+  });
+
+  it('exact IP', () => {
+    const ip = feeds.ipsum.values[123].value;
+    const r = engine.lookup(ip);
+    expectShape(r);
+    expect(r.type).toBe('ipv4');
+    const m = r.matches.find((x) => x.feed === 'ipsum')!;
+    expect(m).toMatchObject({ indicator: ip, kind: 'exact', category: 'scanner', confidence: 80, feed_kind: 'block', tags: ['ipsum'] });
+    expect(r.verdict).toBe('malicious');
+    expect(r.generation).toBe(1);
+    expect(r.data_age_s).toBe(3600);
+  });
+
+  it('an IP inside a listed public FireHOL network matches as cidr', () => {
+    const net = feeds.firehol.values.find((v) => v.type === 'ipv4-cidr' && /\/(2[0-4])$/.test(v.value) && !cidrIsCapped(v.value))!;
+    const [base] = net.value.split('/');
+    const o = base.split('.').map(Number);
+    const inside = `${o[0]}.${o[1]}.${o[2]}.${o[3] + 77}`;
+    const r = engine.lookup(inside);
+    expectShape(r);
+    expect(r.matches.some((m) => m.kind === 'cidr' && m.indicator === net.value && m.feed === 'firehol')).toBe(true);
+    expect(r.verdict).toBe('malicious');
+  });
+
+  it('an internal address inside FireHOL 10.0.0.0/8 is only suspicious', () => {
+    const r = engine.lookup('10.20.30.40');
+    expect(r.matches.map((m) => [m.indicator, m.kind])).toContainEqual(['10.0.0.0/8', 'cidr']);
+    expect(r.verdict).toBe('suspicious');
+    expect(r.rule).toBe('cidr:broad-or-reserved');
+    expect(r.confidence).toBeLessThan(70);
+  });
+
+  it('a subdomain of a listed domain matches as subdomain; the domain itself as exact', () => {
+    const d = feeds.lummac2.values.find((v) => v.type === 'domain' && v.value.split('.').length === 2)!.value;
+    const sub = engine.lookup(`Deep.Sub.${d}.`);
+    expectShape(sub);
+    expect(sub.type).toBe('domain');
+    expect(sub.normalized).toBe(`deep.sub.${d}`);
+    expect(sub.matches).toEqual([expect.objectContaining({ feed: 'lummac2', indicator: d, kind: 'subdomain' })]);
+    expect(engine.lookup(d).matches[0]).toMatchObject({ indicator: d, kind: 'exact' });
+  });
+
+  it('a URL matches exactly, and under a listed path prefix as url', () => {
+    const listed = feeds.urlhaus.values.find((v) => v.type === 'url' && /^http:\/\/[a-z]/.test(v.value) && v.value.split('/').length > 4)!.value;
+    const exact = engine.lookup(listed);
+    expectShape(exact);
+    expect(exact.matches.find((m) => m.feed === 'urlhaus')).toMatchObject({ indicator: listed, kind: 'exact' });
+
+    // Maltrail's Lazarus trail lists `jkmusic.co.kr/shop/data/theme/` — a prefix: anything under it matches as `url`.
+    const prefix = normalize('jkmusic.co.kr/shop/data/theme/');
+    expect(prefix.ok && feeds.lazarus.values.some((v) => v.value === prefix.value)).toBe(true);
+    const under = engine.lookup('hxxp://JKMUSIC.co[.]kr/shop/data/theme/x.php?id=1#frag');
+    expectShape(under);
+    expect(under.matches).toContainEqual(expect.objectContaining({ feed: 'lazarus', indicator: 'http://jkmusic.co.kr/shop/data/theme/', kind: 'url' }));
+    expect(under.verdict).toBe('malicious');
+  });
+
+  it("a URL on a listed domain matches that domain as subdomain (the contract's example)", () => {
+    const d = feeds.lummac2.values.find((v) => v.type === 'domain')!.value;
+    const r = engine.lookup(`hxxps://${d.replace(/\./g, '[.]')}/some/path`);
+    expect(r.type).toBe('url');
+    expect(r.matches).toContainEqual(expect.objectContaining({ indicator: d, kind: 'subdomain', feed: 'lummac2' }));
+  });
+
+  it('a hash matches exactly; feed defaults fill a null category/confidence', () => {
+    const h = feeds.hashes.values.find((v) => v.type === 'sha256')!.value;
+    const r = engine.lookup(h.toUpperCase());
+    expect(r.type).toBe('sha256');
+    expect(r.matches).toEqual([expect.objectContaining({ indicator: h, kind: 'exact', confidence: 75, category: 'malware' })]);
+    const c2 = feeds.c2.values.find((v) => v.type === 'domain')!.value;
+    const rc = engine.lookup(c2);
+    expect(rc.matches.find((m) => m.feed === 'c2')).toMatchObject({ category: 'c2', confidence: 50 });
+    expect(rc.verdict).toBe('suspicious'); // default confidence 50 < 70
+  });
+
+  it('an allow-kind match turns the verdict benign and both matches are shown', () => {
+    // repocket.com is on signature-base's C2 list and on Tranco's top 10k.
+    const r = engine.lookup('repocket.com');
+    expectShape(r);
+    expect(r.matches.map((m) => [m.feed, m.feed_kind]).sort()).toEqual([['c2', 'block'], ['tranco', 'allow']]);
+    expect(r.verdict).toBe('benign');
+    expect(r.rule).toBe('allowlist');
+  });
+
+  it('a value that is not listed is unknown', () => {
+    expect(engine.lookup('8.8.4.4')).toMatchObject({ type: 'ipv4', verdict: 'unknown', confidence: 0, matches: [], rule: 'none' });
+    expect(engine.lookup('never-listed.example')).toMatchObject({ type: 'domain', verdict: 'unknown', matches: [] });
+    // FireHOL level1 lists TEST-NET-2 as a bogon: an address there matches, capped at suspicious.
+    expect(engine.lookup('198.51.100.7')).toMatchObject({ verdict: 'suspicious', rule: 'cidr:broad-or-reserved' });
+  });
+
+  it('invalid input gets type invalid and a reason', () => {
+    for (const raw of ['1.2.3', 'not a value', '', '/izuku.sh', '10.0.0.0/8', 'x'.repeat(70_000)]) {
+      const r = engine.lookup(raw);
+      expectShape(r);
+      expect(r.type).toBe('invalid');
+      expect(r.verdict).toBe('unknown');
+      expect(typeof r.error).toBe('string');
+      expect(r.error!.length).toBeGreaterThan(3);
+    }
+    expect(engine.lookup('10.0.0.0/8').error).toMatch(/network/);
+  });
+
+  it('lookupMany keeps the order', () => {
+    const vals = [feeds.ipsum.values[5].value, 'bad value', 'repocket.com'];
+    expect(engine.lookupMany(vals).map((r) => [r.value, r.verdict])).toEqual([[vals[0], 'malicious'], ['bad value', 'unknown'], ['repocket.com', 'benign']]);
+  });
+});
+
+describe('confirmation', () => {
+  it('an expired row never matches', () => {
+    db.prepare("INSERT INTO indicators(type, value, feed, kind, confidence, expires_at) VALUES ('domain', 'expired-c2.example', 'lummac2', 'block', 90, ?)").run(NOW - 10);
+    db.prepare("INSERT INTO indicators(type, value, feed, kind, confidence, expires_at) VALUES ('domain', 'expired-c2.example', 'c2', 'block', 90, ?)").run(NOW + 10);
+    const e = new LookupEngine(db, { fpRate: 0.001, now: () => NOW, filterDir: null });
+    const r = e.lookup('expired-c2.example');
+    expect(r.matches.map((m) => m.feed)).toEqual(['c2']); // the live row only
+    const later = new LookupEngine(db, { fpRate: 0.001, now: () => NOW + 3600, filterDir: null });
+    const before = later.stats();
+    expect(later.lookup('expired-c2.example')).toMatchObject({ verdict: 'unknown', matches: [] });
+    expect(later.stats().expiredSkipped - before.expiredSkipped).toBe(2);
+    db.prepare("DELETE FROM indicators WHERE value = 'expired-c2.example'").run();
+  });
+
+  it('a filter collision for an absent value never reaches the caller, and is counted', () => {
+    // A deliberately terrible filter (p = 0.5) collides often; every hit must be confirmed in SQLite.
+    const loose = new LookupEngine(db, { fpRate: 0.5, now: () => NOW, filterDir: null });
+    const listed = new Set(feeds.hashes.values.map((v) => v.value));
+    let collided = 0;
+    for (let i = 0; i < 2000 && collided < 20; i++) {
+      const h = (i.toString(16) + 'f'.repeat(64)).slice(0, 64);
+      if (listed.has(h) || !loose.mayMatch('sha256', h)) continue;
+      collided++;
+      const before = loose.stats().filterFalsePositives;
+      const r = loose.lookup(h);
+      expect(r).toMatchObject({ type: 'sha256', verdict: 'unknown', matches: [] });
+      expect(loose.stats().filterFalsePositives).toBe(before + 1);
+    }
+    expect(collided).toBe(20);
+  });
+});
+
+describe('verdict rule', () => {
+  const base = { feed: 'f', category: null, first_seen: null, last_seen: null, expires_at: null };
+  it('caps broad or reserved networks at suspicious, lets narrow public ones be malicious', () => {
+    expect(cidrIsCapped('10.0.0.0/8')).toBe(true);
+    expect(cidrIsCapped('1.19.0.0/16')).toBe(false);
+    expect(cidrIsCapped('1.10.16.0/20')).toBe(false);
+    expect(cidrIsCapped('1.0.0.0/15')).toBe(true);
+    expect(cidrIsCapped('192.168.1.0/24')).toBe(true);
+    expect(cidrIsCapped('2001:db8::/48')).toBe(true);
+    expect(cidrIsCapped('2a00:1450::/32')).toBe(false);
+    expect(cidrIsCapped('2a00::/16')).toBe(true);
+    expect(decide([{ ...base, indicator: '1.10.16.0/20', kind: 'cidr', confidence: 90 }]).verdict).toBe('malicious');
+    expect(decide([{ ...base, indicator: '1.0.0.0/8', kind: 'cidr', confidence: 90 }])).toEqual({ verdict: 'suspicious', confidence: 69, rule: 'cidr:broad-or-reserved' });
+    expect(decide([{ ...base, indicator: 'x.example', kind: 'exact', confidence: 40 }])).toEqual({ verdict: 'suspicious', confidence: 40, rule: 'block:low-confidence' });
+    expect(decide([])).toEqual({ verdict: 'unknown', confidence: 0, rule: 'none' });
+  });
+});
+
+describe('reload', () => {
+  it('swaps to a new generation after rows change, built in a worker and persisted', async () => {
+    const fresh = 'brand-new-c2.example';
+    expect(engine.lookup(fresh).verdict).toBe('unknown');
+    db.transaction(() => {
+      db.prepare("INSERT INTO indicators(type, value, feed, kind, confidence) VALUES ('domain', ?, 'lummac2', 'block', 95)").run(fresh);
+      db.prepare("UPDATE meta SET value = '2' WHERE key = 'generation'").run();
+    })();
+    expect(engine.generation).toBe(1); // still serving the old filters until reload
+    await engine.reload();
+    expect(engine.generation).toBe(2);
+    const r = engine.lookup(fresh);
+    expect(r).toMatchObject({ verdict: 'malicious', generation: 2 });
+    expect(r.matches[0]).toMatchObject({ indicator: fresh, kind: 'exact', confidence: 95 });
+    expect(engine.stats().reloads).toBe(1);
+    expect(fs.readdirSync(path.join(dir, 'filters'))).toEqual(['filters-2.bin']);
+
+    // Same generation again: nothing to do.
+    await engine.reload();
+    expect(engine.stats().reloads).toBe(1);
+
+    // A second engine on the same store starts from the persisted file and answers the same.
+    const again = new LookupEngine(db, { fpRate: 0.001, now: () => NOW });
+    expect(again.generation).toBe(2);
+    expect(again.filters.builtAt).toBe(engine.filters.builtAt);
+    expect(again.lookup(fresh).verdict).toBe('malicious');
+  });
+
+  it('does not reuse a persisted file whose content no longer matches the store', () => {
+    db.prepare("INSERT INTO indicators(type, value, feed, kind, confidence) VALUES ('domain', 'sneaky.example', 'lummac2', 'block', 95)").run();
+    const e = new LookupEngine(db, { fpRate: 0.001, now: () => NOW }); // generation unchanged, row count differs
+    expect(e.filters.builtAt).not.toBe(engine.filters.builtAt);
+    expect(e.lookup('sneaky.example').verdict).toBe('malicious');
+  });
+});
