@@ -1,0 +1,142 @@
+// Export registry: every consumer format by name, its media type, streaming, and the file set
+// written into the data dir after each apply. Each format lives in its own module beside this one.
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { DB } from '../../appliance/db.ts';
+import { OutpostError } from '../../appliance/errors.ts';
+import { csvExport } from './csv.ts';
+import { policyTarget, rpzZone, type RpzPolicy } from './rpz.ts';
+import { newStats, sourceContext, type ExportStats } from './source.ts';
+import { stixBundle } from './stix.ts';
+import { iprepList, suricataFiles } from './suricata.ts';
+import { tarStream } from './tar.ts';
+import { zeekIntel } from './zeek.ts';
+
+export type { ExportStats } from './source.ts';
+
+export type ExportFormat = 'suricata-dataset' | 'suricata-iprep' | 'zeek-intel' | 'rpz' | 'csv' | 'stix';
+export const EXPORT_FORMATS: ExportFormat[] = ['suricata-dataset', 'suricata-iprep', 'zeek-intel', 'rpz', 'csv', 'stix'];
+
+export interface ExportOptions {
+  /** Unix seconds; indicators expiring at or before it are left out. Default: now. */
+  now?: number;
+  /** RPZ action for listed names. Default 'nxdomain'. */
+  rpzPolicy?: RpzPolicy;
+  /** Also publish listed addresses/networks as RPZ response-IP triggers (`rpz-ip`). Default false. */
+  rpzIpTriggers?: boolean;
+  /** Filled while the export streams: rows written and rows left out, by reason. */
+  stats?: ExportStats;
+}
+
+const CONTENT_TYPES: Record<ExportFormat, string> = {
+  'suricata-dataset': 'application/x-tar',
+  'suricata-iprep': 'text/plain; charset=utf-8',
+  'zeek-intel': 'text/plain; charset=utf-8',
+  rpz: 'text/dns; charset=utf-8',
+  csv: 'text/csv; charset=utf-8; header=present',
+  stix: 'application/stix+json;version=2.1',
+};
+
+/** File names used by writeExportFiles and suggested for `--out` / Content-Disposition. */
+export const EXPORT_FILE_NAMES: Record<ExportFormat, string> = {
+  'suricata-dataset': 'outpost-suricata.tar',
+  'suricata-iprep': 'outpost.list',
+  'zeek-intel': 'outpost.intel',
+  rpz: 'outpost.rpz',
+  csv: 'outpost.csv',
+  stix: 'outpost.stix.json',
+};
+
+function checkFormat(format: string): ExportFormat {
+  if (!(EXPORT_FORMATS as string[]).includes(format)) {
+    throw new OutpostError('E_INPUT', `unknown export format "${format}"; expected one of: ${EXPORT_FORMATS.join(', ')}`);
+  }
+  return format as ExportFormat;
+}
+
+export function contentType(format: ExportFormat | string): string {
+  return CONTENT_TYPES[checkFormat(format)];
+}
+
+/**
+ * Streams one export as string chunks (~64 KiB). Bad format or options throw OutpostError('E_INPUT')
+ * here, before anything is produced, so an HTTP handler can still answer 400.
+ * `suricata-dataset` is a tar of the whole Suricata set (lists, rules, iprep files).
+ */
+export function exportFormat(db: DB, format: ExportFormat | string, opts: ExportOptions = {}): Iterable<string> {
+  const f = checkFormat(format);
+  const now = opts.now ?? Math.floor(Date.now() / 1000);
+  if (!Number.isFinite(now)) throw new OutpostError('E_INPUT', 'export time must be a number of unix seconds');
+  if (f === 'rpz') policyTarget(opts.rpzPolicy); // throws E_INPUT on a bad walled-garden name
+  const stats = opts.stats ?? newStats();
+  const ctx = () => sourceContext(db, now, stats);
+  switch (f) {
+    case 'suricata-dataset':
+      return { [Symbol.iterator]: () => tarStream(suricataFiles(ctx()), now) };
+    case 'suricata-iprep':
+      return { [Symbol.iterator]: () => iprepList(ctx()) };
+    case 'zeek-intel':
+      return { [Symbol.iterator]: () => zeekIntel(ctx()) };
+    case 'rpz':
+      return { [Symbol.iterator]: () => rpzZone(ctx(), { now, policy: opts.rpzPolicy, ipTriggers: opts.rpzIpTriggers }) };
+    case 'csv':
+      return { [Symbol.iterator]: () => csvExport(ctx()) };
+    case 'stix':
+      return { [Symbol.iterator]: () => stixBundle(ctx()) };
+  }
+}
+
+/** Writes chunks to `file` via a temp file in the same dir and a rename, so readers never see half a file. */
+export async function writeAtomic(file: string, chunks: Iterable<string> | AsyncIterable<string>): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const fh = await fs.promises.open(tmp, 'w', 0o644);
+  try {
+    for await (const chunk of chunks) await fh.write(chunk);
+    await fh.sync();
+    await fh.close();
+    await fs.promises.rename(tmp, file);
+  } catch (e) {
+    await fh.close().catch(() => {});
+    await fs.promises.rm(tmp, { force: true });
+    throw e;
+  }
+}
+
+/**
+ * Regenerates every export in `dir` (called after each apply):
+ *   dir/suricata/  domains.lst ipv4.lst ipv6.lst md5.lst sha1.lst sha256.lst outpost.rules
+ *                  categories.txt outpost.list outpost-iprep.rules
+ *   dir/outpost.intel  dir/outpost.rpz  dir/outpost.csv  dir/outpost.stix.json
+ *   dir/exports.json   what was written and skipped, per file
+ * Each file is replaced atomically; within the Suricata set the rules file is replaced last.
+ * Returns the paths written.
+ */
+export async function writeExportFiles(db: DB, dir: string, opts: ExportOptions = {}): Promise<string[]> {
+  const now = opts.now ?? Math.floor(Date.now() / 1000);
+  const suricataDir = path.join(dir, 'suricata');
+  await fs.promises.mkdir(suricataDir, { recursive: true, mode: 0o755 });
+  const written: string[] = [];
+  const report: Record<string, ExportStats> = {};
+
+  const surStats = newStats();
+  for (const f of suricataFiles(sourceContext(db, now, surStats))) {
+    const file = path.join(suricataDir, f.name);
+    await writeAtomic(file, f.chunks());
+    written.push(file);
+  }
+  report['suricata/'] = surStats;
+
+  for (const format of ['zeek-intel', 'rpz', 'csv', 'stix'] as const) {
+    const stats = newStats();
+    const file = path.join(dir, EXPORT_FILE_NAMES[format]);
+    await writeAtomic(file, exportFormat(db, format, { ...opts, now, stats }));
+    written.push(file);
+    report[EXPORT_FILE_NAMES[format]] = stats;
+  }
+
+  const summary = path.join(dir, 'exports.json');
+  await writeAtomic(summary, [JSON.stringify({ generated_at: new Date(now * 1000).toISOString(), files: report }, null, 2) + '\n']);
+  written.push(summary);
+  return written;
+}

@@ -1,0 +1,51 @@
+// Zeek Intel framework file: one tab-separated line per indicator under a `#fields` header.
+// URLs lose their scheme (Zeek's Intel::URL seen values have none); `-` marks an empty field.
+import type { IndicatorType } from '../../appliance/types.ts';
+import { chunked, effectiveIndicators, skip, type ExportRow, type SourceContext } from './source.ts';
+
+export const ZEEK_HEADER = '#fields\tindicator\tindicator_type\tmeta.source\tmeta.desc\tmeta.url\n';
+
+const ZEEK_TYPES: Partial<Record<IndicatorType, string>> = {
+  ipv4: 'Intel::ADDR',
+  ipv6: 'Intel::ADDR',
+  'ipv4-cidr': 'Intel::SUBNET',
+  'ipv6-cidr': 'Intel::SUBNET',
+  domain: 'Intel::DOMAIN',
+  url: 'Intel::URL',
+  md5: 'Intel::FILE_HASH',
+  sha1: 'Intel::FILE_HASH',
+  sha256: 'Intel::FILE_HASH',
+  email: 'Intel::EMAIL',
+};
+const ORDER = Object.keys(ZEEK_TYPES) as IndicatorType[];
+
+/** Tabs and newlines would split a record; Zeek reads `-` as unset and an empty string as "(empty)". */
+function field(s: string | null | undefined): string {
+  const v = (s ?? '').replace(/[\t\r\n]+/g, ' ').trim();
+  return v === '' ? '-' : v;
+}
+
+export function zeekLine(r: ExportRow): string | null {
+  const t = ZEEK_TYPES[r.type];
+  if (!t) return null;
+  let indicator = r.value;
+  if (r.type === 'url') indicator = indicator.replace(/^[a-z][a-z0-9+.-]*:\/\//, '');
+  const desc = [r.category ?? 'listed', `confidence ${r.confidence}`, ...r.tags.map((x) => `tag ${x}`)].join('; ');
+  return [field(indicator), t, field(`outpost:${r.feeds.join(',')}`), field(desc), '-'].join('\t') + '\n';
+}
+
+export function* zeekIntel(ctx: SourceContext): Generator<string> {
+  yield ZEEK_HEADER;
+  function* body() {
+    for (const r of effectiveIndicators(ctx, ORDER)) {
+      const line = zeekLine(r);
+      if (!line) {
+        skip(ctx.stats, 'zeek-unsupported-type');
+        continue;
+      }
+      ctx.stats.written++;
+      yield line;
+    }
+  }
+  yield* chunked(body());
+}
