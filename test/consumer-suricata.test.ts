@@ -68,7 +68,7 @@ class Pcap {
     seg.writeUInt16BE(checksum(seg, pseudo(src, dst, 17, seg.length)) || 0xffff, 6);
     this.add(ipv4Packet(src, dst, 17, seg, this.id++));
   }
-  tcp(src: string, sport: number, dst: string, dport: number, seq: number, ack: number, flags: number, data = Buffer.alloc(0)): void {
+  tcp(src: string, sport: number, dst: string, dport: number, seq: number, ack: number, flags: number, data: Buffer = Buffer.alloc(0)): void {
     const t = Buffer.alloc(20);
     t.writeUInt16BE(sport, 0);
     t.writeUInt16BE(dport, 2);

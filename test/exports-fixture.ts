@@ -111,7 +111,7 @@ export function buildFixture(): Fixture {
   load('lummac2', 'block', readLines('maltrail/malware/lummac2.txt').slice(0, 600));
   load('c2-iocs', 'block', readLines('signature-base/c2-iocs.txt'), {}, ['domain', 'ipv4']);
   load('urlhaus', 'block', urlhausUrls(400));
-  load('hashes', 'block', [...readLines('signature-base/hash-iocs.txt').slice(0, 600), ...readLines('eset/nukesped_lazarus/samples.sha256').slice(0, 200)]);
+  load('hashes', 'block', [...readLines('signature-base/hash-iocs.txt').slice(0, 600), ...readLines('eset/nukesped_lazarus/samples.sha256').slice(0, 200), ...readLines('eset/nukesped_lazarus/samples.sha1').slice(0, 200)]);
   load('tranco', 'allow', warninglist('known-benign/warninglists/tranco10k.json'));
   load('gcp', 'allow', warninglist('known-benign/warninglists/google-gcp.json'));
   load('public-dns', 'allow', warninglist('known-benign/warninglists/public-dns-v4.json').slice(0, 3000));
