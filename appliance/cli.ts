@@ -242,6 +242,27 @@ export function buildCli(): Command {
     });
 
   program
+    .command('export')
+    .description('write an export for a consumer: suricata-dataset, suricata-iprep, zeek-intel, rpz, csv, stix')
+    .argument('<format>')
+    .option('--out <file>', 'write to this file (atomically) instead of stdout')
+    .action(async (format: string, opts, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      const { exportFormat, writeAtomic } = await import('../lookup/exports/index.ts');
+      const chunks = exportFormat(db, format);
+      if (opts.out) {
+        await writeAtomic(opts.out, chunks);
+        process.stderr.write(`wrote ${opts.out}\n`);
+      } else {
+        for (const chunk of chunks) {
+          if (!process.stdout.write(chunk)) await new Promise((r) => process.stdout.once('drain', r));
+        }
+      }
+      db.close();
+    });
+
+  program
     .command('bench')
     .description('measure lookup speed against baselines in the same run')
     .option('--json', 'last line of stdout is one JSON object')

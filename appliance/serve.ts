@@ -9,6 +9,8 @@ import type { Logger } from './log.ts';
 import { createApi } from '../lookup/api.ts';
 import { LookupEngine } from '../lookup/engine.ts';
 import { Metrics } from '../lookup/metrics.ts';
+import { mountExports } from '../lookup/exports/routes.ts';
+import { runWorker } from './worker.ts';
 import { ensureDemo, type DemoInfo } from '../scripts/demo.ts';
 
 export interface RunningAppliance {
@@ -39,7 +41,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate });
     await engine.reload();
     const metrics = new Metrics();
-    const app = createApi({ cfg, db, engine, log, metrics });
+    const app = createApi({ cfg, db, engine, log, metrics, mounts: [mountExports(db)] });
     const server: ServerType = await new Promise((resolve, reject) => {
       const s = serveHttp({ fetch: app.fetch, hostname: cfg.host, port: cfg.port }, () => resolve(s));
       s.once('error', reject);
@@ -53,16 +55,33 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     const url = `http://${host}:${port}`;
 
     // Follow generations written by any writer (a worker here, or `outpost import` from a shell).
+    // Each new generation also regenerates the export files for consumers that read files.
+    const paths = layout(cfg.dataDir);
+    const regenerateExports = () =>
+      runWorker<string[]>(new URL('../lookup/exports/worker.ts', import.meta.url), { dbPath: paths.db, dir: paths.exports })
+        .then((files) => log.info({ files: files.length, dir: paths.exports }, 'exports regenerated'))
+        .catch((err: unknown) => log.error({ err }, 'export regeneration failed'));
     let reloading = false;
+    let exportedGeneration = -1;
     const follow = setInterval(() => {
       if (reloading || currentGeneration(db!) === engine.generation) return;
       reloading = true;
       engine
         .reload()
-        .then(() => log.info({ generation: engine.generation }, 'serving new generation'))
+        .then(async () => {
+          log.info({ generation: engine.generation }, 'serving new generation');
+          if (exportedGeneration !== engine.generation) {
+            exportedGeneration = engine.generation;
+            await regenerateExports();
+          }
+        })
         .catch((err: unknown) => log.error({ err }, 'filter reload failed; still serving the previous generation'))
         .finally(() => (reloading = false));
     }, 1000);
+    if (!fs.existsSync(`${paths.exports}/exports.json`) && engine.generation > 0) {
+      exportedGeneration = engine.generation;
+      void regenerateExports();
+    }
     follow.unref();
 
     log.info({ url, generation: engine.generation, dataDir: cfg.dataDir }, 'outpost serving');

@@ -24,7 +24,7 @@ export interface CliResult {
 
 /** Runs `outpost <args>` as a real child process. */
 export function cli(args: string[], opts: { dataDir?: string; input?: string; env?: NodeJS.ProcessEnv } = {}): CliResult {
-  const env = { ...process.env, OUTPOST_LOG_LEVEL: 'warn', ...opts.env };
+  const env: NodeJS.ProcessEnv = { ...process.env, OUTPOST_LOG_LEVEL: 'warn', ...opts.env };
   if (opts.dataDir) env.OUTPOST_DATA_DIR = opts.dataDir;
   const r = spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, env, input: opts.input, encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
   const stdout = r.stdout ?? '';

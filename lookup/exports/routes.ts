@@ -1,0 +1,43 @@
+// GET /api/v1/export/<format>: the CLI's exports, streamed over HTTP (token scope `export`).
+import type { Hono } from 'hono';
+import type { DB } from '../../appliance/db.ts';
+import { ERRORS, isOutpostError } from '../../appliance/errors.ts';
+import { scopeAllows } from '../../appliance/tokens.ts';
+import type { AppEnv } from '../api.ts';
+import { EXPORT_FILE_NAMES, contentType, exportFormat, type ExportFormat } from './index.ts';
+
+export function mountExports(db: DB) {
+  return (app: Hono<AppEnv>) => {
+    app.get('/api/v1/export/:format', (c) => {
+      const token = c.get('token');
+      if (!scopeAllows(token.scope, 'export')) {
+        return c.json({ error: { code: 'E_FORBIDDEN', message: `this token has scope "${token.scope}"; exports need "export"` } }, 403);
+      }
+      const format = c.req.param('format');
+      let chunks: Iterable<string>;
+      let type: string;
+      try {
+        type = contentType(format);
+        chunks = exportFormat(db, format);
+      } catch (e) {
+        if (isOutpostError(e)) return c.json({ error: e.toJSON() }, ERRORS[e.code].status as 400);
+        throw e;
+      }
+      const encoder = new TextEncoder();
+      const it = chunks[Symbol.iterator]();
+      const body = new ReadableStream<Uint8Array>({
+        pull(controller) {
+          const next = it.next();
+          if (next.done) controller.close();
+          else controller.enqueue(encoder.encode(next.value));
+        },
+        cancel() {
+          it.return?.();
+        },
+      });
+      return new Response(body, {
+        headers: { 'content-type': type, 'content-disposition': `attachment; filename="${EXPORT_FILE_NAMES[format as ExportFormat]}"` },
+      });
+    });
+  };
+}

@@ -1,0 +1,19 @@
+// Worker-thread entry: regenerates the export files after an apply on its own read-only connection,
+// so a large export never stalls the lookup path.
+import { parentPort, workerData } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+import { asOutpostError } from '../../appliance/errors.ts';
+import { writeExportFiles } from './index.ts';
+
+const { dbPath, dir } = workerData as { dbPath: string; dir: string };
+const db = new Database(dbPath, { readonly: true });
+db.pragma('busy_timeout = 30000');
+try {
+  const files = await writeExportFiles(db, dir);
+  parentPort!.postMessage({ type: 'done', result: files });
+} catch (e) {
+  const err = asOutpostError(e);
+  parentPort!.postMessage({ type: 'error', error: { code: err.code, message: err.message } });
+} finally {
+  db.close();
+}
