@@ -18,7 +18,7 @@ import {
   buildFilters, buildFiltersInWorker, loadFilters, parseV4, probe, probeRange, probeV4Net, serializeFilters,
   storeFingerprint, v4Network, type FilterSet, type TypedFilter,
 } from './filters.ts';
-import { cidrKey, normalize, parentDomains, urlHost, urlMatchKeys } from './normalize.ts';
+import { cidrKey, normalize, parentDomains, urlHost } from './normalize.ts';
 import { decide } from './verdict.ts';
 
 /** Confidence of a match whose row and feed both leave it unset. */
@@ -315,10 +315,10 @@ export class LookupEngine {
 
   private matchUrl(url: string): void {
     const f = this.set.filters.get('url')!;
-    const keys = urlMatchKeys(url);
-    for (let i = 0; i < keys.length; i++) {
+    const ends = urlKeyEnds(url);
+    for (let i = 0; i < ends.length; i++) {
       this.counters.filterProbes++;
-      if (probe(f, keys[i])) this.confirm('url', keys[i], i === 0 ? 'exact' : 'url');
+      if (probeRange(f, url, 0, ends[i])) this.confirm('url', url.slice(0, ends[i]), i === 0 ? 'exact' : 'url');
     }
     const host = urlHost(url);
     if (parseV4(host) >= 0) this.matchIp(host, 'ipv4', 'exact');
@@ -418,6 +418,28 @@ export class LookupEngine {
     }
     return set;
   }
+}
+
+/**
+ * The keys urlMatchKeys() gives for a normalized URL are all prefixes of it (the URL, the URL without
+ * its query, base + path prefixes), so they are probed as ranges of the one string — no slicing unless
+ * the filter hits. Returns the end offsets in urlMatchKeys' order; a test checks both agree on real URLs.
+ */
+export function urlKeyEnds(url: string): number[] {
+  const sep = url.indexOf('://');
+  const pathStart = url.indexOf('/', sep + 3);
+  if (sep < 0 || pathStart < 0) return [url.length];
+  const q = url.indexOf('?', pathStart);
+  const pathEnd = q >= 0 ? q : url.length;
+  const ends = [url.length];
+  if (q >= 0) ends.push(q);
+  let prefixes = 0;
+  for (let i = pathStart; i < pathEnd && prefixes < 4; i++) {
+    if (url.charCodeAt(i) !== 47) continue;
+    prefixes++;
+    if (!ends.includes(i + 1)) ends.push(i + 1);
+  }
+  return ends;
 }
 
 function toMatch(r: Row, kind: MatchKind): Match {

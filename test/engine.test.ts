@@ -6,8 +6,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDb, type DB } from '../appliance/db.ts';
 import type { IndicatorType, LookupResult } from '../appliance/types.ts';
-import { LookupEngine } from '../lookup/engine.ts';
-import { normalize } from '../lookup/normalize.ts';
+import { LookupEngine, urlKeyEnds } from '../lookup/engine.ts';
+import { normalize, urlMatchKeys } from '../lookup/normalize.ts';
 import { cidrIsCapped, decide } from '../lookup/verdict.ts';
 
 const DATA = path.resolve(__dirname, '../../shared/data');
@@ -205,6 +205,15 @@ describe('matching on real data', () => {
   it('lookupMany keeps the order', () => {
     const vals = [feeds.ipsum.values[5].value, 'bad value', 'repocket.com'];
     expect(engine.lookupMany(vals).map((r) => [r.value, r.verdict])).toEqual([[vals[0], 'malicious'], ['bad value', 'unknown'], ['repocket.com', 'benign']]);
+  });
+});
+
+describe('key derivation agrees with normalize.ts', () => {
+  it('URL keys probed as ranges are exactly urlMatchKeys() on every real URL', () => {
+    const urls = [...feeds.urlhaus.values, ...feeds.emotet.values, ...feeds.lazarus.values].filter((v) => v.type === 'url').map((v) => v.value);
+    urls.push('http://a.example/x/y/z/w/v/u?q=1/2', 'http://a.example/', 'http://a.example/?q');
+    expect(urls.length).toBeGreaterThan(15_000);
+    for (const u of urls) expect(urlKeyEnds(u).map((e) => u.slice(0, e))).toEqual(urlMatchKeys(u));
   });
 });
 

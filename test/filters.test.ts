@@ -7,10 +7,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDb, type DB } from '../appliance/db.ts';
 import type { IndicatorType } from '../appliance/types.ts';
 import {
-  addValue, buildFilters, buildFiltersFrom, buildFiltersInWorker, createFilter, filterSize, loadFilters, probe,
-  serializeFilters, type FilterSet,
+  addValue, buildFilters, buildFiltersFrom, buildFiltersInWorker, createFilter, filterSize, loadFilters, parseV4, probe,
+  probeV4Net, serializeFilters, v4Network, type FilterSet,
 } from '../lookup/filters.ts';
-import { normalize } from '../lookup/normalize.ts';
+import { cidrKey, normalize } from '../lookup/normalize.ts';
 
 const DATA = path.resolve(__dirname, '../../shared/data');
 
@@ -106,6 +106,26 @@ describe('fast probe equals bloom-filters', () => {
   });
 });
 
+describe('network keys', () => {
+  it('the allocation-free IPv4 network probe answers exactly as probing cidrKey() text', () => {
+    const nets = set.filters.get('ipv4-cidr')!;
+    const ips = values.filter(([t]) => t === 'ipv4').slice(0, 3000).map(([, v]) => v);
+    for (const [t, v] of values) if (t === 'ipv4-cidr') ips.push(v.split('/')[0]);
+    let hits = 0;
+    let disagree = 0;
+    for (const ip of ips) {
+      const n = parseV4(ip);
+      for (let p = 1; p <= 31; p++) {
+        const viaText = probe(nets, cidrKey(ip, 4, p));
+        if (probeV4Net(nets, v4Network(n, p), p) !== viaText) disagree++;
+        if (viaText) hits++;
+      }
+    }
+    expect(disagree).toBe(0);
+    expect(hits).toBeGreaterThan(2000); // every listed network is found from its own address
+  });
+});
+
 describe('real data', () => {
   it('loads well over 200k distinct real values of every shape', () => {
     expect(values.length).toBeGreaterThan(200_000);
@@ -157,14 +177,22 @@ describe('persistence', () => {
       expect([g.m, g.k, g.seed, g.count]).toEqual([f.m, f.k, f.seed, f.count]);
       expect(Buffer.compare(Buffer.from(g.bits), Buffer.from(f.bits))).toBe(0);
     }
-    for (const [t, v] of values) expect(probe(loaded.filters.get(t)!, v)).toBe(true);
+    let missing = 0;
+    for (const [t, v] of values) if (!probe(loaded.filters.get(t)!, v)) missing++;
+    expect(missing).toBe(0);
     const r = rng(9);
+    let disagree = 0;
+    let positives = 0;
     for (let i = 0; i < 20_000; i++) {
-      const v = `${Math.floor(r() * 1e12).toString(16)}.test`;
-      expect(probe(loaded.filters.get('domain')!, v)).toBe(probe(set.filters.get('domain')!, v));
+      const v = i % 2 ? `${Math.floor(r() * 1e12).toString(16)}.test` : values[i][1];
+      const want = probe(set.filters.get(values[i][0])!, v);
+      if (want) positives++;
+      if (probe(loaded.filters.get(values[i][0])!, v) !== want) disagree++;
       // The library's own has() agrees on the loaded filter too (same bits, same hashing).
-      if (i < 2000) expect(loaded.filters.get('domain')!.filter.has(v)).toBe(probe(set.filters.get('domain')!, v));
+      if (i < 2000 && loaded.filters.get(values[i][0])!.filter.has(v) !== want) disagree++;
     }
+    expect(disagree).toBe(0);
+    expect(positives).toBeGreaterThanOrEqual(10_000);
   });
 
   it('refuses a corrupt or truncated file with E_FORMAT', () => {

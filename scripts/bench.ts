@@ -1,0 +1,333 @@
+// `outpost bench`: measures the lookup path against its baselines in one run, on one store — the filter
+// probe beside a prepared SQLite point query and bloom-filters' own has(), a mixed batch, build/import
+// rates and memory. Indicators are shaped like the real lists (real values from ../shared/data when
+// present, topped up with synthetic ones of the same shapes), so figures do not flatter short keys.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import bloomFilters from 'bloom-filters';
+import { openDb, type DB } from '../appliance/db.ts';
+import type { IndicatorType } from '../appliance/types.ts';
+import { LookupEngine } from '../lookup/engine.ts';
+import { createFilter, probe } from '../lookup/filters.ts';
+import { normalize } from '../lookup/normalize.ts';
+
+export interface BenchOptions {
+  size: number;
+  json: boolean;
+  out: (line: string) => void;
+  /** HTTP figures come from the API server's own bench (someone else's module); null when absent. */
+  http?: (dataDir: string) => Promise<{ http_rps: number; raw_http_rps: number }>;
+  /** Filter false-positive target (config filterFpRate). */
+  fpRate?: number;
+  /** Seconds spent in each timed loop (bounded run time). */
+  secondsPerFigure?: number;
+}
+
+type Pair = [IndicatorType, string];
+
+const SHARE: [IndicatorType, number][] = [
+  ['ipv4', 0.55], ['ipv4-cidr', 0.02], ['domain', 0.2], ['url', 0.15], ['md5', 0.03], ['sha256', 0.05],
+];
+
+/** Deterministic PRNG (mulberry32): the same run generates the same store. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function dataDir(): string | null {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const d = path.resolve(here, '../../shared/data');
+  return fs.existsSync(d) ? d : null;
+}
+
+/** Real normalized values per type from the shared lists (empty when the lists are absent). */
+function realSamples(): Map<IndicatorType, string[]> {
+  const out = new Map<IndicatorType, string[]>();
+  const root = dataDir();
+  if (!root) return out;
+  const files: [string, (l: string) => string | undefined][] = [
+    ['ipsum/ipsum.txt', (l) => l.split('\t')[0]],
+    ['threatfox/ips.txt', (l) => l],
+    ['maltrail/mass_scanner_cidr.txt', (l) => l.split('#')[0]],
+    ['firehol/firehol_level1.netset', (l) => l],
+    ['signature-base/hash-iocs.txt', (l) => l.split(';')[0]],
+    ['eset/nukesped_lazarus/samples.sha256', (l) => l],
+    ['eset/nukesped_lazarus/samples.md5', (l) => l],
+    ['urlhaus/urls.csv', (l) => /^(?:"[^"]*"|[^,]*),([^,]+),/.exec(l)?.[1]],
+    ...['lummac2', 'remcos', 'cobaltstrike', 'asyncrat', 'emotet', 'apt_lazarus'].map(
+      (f) => [`maltrail/malware/${f}.txt`, (l: string) => l] as [string, (l: string) => string | undefined],
+    ),
+  ];
+  const seen = new Set<string>();
+  for (const [file, pick] of files) {
+    const p = path.join(root, file);
+    if (!fs.existsSync(p)) continue;
+    for (const line of fs.readFileSync(p, 'utf8').split('\n')) {
+      const t = line.trim();
+      if (!t || t.startsWith('#')) continue;
+      const raw = pick(t)?.trim();
+      if (!raw) continue;
+      const n = normalize(raw);
+      if (!n.ok || seen.has(n.value)) continue;
+      // Broad real networks are kept out: the bench's networks are /24s like the mass-scanner list.
+      if (n.type === 'ipv4-cidr' && !n.value.endsWith('/24')) continue;
+      seen.add(n.value);
+      let list = out.get(n.type);
+      if (!list) out.set(n.type, (list = []));
+      list.push(n.value);
+    }
+  }
+  return out;
+}
+
+const HEX = '0123456789abcdef';
+const ALNUM = 'abcdefghijklmnopqrstuvwxyz0123456789';
+
+/** Synthetic values in the shapes of the real lists (hosts from real TLDs, real URL path shapes). */
+function makeGenerator(r: () => number, real: Map<IndicatorType, string[]>) {
+  const pick = <T>(a: T[]): T => a[Math.floor(r() * a.length)];
+  const tlds = [...new Set((real.get('domain') ?? []).map((d) => d.slice(d.lastIndexOf('.') + 1)))];
+  if (tlds.length === 0) tlds.push('com', 'net', 'org', 'ru', 'xyz', 'top', 'info');
+  const paths = (real.get('url') ?? []).map((u) => u.slice(u.indexOf('/', u.indexOf('://') + 3))).filter((p) => p.length > 1);
+  if (paths.length === 0) paths.push('/bin.sh', '/i', '/wp-content/x.php', '/download/update.exe');
+  const label = (min: number, max: number) => {
+    const n = min + Math.floor(r() * (max - min + 1));
+    let s = '';
+    for (let i = 0; i < n; i++) s += ALNUM[Math.floor(r() * (i === 0 ? 26 : 36))];
+    return s;
+  };
+  const octet = () => Math.floor(r() * 256);
+  const ip = () => `${1 + Math.floor(r() * 222)}.${octet()}.${octet()}.${octet()}`;
+  const domain = () => (r() < 0.3 ? `${label(3, 8)}.` : '') + `${label(5, 14)}.${pick(tlds)}`;
+  const hex = (n: number) => {
+    let s = '';
+    for (let i = 0; i < n; i++) s += HEX[Math.floor(r() * 16)];
+    return s;
+  };
+  return (type: IndicatorType): string => {
+    switch (type) {
+      case 'ipv4': return ip();
+      case 'ipv4-cidr': return `${1 + Math.floor(r() * 222)}.${octet()}.${octet()}.0/24`;
+      case 'domain': return domain();
+      case 'url': return `http://${r() < 0.4 ? `${ip()}:${1024 + Math.floor(r() * 60000)}` : domain()}${pick(paths)}`;
+      case 'md5': return hex(32);
+      case 'sha256': return hex(64);
+      default: return hex(40);
+    }
+  };
+}
+
+/** `size` distinct normalized indicators: real ones first (shuffled), then synthetic of each type's share. */
+function makeIndicators(size: number, real: Map<IndicatorType, string[]>, gen: (t: IndicatorType) => string, r: () => number): { pairs: Pair[]; listed: Set<string> } {
+  const listed = new Set<string>();
+  const pairs: Pair[] = [];
+  for (const [type, share] of SHARE) {
+    const want = Math.round(size * share);
+    const pool = (real.get(type) ?? []).slice();
+    for (let i = pool.length - 1; i > 0; i--) {
+      const j = Math.floor(r() * (i + 1));
+      [pool[i], pool[j]] = [pool[j], pool[i]];
+    }
+    let got = 0;
+    for (const v of pool) {
+      if (got >= want) break;
+      if (listed.has(v)) continue;
+      listed.add(v);
+      pairs.push([type, v]);
+      got++;
+    }
+    for (let tries = 0; got < want && tries < want * 4; tries++) {
+      const n = normalize(gen(type), type);
+      if (!n.ok || n.type !== type || listed.has(n.value)) continue;
+      listed.add(n.value);
+      pairs.push([type, n.value]);
+      got++;
+    }
+  }
+  return { pairs, listed };
+}
+
+/** Runs fn over the values repeatedly for about `seconds`; mean nanoseconds per call. */
+function timePerCall(values: string[], seconds: number, fn: (v: string) => unknown): number {
+  let sink = 0;
+  const warm = Math.min(values.length, 20_000);
+  for (let i = 0; i < warm; i++) if (fn(values[i])) sink++;
+  let calls = 0;
+  const start = process.hrtime.bigint();
+  const budget = BigInt(Math.round(seconds * 1e9));
+  let elapsed = 0n;
+  do {
+    for (let i = 0; i < values.length; i++) if (fn(values[i])) sink++;
+    calls += values.length;
+    elapsed = process.hrtime.bigint() - start;
+  } while (elapsed < budget);
+  if (sink < 0) throw new Error('unreachable');
+  return Number(elapsed) / calls;
+}
+
+const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+
+export async function runBench(opts: BenchOptions): Promise<Record<string, number | null>> {
+  const size = Math.max(1000, Math.floor(Number(opts.size) || 200_000));
+  const fpRate = opts.fpRate ?? 0.001;
+  const secs = opts.secondsPerFigure ?? 1;
+  const say = (line: string) => {
+    if (!opts.json) opts.out(line);
+    else process.stderr.write(line + '\n');
+  };
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'outpost-bench-'));
+  let db: DB | null = null;
+  try {
+    say(`outpost bench: ${fmt(size)} indicators, filter target FP rate ${fpRate}, node ${process.version}, ${os.cpus().length} CPU(s), data dir ${dir}`);
+    const r = rng(20261123);
+    const real = realSamples();
+    say(real.size ? `shapes and ${fmt([...real.values()].reduce((a, l) => a + l.length, 0))} real values from ../shared/data` : 'no ../shared/data: synthetic values only');
+    const gen = makeGenerator(r, real);
+    const { pairs, listed } = makeIndicators(size, real, gen, r);
+
+    // Store: one transaction, one prepared insert — the bulk path the signed import will replace.
+    db = openDb(dir);
+    const t0 = performance.now();
+    const now = Math.floor(Date.now() / 1000);
+    const ins = db.prepare("INSERT INTO indicators(type, value, feed, kind, category, confidence, first_seen, last_seen) VALUES (?, ?, 'bench', 'block', 'malware', 80, ?, ?)");
+    db.transaction(() => {
+      for (const [t, v] of pairs) ins.run(t, v, now - 86400, now);
+      db!.prepare(
+        `INSERT INTO feeds(name, kind, version, state, package_sha256, key_id, created, expires, applied_at, generation, count)
+         VALUES ('bench', 'block', 1, '-', '-', 'bench', ?, ?, ?, 1, ?)`,
+      ).run(new Date().toISOString(), new Date(Date.now() + 86400e3).toISOString(), new Date().toISOString(), pairs.length);
+      db!.prepare("UPDATE meta SET value = '1' WHERE key = 'generation'").run();
+    })();
+    const tInsert = performance.now();
+    const engine = new LookupEngine(db, { fpRate, filterDir: null, worker: false });
+    const tBuild = performance.now();
+    const insertMs = tInsert - t0;
+    const buildMs = tBuild - tInsert;
+    const importPerS = pairs.length / ((tBuild - t0) / 1000);
+    say(`store: ${fmt(pairs.length)} rows inserted in ${fmt(insertMs)} ms, filters built in ${fmt(buildMs)} ms (${fmt(engine.stats().filterBytes / 1048576, 1)} MiB)`);
+    say(`import_per_s ${fmt(importPerS)} values/s  (synthetic bulk insert + filter build; the signed-package import path will replace this figure)`);
+
+    // Values that are not listed, normalized, in the same type mix.
+    const rm = rng(7);
+    const genMiss = makeGenerator(rm, real);
+    const missPairs: Pair[] = [];
+    while (missPairs.length < 50_000) {
+      const x = rm();
+      let acc = 0;
+      let type: IndicatorType = 'ipv4';
+      for (const [t, s] of SHARE) if (t !== 'ipv4-cidr' && x < (acc += s / 0.98)) { type = t; break; }
+      const n = normalize(genMiss(type), type);
+      if (n.ok && !listed.has(n.value) && !engine.mayMatch(n.type, n.value)) missPairs.push([n.type, n.value]);
+    }
+    const missValues = missPairs.map(([, v]) => v);
+    const missTypes = missPairs.map(([t]) => t);
+
+    // 1. The engine's filter stage on a normalized value that is not listed (what every miss costs).
+    let k = 0;
+    const lookupMissNs = timePerCall(missValues, secs, (v) => engine.mayMatch(missTypes[k++ % missTypes.length], v));
+    const byType: Record<string, number> = {};
+    for (const t of ['ipv4', 'domain', 'url', 'sha256'] as IndicatorType[]) {
+      const vals = missPairs.filter(([tt]) => tt === t).map(([, v]) => v);
+      if (vals.length) byType[t] = timePerCall(vals, secs / 4, (v) => engine.mayMatch(t, v));
+    }
+    // 2. The baseline: a prepared SQLite point query on the same table for the same missing values.
+    const point = db.prepare('SELECT feed, kind, category, confidence, first_seen, last_seen, expires_at, extra FROM indicators WHERE type = ? AND value = ?');
+    k = 0;
+    const sqlitePointNs = timePerCall(missValues, secs, (v) => point.get(missTypes[k++ % missTypes.length], v));
+    // 3. The full in-process lookup of a missing value (normalize + filter + result object).
+    const engineMissNs = timePerCall(missValues, secs, (v) => engine.lookup(v));
+    // 4. Hashing alternatives on one filter of the same size: bloom-filters' has() with its default
+    //    xxhash64, has() with our FastHashing, and our direct probe.
+    const ipMiss = missPairs.filter(([t]) => t === 'ipv4').map(([, v]) => v);
+    const ipListed = pairs.filter(([t]) => t === 'ipv4').map(([, v]) => v);
+    const lib = bloomFilters.BloomFilter.create(Math.max(1, ipListed.length), fpRate);
+    const libSample = ipListed.slice(0, 5000);
+    for (const v of libSample) lib.add(v); // a few adds suffice: a miss's cost does not depend on fill
+    const libDefaultNs = timePerCall(ipMiss.slice(0, 2000), Math.min(secs, 0.5), (v) => lib.has(v));
+    const fast = createFilter('ipv4', Math.max(1, ipListed.length), fpRate);
+    for (const v of ipListed) fast.filter.add(v);
+    const libFastNs = timePerCall(ipMiss, secs / 2, (v) => fast.filter.has(v));
+    const probeNs = timePerCall(ipMiss, secs / 2, (v) => probe(fast, v));
+    // 5. Mixed batch of raw values, 1% listed, through lookupMany (normalize + filters + confirmations).
+    const batch: string[] = [];
+    for (let i = 0; i < 10_000; i++) {
+      if (i % 100 === 0) batch.push(pairs[Math.floor(r() * pairs.length)][1]);
+      else batch.push(missValues[Math.floor(r() * missValues.length)]);
+    }
+    let batches = 0;
+    let hits = 0;
+    const bStart = performance.now();
+    do {
+      for (const res of engine.lookupMany(batch)) if (res.matches.length) hits++;
+      batches++;
+    } while (performance.now() - bStart < secs * 1000);
+    const batchPerS = (batches * batch.length) / ((performance.now() - bStart) / 1000);
+    const hitShare = hits / (batches * batch.length);
+    const rssMb = process.memoryUsage().rss / 1048576;
+
+    say('');
+    say(`lookup_miss_ns      ${fmt(lookupMissNs, 1)} ns   filter stage, normalized value not listed (ipv4 ${fmt(byType.ipv4 ?? 0, 1)}, domain ${fmt(byType.domain ?? 0, 1)}, url ${fmt(byType.url ?? 0, 1)}, sha256 ${fmt(byType.sha256 ?? 0, 1)})`);
+    say(`sqlite_point_ns     ${fmt(sqlitePointNs, 1)} ns   prepared point query, same table, same values  → filter is ${fmt(sqlitePointNs / lookupMissNs, 1)}× faster`);
+    say(`engine_miss_ns      ${fmt(engineMissNs, 1)} ns   full lookup() of a missing value (normalize + filter + result)  → ${fmt(sqlitePointNs / engineMissNs, 2)}× the SQLite query alone`);
+    say(`bloom has() default ${fmt(libDefaultNs, 1)} ns   bloom-filters' own hashing (xxhash64)  → our probe is ${fmt(libDefaultNs / probeNs, 0)}× faster`);
+    say(`bloom has() fast    ${fmt(libFastNs, 1)} ns   bloom-filters' has() with our hashing  → direct probe ${fmt(libFastNs / probeNs, 1)}× faster`);
+    say(`bloom probe         ${fmt(probeNs, 1)} ns   direct read of the same bit array`);
+    say(`batch_values_per_s  ${fmt(batchPerS)} values/s   lookupMany, mixed types, ${fmt(hitShare * 100, 1)}% hits, one core  (${fmt(1e9 / batchPerS, 0)} ns/value)`);
+    say(`rss_mb              ${fmt(rssMb, 0)} MiB   whole bench process (includes the generated test data)`);
+
+    const result: Record<string, number | null> = {
+      size: pairs.length,
+      lookup_miss_ns: round(lookupMissNs, 1),
+      sqlite_point_ns: round(sqlitePointNs, 1),
+      sqlite_vs_miss_ratio: round(sqlitePointNs / lookupMissNs, 1),
+      engine_miss_ns: round(engineMissNs, 1),
+      bloom_has_default_ns: round(libDefaultNs, 1),
+      bloom_has_fasthash_ns: round(libFastNs, 1),
+      bloom_probe_ns: round(probeNs, 1),
+      batch_values_per_s: Math.round(batchPerS),
+      import_per_s: Math.round(importPerS),
+      insert_ms: Math.round(insertMs),
+      filter_build_ms: Math.round(buildMs),
+      filter_bytes: engine.stats().filterBytes,
+      rss_mb: round(rssMb, 1),
+      http_rps: null,
+      raw_http_rps: null,
+    };
+    db.close();
+    db = null;
+    if (opts.http) {
+      const h = await opts.http(dir);
+      result.http_rps = Math.round(h.http_rps);
+      result.raw_http_rps = Math.round(h.raw_http_rps);
+      say(`http_rps            ${fmt(h.http_rps)} req/s   vs raw node:http ${fmt(h.raw_http_rps)} req/s → ${fmt((100 * h.http_rps) / h.raw_http_rps, 0)}% of bare`);
+    } else {
+      say('http_rps            n/a   (no HTTP bench hook in this build)');
+    }
+    if (opts.json) opts.out(JSON.stringify(result));
+    return result;
+  } finally {
+    db?.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function round(n: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(n * f) / f;
+}
+
+// Direct run: `npx tsx scripts/bench.ts [--json] [--size n]`.
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
+  const args = process.argv.slice(2);
+  const i = args.indexOf('--size');
+  await runBench({ size: i >= 0 ? Number(args[i + 1]) : 200_000, json: args.includes('--json'), out: (l) => console.log(l) });
+}
