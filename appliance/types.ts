@@ -67,6 +67,11 @@ export interface SourceReport {
   accepted: number;
   malformed: number;
   duplicates: number;
+  /** Lines/records deliberately not read as indicators: comments, blanks, headers, non-indicator objects/attributes.
+   *  Invariant: lines = accepted + malformed + duplicates + skipped. For JSON sources a "line" is a record. */
+  skipped?: number;
+  /** File-level remarks, e.g. "STIX bundle has no indicator objects". */
+  notes?: string[];
   /** A few malformed lines with their reasons, so a provider sees what was refused. */
   samples: { line: number; text: string; error: string }[];
 }
