@@ -234,7 +234,8 @@ export class LookupEngine {
     } else if (this.set.prefixes6.length) {
       const nf = this.set.filters.get('ipv6-cidr')!;
       for (const p of this.set.prefixes6) {
-        const key = `${cidrKey(ip, 6, p)}${p === 128 ? '/128' : ''}`;
+        if (p === 128) continue; // normalize stores a /128 as the plain address: matched exactly above
+        const key = cidrKey(ip, 6, p);
         this.counters.filterProbes++;
         if (probe(nf, key)) this.confirm('ipv6-cidr', key, 'cidr');
       }

@@ -65,6 +65,7 @@ beforeAll(() => {
     c2: feed('c2', 'block', 'c2', null, lines('signature-base/c2-iocs.txt').map((l) => l.split(';')[0])),
     hashes: feed('hashes', 'block', 'malware', 75, lines('signature-base/hash-iocs.txt').map((l) => l.split(';')[0])),
     urlhaus: feed('urlhaus', 'block', 'malware', 85, lines('urlhaus/urls.csv').map((l) => /^(?:"[^"]*"|[^,]*),([^,]+),/.exec(l)?.[1] ?? '')),
+    aws: feed('aws', 'allow', 'cloud', 90, (JSON.parse(fs.readFileSync(path.join(DATA, 'known-benign/warninglists/amazon-aws.json'), 'utf8')) as { list: string[] }).list),
     tranco: feed('tranco', 'allow', 'top-site', 95, (JSON.parse(fs.readFileSync(path.join(DATA, 'known-benign/warninglists/tranco10k.json'), 'utf8')) as { list: string[] }).list),
   };
   db.transaction(() => {
@@ -121,6 +122,17 @@ describe('matching on real data', () => {
     expectShape(r);
     expect(r.matches.some((m) => m.kind === 'cidr' && m.indicator === net.value && m.feed === 'firehol')).toBe(true);
     expect(r.verdict).toBe('malicious');
+  });
+
+  it('an IPv6 address inside a listed IPv6 network (AWS allowlist) matches as cidr and is benign', () => {
+    const net = feeds.aws.values.find((v) => v.type === 'ipv6-cidr' && /\/(4[0-9]|5[0-6])$/.test(v.value))!;
+    expect(net).toBeDefined();
+    const inside = net.value.split('/')[0].replace(/::$/, '::abcd:1');
+    const r = engine.lookup(inside.toUpperCase());
+    expectShape(r);
+    expect(r.type).toBe('ipv6');
+    expect(r.matches).toContainEqual(expect.objectContaining({ feed: 'aws', feed_kind: 'allow', indicator: net.value, kind: 'cidr' }));
+    expect(r.verdict).toBe('benign');
   });
 
   it('an internal address inside FireHOL 10.0.0.0/8 is only suspicious', () => {
