@@ -1,10 +1,12 @@
 // `outpost <command>`: the CLI. Exit codes: 0 success, 1 failure (stderr starts with a stable E_ code), 2 usage.
 import fs from 'node:fs';
+import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, type Config } from './config.ts';
 import { openDb } from './db.ts';
 import { OutpostError, asOutpostError } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
+import { countUsers } from './users.ts';
 
 interface GlobalOpts {
   dataDir?: string;
@@ -173,6 +175,53 @@ export function buildCli(): Command {
     print(`revoked key ${keyId}`);
   });
 
+  // ---- console users (ui/) ----
+  const user = program.command('user').description('console users (the password is read from stdin, never from the command line)');
+  const readNewPassword = async (name: string): Promise<string> => {
+    const { readPassword } = await import('./users.ts');
+    const pw = await readPassword(`password for ${name}: `);
+    if (process.stdin.isTTY && (await readPassword('again: ')) !== pw) throw new OutpostError('E_INPUT', 'the passwords differ');
+    return pw;
+  };
+  user
+    .command('add')
+    .description('add a console user; first line of stdin (or typed at a terminal) is the password')
+    .argument('<name>')
+    .addOption(new Option('--role <role>', 'what the user may do').choices(['admin', 'viewer']).default('viewer'))
+    .action(async (name: string, opts, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      try {
+        const { addUser } = await import('./users.ts');
+        const u = await addUser(db, name, opts.role, await readNewPassword(name));
+        print(`added ${u.role} user ${u.name}; sign in at /login`);
+      } finally {
+        db.close();
+      }
+    });
+  user
+    .command('passwd')
+    .description("set a console user's password (stdin) and end their sessions")
+    .argument('<name>')
+    .action(async (name: string, _o, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      try {
+        const { setPassword } = await import('./users.ts');
+        await setPassword(db, name, await readNewPassword(name));
+        print(`password of ${name} set`);
+      } finally {
+        db.close();
+      }
+    });
+  user.command('list').option('--json').action(async (opts, cmd) => {
+    const cfg = config(cmd);
+    const db = openDb(cfg.dataDir);
+    const { listUsers } = await import('./users.ts');
+    for (const u of listUsers(db)) print(opts.json ? JSON.stringify(u) : `${u.name}  ${u.role}  created ${u.created_at}  last sign-in ${u.last_login_at ?? '-'}`);
+    db.close();
+  });
+
   const token = program.command('token').description('API tokens');
   token
     .command('create')
@@ -275,7 +324,7 @@ export function buildCli(): Command {
   return program;
 }
 
-function printBanner(app: { url: string; demo: { token: string; feeds: { feed: string; total: number }[] } | null }, cfg: Config): void {
+function printBanner(app: { url: string; db: import('./db.ts').DB; demo: { token: string; feeds: { feed: string; total: number }[] } | null }, cfg: Config): void {
   const lines = [
     '',
     `Outpost is serving on ${app.url}  (data: ${cfg.dataDir})`,
@@ -286,10 +335,16 @@ function printBanner(app: { url: string; demo: { token: string; feeds: { feed: s
       `  demo data imported through the signed-package path: ${app.demo.feeds.map((f) => `${f.feed} (${f.total})`).join(', ')}`,
       `  API token (shown once): ${app.demo.token}`,
       `  a listed value:   curl -s -H 'Authorization: Bearer ${app.demo.token}' '${app.url}/api/v1/lookup?value=77.90.185.20'`,
-      `  an unlisted one:  curl -s -H 'Authorization: Bearer ${app.demo.token}' '${app.url}/api/v1/lookup?value=198.51.100.77'`,
+      `  an unlisted one:  curl -s -H 'Authorization: Bearer ${app.demo.token}' '${app.url}/api/v1/lookup?value=9.9.9.9'`,
     );
   } else {
     lines.push(`  API token: create one with  npx outpost token create --name <client>`);
+  }
+  // Console: where to sign in, and on a fresh data dir how to create the first admin.
+  lines.push(`  console: ${app.url}/login`);
+  if (countUsers(app.db) === 0) {
+    const dirFlag = cfg.dataDir !== path.resolve('var') && !process.env.OUTPOST_DATA_DIR ? ` --data-dir '${cfg.dataDir}'` : '';
+    lines.push(`  no console users yet; create the first admin (password read from stdin):  npx outpost${dirFlag} user add admin --role admin`);
   }
   process.stderr.write(lines.join('\n') + '\n\n');
 }

@@ -71,7 +71,7 @@ export function isOutpostError(e: unknown): e is OutpostError {
 
 /** Wraps anything thrown into an OutpostError so callers always have a stable code. */
 export function asOutpostError(e: unknown): OutpostError {
-  if (e instanceof OutpostError) return e;
+  if (e instanceof OutpostError && e.code in ERRORS) return e;
   const msg = e instanceof Error ? e.message : String(e);
   return new OutpostError('E_INTERNAL', msg);
 }

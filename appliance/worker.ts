@@ -1,17 +1,25 @@
-// Starts a worker_thread from one of our TypeScript modules. The project runs from source through tsx,
-// so a worker needs tsx's loader too — under `node bin/outpost.js` and under vitest alike.
+// Starts a worker_thread from one of our TypeScript modules. The project runs from source through tsx;
+// on Node 20, loader hooks passed to a worker as `execArgv: ['--import', tsx]` are not applied to the
+// worker's own imports ("Unknown file extension .ts"), so a .ts worker starts as a tiny eval'd script
+// that registers tsx's ESM API in its own thread and then imports the module.
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Worker, type WorkerOptions } from 'node:worker_threads';
 
-let tsxLoader: string | undefined;
+let tsxApi: string | undefined;
 
-function loaderArgs(): string[] {
-  tsxLoader ??= import.meta.resolve('tsx');
-  return ['--import', tsxLoader];
+function bootstrap(moduleUrl: URL): string {
+  if (!tsxApi) {
+    const tsxDir = path.dirname(createRequire(import.meta.url).resolve('tsx/package.json'));
+    tsxApi = pathToFileURL(path.join(tsxDir, 'dist', 'esm', 'api', 'index.mjs')).href;
+  }
+  return `import(${JSON.stringify(tsxApi)}).then(({ register }) => { register(); return import(${JSON.stringify(moduleUrl.href)}); });`;
 }
 
 export function startWorker(moduleUrl: URL, options: WorkerOptions = {}): Worker {
-  const execArgv = moduleUrl.pathname.endsWith('.ts') ? [...(options.execArgv ?? []), ...loaderArgs()] : options.execArgv;
-  return new Worker(moduleUrl, { ...options, execArgv });
+  if (moduleUrl.pathname.endsWith('.ts')) return new Worker(bootstrap(moduleUrl), { ...options, eval: true });
+  return new Worker(moduleUrl, options);
 }
 
 /**

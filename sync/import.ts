@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { Config } from '../appliance/config.ts';
 import type { DB } from '../appliance/db.ts';
 import { audit, layout } from '../appliance/db.ts';
-import { OutpostError, asOutpostError } from '../appliance/errors.ts';
+import { ERRORS, OutpostError, asOutpostError, type ErrorCode } from '../appliance/errors.ts';
 import type { Manifest } from '../appliance/types.ts';
 import { runWorker } from '../appliance/worker.ts';
 import { getFeed, checkSequence, type ApplyProgress, type ApplyResult } from './apply.ts';
@@ -93,7 +93,8 @@ export async function importPackage(cfg: Config, db: DB, tarPath: string, opts: 
       return { ...result, dryRun: false, sha256: staged.sha256, manifest: m };
     } catch (e) {
       if (created) fs.rmSync(kept, { force: true });
-      throw e && typeof e === 'object' && 'code' in e ? new OutpostError((e as OutpostError).code, (e as OutpostError).message) : asOutpostError(e);
+      const code = e && typeof e === 'object' && 'code' in e ? (e as { code: string }).code : undefined;
+      throw code && code in ERRORS ? new OutpostError(code as ErrorCode, (e as Error).message) : asOutpostError(e);
     }
   } catch (e) {
     const err = asOutpostError(e);
