@@ -279,10 +279,15 @@ function parseTar(input: NodeJS.ReadableStream, dir: string, limits: Limits): Pr
       lastEnd = dataStart + Math.ceil(size / 512) * 512;
     };
 
+    // The parser may emit 'finish' while the last entry is still being written out, so 'finish' waits for it.
+    let inflight: Promise<void> = Promise.resolve();
     extract.on('entry', (header, entry, next) => {
-      onEntry(header, entry as unknown as AsyncIterable<Buffer>).then(() => next(), fail);
+      // An entry stream destroyed before we iterate it would otherwise raise an unhandled 'error'; the
+      // same error reaches us through the parser or the iteration.
+      entry.on('error', () => {});
+      inflight = onEntry(header, entry as unknown as AsyncIterable<Buffer>).then(() => next(), fail);
     });
-    extract.on('finish', () => {
+    extract.on('finish', () => inflight.then(() => {
       if (errors.length) return;
       try {
         if (total === 0) throw new OutpostError('E_FORMAT', 'empty file: not a tar archive');
@@ -294,7 +299,7 @@ function parseTar(input: NodeJS.ReadableStream, dir: string, limits: Limits): Pr
       } catch (e) {
         fail(e);
       }
-    });
+    }));
     extract.on('error', fail);
     counter.on('error', fail);
     input.on('error', fail);
