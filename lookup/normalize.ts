@@ -5,7 +5,8 @@
 // Pipeline: trim → strip surrounding quotes/backticks and <> → refang → reject internal whitespace
 // and control characters → detect type (or follow `hint`) → canonicalize. normalize() never throws.
 //
-// Rules (each is proved in lookup/normalize.test.ts):
+// Rules (each is proved in lookup/normalize.test.ts; test/normalize-real-data.test.ts and
+// test/normalize-property.test.ts run them over the shared data and fast-check inputs):
 // - Refang: hxxp/hxxps/hXXp/fxp (scheme position) → http/https/ftp; [.] (.) {.} [dot] (dot) {dot} → .;
 //   [:] → :; [://] → ://; [@] [at] (at) → @; [/] → /. Applied until nothing changes, so it is idempotent.
 // - Whitespace inside a value is refused, not removed: Safe Browsing drops tab/CR/LF inside URLs,
@@ -17,7 +18,8 @@
 //   `ip:port` → address + port (1–65535); `ip:port:port` is malformed.
 // - IPv6: ipaddr.js, canonical compressed lowercase (RFC 5952); `[v6]` and `[v6]:port` accepted;
 //   zone ids refused; an embedded dotted IPv4 tail must itself be a strict dotted quad;
-//   IPv4-mapped `::ffff:a.b.c.d` becomes ipv4.
+//   IPv4-mapped `::ffff:a.b.c.d` becomes ipv4. (Dotted tails are converted here, not by ipaddr.js,
+//   which would read `::1.2.3.4` as mapped.)
 // - CIDR: `ipv4-cidr`/`ipv6-cidr`, value `network/prefix` with host bits zeroed (masked silently);
 //   /32 (/128) collapses to the plain address. /0 is syntactically valid: refusing over-broad
 //   networks is the importer's policy, not syntax. A mapped v6 network with prefix ≥ 96 becomes v4.
@@ -27,7 +29,8 @@
 //   (a trailing hyphen is tolerated, it occurs in real subdomains), total ≤ 253. The suffix must be
 //   an ICANN public suffix known to tldts, or one of the reserved/special TLDs in RESERVED_TLDS
 //   (example, test, local, onion, bit, …: lab and internal names, Namecoin C2). A bare TLD or a
-//   public suffix alone (`com`, `co.uk`) is not a domain. `host:port` → domain + port.
+//   public suffix alone (`com`, `co.uk`) is not a domain. `host:port` → domain + port. ASCII xn--
+//   labels must decode. Unknown TLDs (`.eza`, `.loc` in real trails) are refused with the TLD named.
 // - URL: with a scheme, or without one when a host is followed by `/`, `?` or `#` (`evil.com/x`).
 //   A path with no host (`/izuku.sh`) is refused: "URL path without host". Schemes: http, https, ftp,
 //   and tftp/smb because real feeds list them (URLhaus tftp droppers, ESET smb shares); anything else
@@ -40,7 +43,9 @@
 //   `.`/`..` resolved, `//` collapsed, then bytes ≤ 0x20, ≥ 0x7f, `#`, `%` and (our addition, so
 //   the result parses back to the same path) `?` re-escaped as %XX uppercase; empty path → `/`.
 //   The query is kept, unescaped/re-escaped the same way (without touching `?`); an empty query is
-//   dropped. IPv6 hosts stay bracketed.
+//   dropped. IPv6 hosts stay bracketed. If canonicalization assembles a defang token (`/%5B.%5D`)
+//   the result is refanged and canonicalized again, so every output is a fixed point of normalize().
+// - Values longer than 8,192 characters are refused.
 // - Email: `local@domain` (optionally `mailto:`), local part lowercased and RFC 5322 atext,
 //   domain normalized as above.
 // - hint: 'url' turns a host-only value into a URL (`evil.com` → `http://evil.com/`); any IP hint
