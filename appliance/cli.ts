@@ -283,7 +283,8 @@ export function buildCli(): Command {
       const { buildPackage } = await import('../sync/provider-build.ts');
       const r = await buildPackage({ feed: opts.feed, keyPath: opts.key, outDir: opts.out, files, kind: opts.kind, category: opts.category, confidence: opts.confidence, version: opts.version, expiresDays: opts.expiresDays });
       for (const s of r.reports) {
-        process.stderr.write(`${s.file}: ${s.format}, ${s.lines} lines, ${s.accepted} accepted, ${s.malformed} malformed, ${s.duplicates} duplicates\n`);
+        process.stderr.write(`${s.file}: ${s.format}, ${s.lines} lines, ${s.accepted} accepted, ${s.malformed} malformed, ${s.duplicates} duplicates, ${s.skipped ?? 0} skipped\n`);
+        for (const note of s.notes ?? []) process.stderr.write(`  note: ${note}\n`);
         for (const x of s.samples.slice(0, 5)) process.stderr.write(`  line ${x.line}: ${JSON.stringify(x.text)} — ${x.error}\n`);
       }
       process.stderr.write(`feed ${r.manifest.feed} version ${r.manifest.version}: ${r.manifest.counts.total} indicators, sha256 ${r.sha256}\n`);
