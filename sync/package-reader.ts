@@ -200,12 +200,50 @@ function parseTar(input: NodeJS.ReadableStream, dir: string, limits: Limits): Pr
     let signature: Buffer | undefined;
     let manifest: Manifest | undefined;
 
+    // Framing is held to what a well-behaved writer produces, so no byte of the tar can change silently:
+    // block padding after each entry's data must be zero and each header's checksum field canonical
+    // (tar-stream ignores both). Only chunks that may still hold such bytes are kept (from `keepFrom` on).
+    let keepFrom = 0;
+    let kept: { start: number; buf: Buffer }[] = [];
+    let pending: { name: string; start: number; end: number } | undefined; // padding not yet checked
+    const bytesAt = (start: number, end: number): Buffer => {
+      const out = Buffer.alloc(end - start);
+      for (const k of kept) {
+        const a = Math.max(start, k.start);
+        const b = Math.min(end, k.start + k.buf.length);
+        if (a < b) k.buf.copy(out, a - start, a - k.start, b - k.start);
+      }
+      return out;
+    };
+    const checkPadding = () => {
+      if (!pending || pending.end <= pending.start) return;
+      const pad = bytesAt(pending.start, pending.end);
+      const bad = pad.findIndex((b) => b !== 0);
+      if (bad !== -1) throw new OutpostError('E_FORMAT', `non-zero padding after entry ${show(pending.name)} at byte ${pending.start + bad}`);
+    };
+    const checkFraming = (name: string, dataStart: number, size: number) => {
+      checkPadding();
+      const headerStart = dataStart - 512;
+      // Only when this header directly follows the previous entry (no pax/GNU extension blocks between).
+      if (headerStart >= keepFrom) {
+        const field = bytesAt(headerStart + 148, headerStart + 156).toString('latin1');
+        if (!/^[0-7]{6}( \0|\0 )$/.test(field)) throw new OutpostError('E_FORMAT', `header of entry ${show(name)} has a malformed checksum field`);
+      }
+      const end = dataStart + size;
+      pending = { name, start: end, end: dataStart + Math.ceil(size / 512) * 512 };
+      keepFrom = end;
+      kept = kept.filter((k) => k.start + k.buf.length > keepFrom);
+    };
+
     // Every byte is counted and hashed here, before the parser sees it: header sizes are never trusted alone.
+    let offset = 0;
     const counter = new Transform({
       transform(chunk: Buffer, _enc, cb) {
         total += chunk.length;
         if (total > limits.maxPackageBytes) return cb(new OutpostError('E_SIZE', `package is larger than ${limits.maxPackageBytes} bytes`));
         sha.update(chunk);
+        if (offset + chunk.length > keepFrom) kept.push({ start: offset, buf: chunk });
+        offset += chunk.length;
         cb(null, chunk);
       },
     });
@@ -285,11 +323,18 @@ function parseTar(input: NodeJS.ReadableStream, dir: string, limits: Limits): Pr
       // An entry stream destroyed before we iterate it would otherwise raise an unhandled 'error'; the
       // same error reaches us through the parser or the iteration.
       entry.on('error', () => {});
+      try {
+        checkFraming(header.name ?? '', (header as tar.Header & { byteOffset?: number }).byteOffset ?? total, header.size ?? 0);
+      } catch (e) {
+        fail(e);
+        return;
+      }
       inflight = onEntry(header, entry as unknown as AsyncIterable<Buffer>).then(() => next(), fail);
     });
     extract.on('finish', () => inflight.then(() => {
       if (errors.length) return;
       try {
+        checkPadding();
         if (total === 0) throw new OutpostError('E_FORMAT', 'empty file: not a tar archive');
         // A tar ends with two zero blocks; without them the file was cut at an entry boundary.
         if (total < lastEnd + 1024) throw new OutpostError('E_FORMAT', 'truncated tar: the end-of-archive blocks are missing');

@@ -98,7 +98,8 @@ export interface WritePackageOptions {
 
 /** Writes one gzip'd NDJSON part, hashing the compressed bytes as they go to disk. */
 class PartWriter {
-  readonly gz = zlib.createGzip({ level: 9 });
+  // Default level 6: level 9 costs ~7x the time for ~10% smaller files on indicator lines.
+  readonly gz = zlib.createGzip({ level: 6 });
   private readonly sha = crypto.createHash('sha256');
   size = 0;
   rawSize = 0;
@@ -250,8 +251,8 @@ export async function writePackage(opts: WritePackageOptions): Promise<{ path: s
 
     const { counts: _c, state: _s, ...rest } = input;
     const manifest: Manifest = {
-      format: PACKAGE_FORMAT,
       ...rest,
+      format: PACKAGE_FORMAT,
       key_id: keyIdOf(key),
       state: stateHex,
       counts,

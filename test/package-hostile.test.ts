@@ -177,7 +177,7 @@ describe('hostile packages', () => {
     expect(good.manifest.files.length).toBe(3);
   });
 
-  it('a one-byte change at 200 seeded offsets is always refused, unless it hits tar padding — then the content is identical', async () => {
+  it('a one-byte change at 200 seeded offsets is always refused — padding and header checksum fields included', async () => {
     // Map every byte of the genuine tar to what it carries.
     type Kind = 'manifest' | 'signature' | 'data' | 'header' | 'checksum' | 'padding' | 'end';
     const regions: { start: number; end: number; kind: Kind }[] = [];
@@ -204,14 +204,16 @@ describe('hostile packages', () => {
     for (const r of regions) for (const o of [r.start, Math.floor((r.start + r.end) / 2), r.end - 1]) offsets.add(o); // every region, both ends
     while (offsets.size < 200 + regions.length) offsets.add(Math.floor(rand() * goodBytes.length));
 
-    // What each kind of byte may produce. A flipped key_id char names another (untrusted) key.
+    // What each kind of byte may produce. A flipped key_id char names another (untrusted) key. tar-stream
+    // itself ignores padding and the terminator bytes of the checksum field; the reader does not, so no
+    // byte of the tar can change without a refusal.
     const allowed: Record<Kind, string[]> = {
       manifest: ['E_SIG', 'E_FORMAT', 'E_UNKNOWN_KEY'],
       signature: ['E_SIG'],
       data: ['E_HASH'],
       header: ['E_FORMAT'],
-      checksum: ['E_FORMAT', 'accepted'],
-      padding: ['accepted'],
+      checksum: ['E_FORMAT'],
+      padding: ['E_FORMAT'],
       end: ['E_FORMAT'],
     };
     const seen = new Map<Kind, Set<string>>();
@@ -223,20 +225,14 @@ describe('hostile packages', () => {
       if (!seen.has(kind)) seen.set(kind, new Set());
       seen.get(kind)!.add(r.code);
       expect(allowed[kind], `offset ${off} (${kind}): ${r.code} ${r.message}`).toContain(r.code);
-      expect(['E_SIG', 'E_HASH', 'E_FORMAT', 'E_TAR', 'E_UNKNOWN_KEY', 'accepted']).toContain(r.code);
-      if (r.code === 'accepted') {
-        // Only bytes that carry no data: what was verified and read is exactly what was signed.
-        expect(r.manifestBytes!.equals(goodEntries[0].data!)).toBe(true);
-        expect(r.signature!.equals(goodEntries[1].data!)).toBe(true);
-        expect(r.manifest).toEqual(good.manifest);
-        expect(r.lines).toEqual(input);
-      }
+      if (kind === 'padding') expect(r.message).toMatch(/non-zero padding/);
     }
     // The sample really covered the signed content, the signature, the data and the padding.
     expect(seen.get('manifest')!.size).toBeGreaterThan(0);
     expect([...seen.get('signature')!]).toEqual(['E_SIG']);
     expect([...seen.get('data')!]).toEqual(['E_HASH']);
-    expect([...seen.get('padding')!]).toEqual(['accepted']);
+    expect([...seen.get('padding')!]).toEqual(['E_FORMAT']);
+    expect([...seen.get('checksum')!]).toEqual(['E_FORMAT']);
     expect([...seen.get('end')!]).toEqual(['E_FORMAT']);
   });
 

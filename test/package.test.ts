@@ -277,6 +277,27 @@ describe('by-hand verification walkthrough (docs/package-format.md) with tar, sh
     expect(r.out).toContain('{"t":"ipv4","v":');
   });
 
+  it('the files taken out by hand, re-packed with GNU tar, are accepted with identical content', async () => {
+    const dir = fs.mkdtempSync(path.join(work, 'repack-'));
+    fs.copyFileSync(pub, path.join(dir, 'provider.pub'));
+    expect(spawnSync('bash', ['-c', script], { cwd: dir, env: { ...process.env, PKG: pkgPath } }).status).toBe(0);
+    fs.copyFileSync(path.join(dir, 'manifest.json'), path.join(dir, 'files/manifest.json'));
+    fs.copyFileSync(path.join(dir, 'manifest.sig'), path.join(dir, 'files/manifest.sig'));
+    const repacked = path.join(work, 'repacked.tar');
+    const names = ['manifest.json', 'manifest.sig', ...manifest.files.map((f) => f.name)];
+    const r = spawnSync('tar', ['--format=ustar', '-cf', repacked, '-C', path.join(dir, 'files'), ...names], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(sha256File(repacked)).not.toBe(sha256File(pkgPath)); // other header fields and record padding
+    const staged = await stagePackage(repacked, path.join(work, 'staging'), LIMITS);
+    try {
+      const m = verifyPackage(staged, [{ key_id: manifest.key_id, public_pem: fs.readFileSync(pub, 'utf8'), revoked_at: null }]);
+      expect(m).toEqual(manifest);
+      expect(await readAll(staged, m)).toEqual(ipsumIndicators());
+    } finally {
+      staged.cleanup();
+    }
+  });
+
   it('a changed manifest byte fails the openssl signature check; a changed data byte fails sha256sum', () => {
     const bytes = fs.readFileSync(pkgPath);
     const manifestAt = bytes.indexOf('"feed": "ipsum"');
