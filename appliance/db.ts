@@ -103,6 +103,40 @@ const MIGRATIONS: string[] = [
   );
   CREATE INDEX audit_ts ON audit(ts);
   `,
+  // Console (ui/): users with scrypt hashes, server-side sessions (only a hash of the cookie is stored),
+  // and login attempts for the rate limit and lockout. Times in sessions/login_attempts are unix ms.
+  `
+  CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    role TEXT NOT NULL CHECK (role IN ('admin','viewer')),
+    password_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    last_login_at TEXT
+  );
+
+  CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    csrf TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_seen_at INTEGER NOT NULL,
+    ip TEXT,
+    user_agent TEXT
+  ) WITHOUT ROWID;
+  CREATE INDEX sessions_user ON sessions(user_id);
+
+  CREATE TABLE login_attempts (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    username TEXT NOT NULL COLLATE NOCASE,
+    ip TEXT NOT NULL,
+    ok INTEGER NOT NULL
+  );
+  CREATE INDEX login_attempts_user ON login_attempts(username, ts);
+  CREATE INDEX login_attempts_ip ON login_attempts(ip, ts);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

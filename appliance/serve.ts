@@ -12,6 +12,7 @@ import { Metrics } from '../lookup/metrics.ts';
 import { mountExports } from '../lookup/exports/routes.ts';
 import { runWorker } from './worker.ts';
 import { ensureDemo, type DemoInfo } from '../scripts/demo.ts';
+import { createConsole } from '../ui/console.tsx';
 
 export interface RunningAppliance {
   url: string;
@@ -41,7 +42,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate });
     await engine.reload();
     const metrics = new Metrics();
-    const app = createApi({ cfg, db, engine, log, metrics, mounts: [mountExports(db)] });
+    const app = createApi({ cfg, db, engine, log, metrics, mounts: [mountExports(db), createConsole({ cfg, db, engine, log }).mount] });
     const server: ServerType = await new Promise((resolve, reject) => {
       const s = serveHttp({ fetch: app.fetch, hostname: cfg.host, port: cfg.port }, () => resolve(s));
       s.once('error', reject);

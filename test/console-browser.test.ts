@@ -1,0 +1,324 @@
+// The console in a real browser (Debian's Chromium via playwright-core) against a real appliance:
+// sign in, dashboard with real data, upload → dry run → confirm, lookup, token create/revoke, a viewer
+// kept out of admin pages — and hostile values (indicators, categories, source names, malformed
+// samples, upload file names) that must render as text and never run. Screenshots go to docs/screenshots.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import tar from 'tar-stream';
+import { loadPrivateKey } from '../sync/keys.ts';
+import { ADMIN, VIEWER, buildPackage, startAppliance, type Appliance } from './console-fixture.ts';
+import { DATA, ROOT, cli, dbDigest, readLines } from './helpers.ts';
+
+const SHOTS = path.join(ROOT, 'docs/screenshots');
+
+/** Copies a package with its manifest's feed name replaced, signed again with the provider key. */
+async function resignWithFeed(src: string, dest: string, feed: string, keyPath: string): Promise<void> {
+  const entries: { name: string; data: Buffer }[] = [];
+  const extract = tar.extract();
+  const done = new Promise<void>((resolve, reject) => {
+    extract.on('entry', (h, stream, next) => {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: unknown) => chunks.push(c as Buffer));
+      stream.on('end', () => {
+        entries.push({ name: h.name, data: Buffer.concat(chunks) });
+        next();
+      });
+    });
+    extract.on('finish', resolve);
+    extract.on('error', reject);
+  });
+  extract.end(fs.readFileSync(src));
+  await done;
+  const manifest = entries.find((e) => e.name === 'manifest.json')!;
+  const m = JSON.parse(manifest.data.toString('utf8'));
+  manifest.data = Buffer.from(JSON.stringify({ ...m, feed }), 'utf8');
+  entries.find((e) => e.name === 'manifest.sig')!.data = crypto.sign(null, manifest.data, loadPrivateKey(keyPath));
+  const pack = tar.pack();
+  const chunks: Buffer[] = [];
+  pack.on('data', (c: unknown) => chunks.push(c as Buffer));
+  const packed = new Promise<void>((r) => pack.on('end', () => r()));
+  for (const e of entries) pack.entry({ name: e.name, size: e.data.length, mode: 0o644 }, e.data);
+  pack.finalize();
+  await packed;
+  fs.writeFileSync(dest, Buffer.concat(chunks));
+}
+
+/** Text of the first matching element, waiting for it to appear (vitest has no Playwright matchers). */
+async function text(l: Locator): Promise<string> {
+  const first = l.first();
+  await first.waitFor({ timeout: 15_000 });
+  return (await first.textContent()) ?? '';
+}
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+// Hostile values as a provider's source list could carry them. Lines 2, 3 and 6 are malformed (shown in
+// the source report samples); the two URLs are valid indicators whose text holds markup.
+const XSS_LINES = [
+  '# hostile values: every consumer must show them as text',
+  '<script>alert(1)</script>.evil.com',
+  '"><img src=x onerror=alert(2)>',
+  'http://xss.example/<script>alert(3)</script>',
+  'http://xss.example/a?q="><svg/onload=alert(4)>',
+  'javascript:alert(5)',
+  'evil-payload.example',
+];
+const XSS_CATEGORY = '<img src=x onerror=alert(6)>';
+const XSS_SOURCE_NAME = '<svg onload=alert(7)>.txt';
+const XSS_UPLOAD_NAME = '<img src=x onerror=alert(9)>.tar';
+const HOSTILE_FEED = '<img src=x onerror=alert(8)>';
+
+describe('console in Chromium (real appliance, real data)', () => {
+  let app: Appliance;
+  let url: string;
+  let browser: Browser;
+  let ctx: BrowserContext;
+  let page: Page;
+  let xssPackage: string;
+  let hostilePackage: string;
+  const dialogs: string[] = [];
+  const cspErrors: string[] = [];
+
+  const watch = (p: Page) => {
+    p.on('dialog', (d) => {
+      dialogs.push(d.message());
+      void d.dismiss();
+    });
+    p.on('console', (m) => {
+      if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) cspErrors.push(m.text());
+    });
+  };
+  const shot = (name: string, p: Page = page, fullPage = true) => p.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage });
+  /** Nothing executable may have reached the DOM, whatever the data said. */
+  const noActiveContent = async (p: Page = page) => {
+    expect(await p.locator('script, iframe, object, embed, [onerror], [onload], [onclick]').count()).toBe(0);
+    expect(await p.locator('a[href^="javascript:"]').count()).toBe(0);
+  };
+
+  beforeAll(async () => {
+    app = await startAppliance(['ipsum/levels/3.txt', 'maltrail/malware/lummac2.txt', 'urlhaus/urls.csv', 'signature-base/hash-iocs.txt', 'firehol/firehol_level1.netset']);
+    url = app.server.url;
+
+    // A real signed package mixing hostile lines with a slice of a real, dirty list.
+    const srcDir = path.join(app.work, 'xss-src');
+    fs.mkdirSync(srcDir);
+    const remcos = readLines(path.join(DATA, 'maltrail/malware/remcos.txt')).slice(0, 400);
+    fs.writeFileSync(path.join(srcDir, XSS_SOURCE_NAME), [...XSS_LINES, ...remcos].join('\n'));
+    xssPackage = buildPackage(app.keys, path.join(app.work, 'xss-out'), 'xss-test', [path.join(srcDir, XSS_SOURCE_NAME)], ['--category', XSS_CATEGORY]);
+
+    // A validly signed package whose feed name is markup (a hostile provider's own tooling, not ours,
+    // which refuses such names): the appliance must refuse it with E_FORMAT.
+    hostilePackage = path.join(app.work, 'hostile.tar');
+    await resignWithFeed(xssPackage, hostilePackage, HOSTILE_FEED, path.join(app.keys, 'provider.key'));
+
+    fs.mkdirSync(SHOTS, { recursive: true });
+    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+    ctx = await browser.newContext({ viewport: { width: 1280, height: 860 }, acceptDownloads: true });
+    page = await ctx.newPage();
+    watch(page);
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await app?.close();
+  });
+
+  it('sends an anonymous visitor to the sign-in page and back where they were going', async () => {
+    await page.goto(`${url}/packages`);
+    expect(new URL(page.url()).pathname).toBe('/login');
+    expect(new URL(page.url()).searchParams.get('next')).toBe('/packages');
+    await shot('login', page, false);
+    await page.fill('input[name=username]', ADMIN.name);
+    await page.fill('input[name=password]', 'not the password');
+    await page.click('button[type=submit]');
+    expect(await text(page.locator('.notice.bad'))).toContain('wrong user name or password');
+    await page.fill('input[name=password]', ADMIN.password);
+    await page.click('button[type=submit]');
+    expect(new URL(page.url()).pathname).toBe('/packages');
+    expect((await text(page.locator('h1'))).trim()).toBe('Packages');
+  });
+
+  it('dashboard shows the real imported feed, its counts and charts', async () => {
+    const status = JSON.parse(cli(['status', '--json'], { dataDir: app.dataDir }).stdout);
+    await page.goto(`${url}/`);
+    expect((await text(page.locator('h1'))).trim()).toBe('Dashboard');
+    const feedRow = page.locator('tr', { hasText: 'threats' }).first();
+    expect(await text(feedRow)).toContain(status.feeds[0].count.toLocaleString('en-US'));
+    expect(await text(feedRow)).toContain(String(status.feeds[0].version));
+    expect(await text(page.locator('.tile', { hasText: 'Indicators' }).first())).toContain(status.indicators.toLocaleString('en-US'));
+    expect(await text(page.locator('.tile', { hasText: 'Generation' }))).toContain(String(status.generation));
+    expect(await page.locator('svg.chart rect').count()).toBe(1 + Object.keys(status.by_type).length);
+    expect(await (page.locator('text=Stale data')).count()).toBe(0);
+    await shot('dashboard');
+  });
+
+  it('upload → dry run summary (nothing changes) → confirm → applied; hostile values stay text', async () => {
+    const before = dbDigest(app.dataDir);
+    await page.goto(`${url}/packages`);
+    await page.setInputFiles('input[type=file]', { name: XSS_UPLOAD_NAME, mimeType: 'application/x-tar', buffer: fs.readFileSync(xssPackage) });
+    await page.click('text=Verify (dry run)');
+    expect((await text(page.locator('h1'))).trim()).toBe('Confirm package');
+    expect(await text(page.locator('.notice.ok'))).toContain(XSS_UPLOAD_NAME);
+    expect(await text(page.locator('dl.facts'))).toContain('xss-test');
+    expect(await (page.locator('text=New feed')).isVisible()).toBe(true);
+    expect(dbDigest(app.dataDir)).toBe(before);
+    expect(fs.readdirSync(path.join(app.dataDir, 'staging')).filter((f) => f.startsWith('console-upload-'))).toHaveLength(1);
+
+    // The source report names the hostile file and shows the malformed hostile lines, as text.
+    expect(await text(page.locator('table').filter({ hasText: 'Source file' }))).toContain(XSS_SOURCE_NAME);
+    await page.locator('details.samples summary').first().click();
+    const samples = page.locator('table.sample-table');
+    expect(await text(samples)).toContain('<script>alert(1)</script>.evil.com');
+    expect(await text(samples)).toContain('"><img src=x onerror=alert(2)>');
+    await noActiveContent();
+    await shot('packages-dry-run');
+
+    await page.click('text=Apply this package');
+    expect(await text(page.locator('.notice.ok'))).toContain('Applied xss-test');
+    expect(await text(page.locator('table').first())).toContain(`console:${XSS_UPLOAD_NAME}`);
+    expect(dbDigest(app.dataDir)).not.toBe(before);
+    const feeds = JSON.parse(cli(['status', '--json'], { dataDir: app.dataDir }).stdout).feeds.map((f: { name: string }) => f.name);
+    expect(feeds).toEqual(['threats', 'xss-test']);
+    expect(fs.readdirSync(path.join(app.dataDir, 'staging')).filter((f) => f.startsWith('console-upload-'))).toHaveLength(0);
+    await noActiveContent();
+    await shot('packages');
+
+    await page.click('table a >> nth=0');
+    expect((await text(page.locator('h1'))).trim()).toMatch(/^Package #\d+$/);
+    await page.locator('details.samples summary').first().click();
+    expect(await text(page.locator('table.sample-table'))).toContain('<script>alert(1)</script>.evil.com');
+    await noActiveContent();
+  });
+
+  it('refuses a signed package whose feed name is markup, and changes nothing', async () => {
+    const before = dbDigest(app.dataDir);
+    const name = '"><script>alert(10)</script>.tar';
+    await page.goto(`${url}/packages`);
+    await page.setInputFiles('input[type=file]', { name, mimeType: 'application/x-tar', buffer: fs.readFileSync(hostilePackage) });
+    await page.click('text=Verify (dry run)');
+    const err = page.locator('.notice.bad');
+    expect(await text(err)).toContain('E_FORMAT');
+    expect(await text(err)).toContain(name);
+    expect(dbDigest(app.dataDir)).toBe(before);
+    await noActiveContent();
+  });
+
+  it('looks up pasted values (defanged accepted) and explains each verdict', async () => {
+    const ip = readLines(path.join(DATA, 'ipsum/levels/3.txt')).find((l) => /^\d/.test(l))!;
+    const domain = readLines(path.join(DATA, 'maltrail/malware/lummac2.txt')).find((l) => /^[a-z0-9-]+\.[a-z]{2,}$/.test(l))!;
+    const defanged = domain.replace(/\.([a-z]+)$/, '[.]$1');
+    const values = [ip, `hxxp://${defanged}/gate.php`, 'http://xss.example/<script>alert(3)</script>', '9.9.9.9', 'not_a_value!!'];
+    await page.goto(`${url}/lookup`);
+    await page.fill('textarea[name=values]', values.join('\n'));
+    await page.click('text=Look up');
+    await page.waitForSelector('table.results');
+    const rows = page.locator('table.results tbody tr');
+    expect(await (rows).count()).toBe(values.length);
+    expect((await text(rows.nth(0).locator('.badge').first())).trim()).toBe('malicious');
+    expect(await text(rows.nth(0))).toContain('threats');
+    expect((await text(rows.nth(1).locator('.badge').first())).trim()).toBe('malicious');
+    expect(await text(rows.nth(1))).toContain(`http://${domain}/gate.php`);
+    expect(await text(rows.nth(1))).toContain('subdomain');
+    expect((await text(rows.nth(2).locator('.badge').first())).trim()).toBe('malicious');
+    expect(await text(rows.nth(2))).toContain('xss-test');
+    expect(await text(rows.nth(2))).toContain(XSS_CATEGORY);
+    expect((await text(rows.nth(3).locator('.badge').first())).trim()).toBe('unknown');
+    expect(await text(rows.nth(4))).toContain('invalid');
+    await noActiveContent();
+    await shot('lookup');
+  });
+
+  it('creates an API token shown once, which works until it is revoked', async () => {
+    await page.goto(`${url}/tokens`);
+    await page.fill('input[name=name]', 'siem-collector');
+    await page.click('text=Create token');
+    const token = await page.inputValue('input.token');
+    expect(token).toMatch(/^op_/);
+    await shot('tokens', page, false);
+    const api = (t: string) => fetch(`${url}/api/v1/lookup?value=198.51.100.77`, { headers: { authorization: `Bearer ${t}` } }).then((r) => r.status);
+    expect(await api(token)).toBe(200);
+    await page.goto(`${url}/tokens`);
+    expect(await page.content()).not.toContain(token);
+    const row = page.locator('tr', { hasText: 'siem-collector' });
+    await row.locator('button', { hasText: 'Revoke' }).click();
+    expect((await text(page.locator('.notice.ok'))).trim()).toBe('Token revoked.');
+    expect(await text(page.locator('tr', { hasText: 'siem-collector' }))).toContain('revoked');
+    // The API caches verified tokens for a few seconds; the revocation must win within that.
+    await expect.poll(() => api(token), { timeout: 15_000, interval: 500 }).toBe(401);
+  });
+
+  it('trusted keys, audit log (search, CSV) and users pages', async () => {
+    await page.goto(`${url}/keys`);
+    expect(await text(page.locator('table').first())).toContain('test provider');
+    await shot('keys', page, false);
+
+    await page.goto(`${url}/audit`);
+    await page.fill('input[name=q]', 'package');
+    await page.click('button:has-text("Search")');
+    expect(await text(page.locator('table'))).toContain('package.apply');
+    expect(await text(page.locator('table'))).toContain(XSS_UPLOAD_NAME);
+    await noActiveContent();
+    await shot('audit', page, false);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('text=Download CSV')]);
+    const csv = fs.readFileSync((await download.path())!, 'utf8');
+    expect(csv.split('\r\n')[0]).toBe('id,ts,actor,action,code,subject,detail');
+    expect(csv).toContain('package.apply');
+    expect(csv).not.toContain('user.add'); // the search applies to the download too
+
+    await page.goto(`${url}/users`);
+    await page.fill('form[action="/users"] input[name=name]', 'analyst');
+    await page.fill('form[action="/users"] input[name=password]', 'analyst passphrase 1');
+    await page.click('text=Add user');
+    expect((await text(page.locator('.notice.ok'))).trim()).toBe('User added.');
+    expect(await text(page.locator('table'))).toContain('analyst');
+    await shot('users', page, false);
+  });
+
+  it('a viewer sees data but no admin pages or controls', async () => {
+    const vctx = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    const vp = await vctx.newPage();
+    watch(vp);
+    await vp.goto(`${url}/login`);
+    await vp.fill('input[name=username]', VIEWER.name);
+    await vp.fill('input[name=password]', VIEWER.password);
+    await vp.click('button[type=submit]');
+    expect((await text(vp.locator('h1'))).trim()).toBe('Dashboard');
+    expect(await text(vp.locator('header nav'))).not.toContain('Users');
+    expect(await text(vp.locator('header nav'))).not.toContain('API clients');
+    await vp.goto(`${url}/packages`);
+    expect(await vp.locator('input[type=file]').count()).toBe(0);
+    for (const p of ['/users', '/tokens', '/audit']) {
+      const res = await vp.goto(`${url}${p}`);
+      expect(res!.status()).toBe(403);
+      expect(await text(vp.locator('.notice.bad'))).toContain('E_FORBIDDEN');
+    }
+    await shot('viewer-forbidden', vp, false);
+    await vctx.close();
+  });
+
+  it('is usable on a phone-sized screen', async () => {
+    const mctx = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true });
+    const mp = await mctx.newPage();
+    watch(mp);
+    await mp.goto(`${url}/login`);
+    await mp.fill('input[name=username]', ADMIN.name);
+    await mp.fill('input[name=password]', ADMIN.password);
+    await mp.click('button[type=submit]');
+    expect((await text(mp.locator('h1'))).trim()).toBe('Dashboard');
+    // The page itself does not scroll sideways; wide tables scroll inside their own box.
+    expect(await mp.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1)).toBe(true);
+    await shot('dashboard-phone', mp, false);
+    await mctx.close();
+  });
+
+  it('no dialog opened and no blocked script was attempted on any page', () => {
+    expect(dialogs).toEqual([]);
+    expect(cspErrors).toEqual([]);
+    // The screenshots are real files for docs/console.md.
+    for (const f of ['login', 'dashboard', 'packages-dry-run', 'packages', 'lookup', 'tokens', 'keys', 'audit', 'users', 'viewer-forbidden', 'dashboard-phone']) {
+      expect(fs.statSync(path.join(SHOTS, `${f}.png`)).size).toBeGreaterThan(1000);
+    }
+  });
+});
