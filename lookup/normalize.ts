@@ -53,6 +53,7 @@
 import ipaddr from 'ipaddr.js';
 import { parse as parseTld } from 'tldts';
 import { domainToASCII } from 'node:url';
+import { createRequire } from 'node:module';
 import type { IndicatorType, NormalizeResult } from '../appliance/types.ts';
 
 /** Longer raw input is refused before any work is done on it. */
@@ -783,8 +784,190 @@ function badCharReason(s: string): string {
   return '';
 }
 
+// ---------------------------------------------------------------------------------------------
+// fast paths for values already in canonical form
+//
+// Lookups mostly receive values that are already canonical (a sensor's dotted quad, a lowercase hash,
+// a DNS name, a plain URL). For those the general pipeline (trim, unwrap, refang, character checks,
+// detection, tldts) returns the input unchanged; canonicalFast() proves that in one scan and returns the
+// same result, or null to take the general path. Every accepted shape is checked against the rules the
+// general path applies (comments below say which); the normalize tests run both paths on real data.
+
+/**
+ * Public-suffix decision per top-level label, from tldts' own trie (the data parseTld walks): a TLD is
+ * "simple" when it is an ICANN rule and no ICANN rule or exception lies below it. Then every name
+ * `label(.label)*.tld` has public suffix `tld` and a registrable domain, so tldts need not run.
+ * Anything else (co.uk-style, wildcards, exceptions, reserved or unknown TLDs) takes the general path.
+ */
+type Trie = {
+  nodeFlags: Uint8Array; edgeStart: Uint32Array; edgeLength: Uint8Array; edgeChild: Uint32Array;
+  labelText: string; rulesRoot: number; exceptionsRoot: number;
+};
+let trie: (Trie & { edgeOffset: Uint32Array }) | null | undefined;
+const simpleTlds = new Map<string, boolean>();
+
+function loadTrie(): (Trie & { edgeOffset: Uint32Array }) | null {
+  try {
+    // Not a public export of tldts (package pinned in package-lock); if its layout changes this returns
+    // null and every domain simply takes the general path.
+    const t = createRequire(import.meta.url)('tldts/dist/cjs/src/data/trie.js') as Trie;
+    if (!(t.nodeFlags instanceof Uint8Array) || typeof t.labelText !== 'string' || typeof t.rulesRoot !== 'number') return null;
+    const edgeOffset = new Uint32Array(t.edgeLength.length);
+    for (let e = 0, o = 0; e < t.edgeLength.length; e++) {
+      edgeOffset[e] = o;
+      o += t.edgeLength[e];
+    }
+    return { ...t, edgeOffset };
+  } catch {
+    return null;
+  }
+}
+
+function childEdge(t: Trie & { edgeOffset: Uint32Array }, node: number, label: string): number {
+  for (let e = t.edgeStart[node]; e < t.edgeStart[node + 1]; e++) {
+    if (t.edgeLength[e] === label.length && t.labelText.startsWith(label, t.edgeOffset[e])) return e;
+  }
+  return -1;
+}
+
+function subtreeHasIcann(t: Trie, node: number): boolean {
+  for (let e = t.edgeStart[node]; e < t.edgeStart[node + 1]; e++) {
+    const child = t.edgeChild[e];
+    if ((t.nodeFlags[child] & 1) !== 0 || subtreeHasIcann(t, child)) return true;
+  }
+  return false;
+}
+
+function isSimpleTld(tld: string): boolean {
+  let v = simpleTlds.get(tld);
+  if (v !== undefined) return v;
+  if (trie === undefined) trie = loadTrie();
+  v = false;
+  if (trie) {
+    const rule = childEdge(trie, trie.rulesRoot, tld);
+    v = rule >= 0 && (trie.nodeFlags[trie.edgeChild[rule]] & 1) !== 0 && !subtreeHasIcann(trie, trie.edgeChild[rule]) &&
+      childEdge(trie, trie.exceptionsRoot, tld) < 0;
+  }
+  if (simpleTlds.size > 4096) simpleTlds.clear(); // arbitrary input strings must not grow it
+  simpleTlds.set(tld, v);
+  return v;
+}
+
+/**
+ * s[start, end) is a lowercase LDH(+_) name of ≥ 2 labels, each 1–63 chars not starting with '-', total
+ * ≤ 253, no `xn--`, with an all-letter TLD under a simple public suffix: exactly the names canonDomain
+ * returns unchanged without reaching tldts' "unknown TLD / public suffix" refusals. (An all-letter TLD
+ * also rules out canonDomain's numeric-label and inet_aton refusals.)
+ */
+function isCanonicalDomain(s: string, start: number, end: number): boolean {
+  if (end - start > 253 || end - start < 3) return false;
+  let labelStart = start;
+  let tldLetters = true;
+  let dots = 0;
+  for (let i = start; i < end; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 46) {
+      const len = i - labelStart;
+      if (len === 0 || len > 63 || s.charCodeAt(labelStart) === 45) return false;
+      labelStart = i + 1;
+      tldLetters = true;
+      dots++;
+    } else if (c >= 97 && c <= 122) {
+      continue;
+    } else if ((c >= 48 && c <= 57) || c === 45 || c === 95) {
+      tldLetters = false;
+    } else return false;
+  }
+  const tldLen = end - labelStart;
+  if (dots === 0 || tldLen === 0 || tldLen > 63 || !tldLetters) return false;
+  if (s.indexOf('xn--', start) >= 0 && s.indexOf('xn--', start) < end) return false;
+  return isSimpleTld(s.slice(labelStart, end));
+}
+
+/** Chars the general path leaves alone in a URL: printable ASCII without `%`, `#`, brackets/parens/braces (refang) or `\`. */
+function plainUrlChar(c: number): boolean {
+  return c > 0x20 && c < 0x7f && c !== 0x25 && c !== 0x23 && c !== 0x5b && c !== 0x28 && c !== 0x7b && c !== 0x5c;
+}
+
+/**
+ * `http(s)://host[:port]/path[?query]` already in canonical form: host a canonical domain (above) or a
+ * strict dotted quad (inet_aton reads it as the same address), port without leading zero and not the
+ * scheme's default, no userinfo, path with no escapes, `//` or dot segments (pathIsCanonical), a
+ * non-empty plain query, and nothing refang would touch (so normalizeUrl's settle loop stops at once).
+ */
+function isCanonicalUrl(s: string): boolean {
+  let p: number;
+  let defaultPort: number;
+  if (s.startsWith('http://')) {
+    p = 7;
+    defaultPort = 80;
+  } else if (s.startsWith('https://')) {
+    p = 8;
+    defaultPort = 443;
+  } else return false;
+  const len = s.length;
+  let hostEnd = p;
+  while (hostEnd < len) {
+    const c = s.charCodeAt(hostEnd);
+    if (c === 47 || c === 58) break;
+    hostEnd++;
+  }
+  if (hostEnd === p || hostEnd === len) return false;
+  let slash = hostEnd;
+  if (s.charCodeAt(hostEnd) === 58) {
+    slash = s.indexOf('/', hostEnd);
+    if (slash < 0 || s.charCodeAt(hostEnd + 1) === 48) return false;
+    const port = parsePort(s, hostEnd + 1, slash);
+    if (port < 0 || port === defaultPort) return false;
+  }
+  const c0 = s.charCodeAt(p);
+  if (c0 >= 48 && c0 <= 57 && parseV4(s, p, hostEnd) >= 0) {
+    // strict dotted quad
+  } else if (!isCanonicalDomain(s, p, hostEnd)) return false;
+  let q = -1;
+  for (let i = slash; i < len; i++) {
+    const c = s.charCodeAt(i);
+    if (!plainUrlChar(c)) return false;
+    if (c === 63) {
+      if (q < 0) q = i;
+    } else if (c === 47 && q < 0 && i + 1 < len) {
+      const n = s.charCodeAt(i + 1);
+      if (n === 47 || n === 46) return false; // `//` or a dot segment (pathIsCanonical)
+    }
+  }
+  return q !== len - 1; // an empty query is dropped by the general path
+}
+
+const IPV4_TYPE = 'ipv4' as const;
+
+/** The general path's result when `s` is already canonical (see above); null to take the general path. */
+export function canonicalFast(s: string): NormalizeResult | null {
+  const len = s.length;
+  if (len === 0 || len > MAX_VALUE_LENGTH) return null;
+  const c0 = s.charCodeAt(0);
+  if ((len === 32 || len === 40 || len === 64) && hexKind(s) === 1) return { ok: true, type: HASH_BY_LENGTH[len], value: s };
+  if (c0 >= 48 && c0 <= 57) {
+    if (len <= 15 && parseV4(s, 0, len) >= 0) return { ok: true, type: IPV4_TYPE, value: s };
+  } else if (c0 < 97 || c0 > 122) return null;
+  if (c0 === 104 && (s.startsWith('http://') || s.startsWith('https://'))) {
+    return isCanonicalUrl(s) ? { ok: true, type: 'url', value: s } : null;
+  }
+  return isCanonicalDomain(s, 0, len) ? { ok: true, type: 'domain', value: s } : null;
+}
+
 /** Normalize one raw value. Never throws; see the header for the rules. */
 export function normalize(raw: string, hint?: IndicatorType): NormalizeResult {
+  if (typeof raw === 'string') {
+    // With a hint, the general path detects and then checks the type (a URL hint on a URL re-runs the
+    // same URL canonicalization), so a fast result of the hinted type is its answer too.
+    const fast = canonicalFast(raw);
+    if (fast !== null && (hint === undefined || fast.type === hint)) return fast;
+  }
+  return normalizeGeneral(raw, hint);
+}
+
+/** The general pipeline alone, without the canonical-form fast paths (tests compare the two). */
+export function normalizeGeneral(raw: string, hint?: IndicatorType): NormalizeResult {
   try {
     if (typeof raw !== 'string') return fail('value is not a string');
     if (raw.length > MAX_RAW_LENGTH) return fail(`value longer than ${MAX_VALUE_LENGTH} characters`);
