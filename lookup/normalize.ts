@@ -961,7 +961,7 @@ export function normalize(raw: string, hint?: IndicatorType): NormalizeResult {
     // With a hint, the general path detects and then checks the type (a URL hint on a URL re-runs the
     // same URL canonicalization), so a fast result of the hinted type is its answer too.
     const fast = canonicalFast(raw);
-    if (fast !== null && (hint === undefined || fast.type === hint)) return fast;
+    if (fast !== null && fast.ok && (hint === undefined || fast.type === hint)) return fast;
   }
   return normalizeGeneral(raw, hint);
 }
