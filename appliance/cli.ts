@@ -258,11 +258,16 @@ export function buildCli(): Command {
   provider
     .command('keygen')
     .requiredOption('--out <dir>', 'directory for <name>.key (0600) and <name>.pub')
-    .option('--name <name>', 'file base name', 'provider')
+    .option('--name <name>', 'file base name (default "provider", or "root" with --root)')
+    .option('--root', 'a root-of-trust key (signs root.json, kept offline); see docs/sync.md')
     .action(async (opts) => {
       const { generateKeyPair } = await import('../sync/keys.ts');
-      const k = generateKeyPair(opts.out, opts.name);
-      process.stderr.write(`key id ${k.keyId}\nprivate key: ${k.privatePath} (keep it secret)\npublic key: ${k.publicPath} (give it to appliances: outpost trust add ${k.publicPath})\n`);
+      const k = generateKeyPair(opts.out, opts.name ?? (opts.root ? 'root' : 'provider'));
+      if (opts.root) {
+        process.stderr.write(`root key id ${k.keyId}\nprivate key: ${k.privatePath} (keep it offline)\npublic key: ${k.publicPath}\nnext: outpost provider rotate --out <tree> --root-key ${k.privatePath} --add-signing-key <provider.pub>\n`);
+      } else {
+        process.stderr.write(`key id ${k.keyId}\nprivate key: ${k.privatePath} (keep it secret)\npublic key: ${k.publicPath} (give it to appliances: outpost trust add ${k.publicPath})\n`);
+      }
       print(k.publicPath);
     });
   provider
@@ -271,7 +276,7 @@ export function buildCli(): Command {
     .requiredOption('--feed <name>', 'feed name')
     .requiredOption('--key <private-key>', 'provider private key (.key)')
     .requiredOption('--out <dir>', 'output directory')
-    .option('--base <previous-package>', 'build a delta against this package (not yet supported)')
+    .option('--base <previous-package>', 'also build a delta against this earlier package of the feed (prints the delta path last)')
     .addOption(new Option('--kind <kind>', 'block feed or allowlist').choices(['block', 'allow']).default('block'))
     .option('--category <c>', 'default category of the indicators')
     .option('--confidence <0-100>', 'default confidence', (v) => Number(v))
@@ -279,16 +284,133 @@ export function buildCli(): Command {
     .option('--expires-days <n>', 'package expiry in days (default 30)', (v) => Number(v))
     .argument('<source-file...>')
     .action(async (files: string[], opts) => {
-      if (opts.base) throw new OutpostError('E_USAGE', '--base (delta packages) is not supported by this build yet');
       const { buildPackage } = await import('../sync/provider-build.ts');
-      const r = await buildPackage({ feed: opts.feed, keyPath: opts.key, outDir: opts.out, files, kind: opts.kind, category: opts.category, confidence: opts.confidence, version: opts.version, expiresDays: opts.expiresDays });
+      const r = await buildPackage({ feed: opts.feed, keyPath: opts.key, outDir: opts.out, files, kind: opts.kind, category: opts.category, confidence: opts.confidence, version: opts.version, expiresDays: opts.expiresDays, base: opts.base });
       for (const s of r.reports) {
         process.stderr.write(`${s.file}: ${s.format}, ${s.lines} lines, ${s.accepted} accepted, ${s.malformed} malformed, ${s.duplicates} duplicates, ${s.skipped ?? 0} skipped\n`);
         for (const note of s.notes ?? []) process.stderr.write(`  note: ${note}\n`);
         for (const x of s.samples.slice(0, 5)) process.stderr.write(`  line ${x.line}: ${JSON.stringify(x.text)} — ${x.error}\n`);
       }
       process.stderr.write(`feed ${r.manifest.feed} version ${r.manifest.version}: ${r.manifest.counts.total} indicators, sha256 ${r.sha256}\n`);
-      print(r.path);
+      if (r.delta) {
+        process.stderr.write(`full package: ${r.path}\ndelta from version ${r.delta.manifest.base_version}: ${r.delta.added} added or changed, ${r.delta.removed} removed, sha256 ${r.delta.sha256}\n`);
+        print(r.delta.path);
+      } else {
+        print(r.path);
+      }
+    });
+  // ---- sync: publish, root of trust (sync/publish.ts, sync/root.ts; docs/sync.md) ----
+  const collect = (v: string, prev: string[]) => [...prev, v];
+  provider
+    .command('publish')
+    .description('lay packages out as a static HTTP tree (root.json, index.json, feeds/<feed>/latest.json, packages/<sha256>.tar)')
+    .requiredOption('--from <dir>', 'directory of packages (.tar)')
+    .requiredOption('--out <dir>', 'the tree to write (serve it with any static file server)')
+    .option('--key <private-key>', 'signing key for index.json and latest.json (env OUTPOST_SIGNING_KEY)')
+    .option('--root-key <root.key>', 'root key(s): create root version 1 when the tree has none (repeatable)', collect, [])
+    .option('--threshold <n>', 'root signatures required (new root only)', (v) => Number(v))
+    .option('--expires-days <n>', 'latest.json and index.json expire after n days (default 7); re-publish before', (v) => Number(v))
+    .option('--max-deltas <n>', 'newest deltas listed per feed (default 30)', (v) => Number(v))
+    .action(async (opts) => {
+      const keyPath = opts.key ?? process.env.OUTPOST_SIGNING_KEY;
+      if (!keyPath) throw new OutpostError('E_USAGE', 'give --key <private-key> (or OUTPOST_SIGNING_KEY): index.json and latest.json are signed');
+      const { publishTree } = await import('../sync/publish.ts');
+      const r = await publishTree({ from: opts.from, out: opts.out, keyPath, rootKeyPaths: opts.rootKey, threshold: opts.threshold, expiresDays: opts.expiresDays, maxDeltas: opts.maxDeltas });
+      for (const s of r.skipped) process.stderr.write(`skipped ${s.file}: ${s.reason}\n`);
+      for (const f of r.feeds) process.stderr.write(`feed ${f.feed} version ${f.version}: ${f.full}, ${f.deltas} delta(s)\n`);
+      if (r.root === null) process.stderr.write('no root of trust in this tree: appliances need the signing key itself (outpost trust add); see docs/sync.md\n');
+      print(JSON.stringify({ ok: true, out: opts.out, root_version: r.root, feeds: r.feeds }));
+    });
+  provider
+    .command('rotate')
+    .description('write the next root-of-trust version: add/revoke signing keys, change root keys or threshold (docs/sync.md)')
+    .requiredOption('--out <dir>', 'the published tree')
+    .option('--root-key <root.key>', 'a root private key present at this ceremony (repeatable)', collect, [])
+    .option('--add-root-key <root.pub>', 'repeatable', collect, [])
+    .option('--remove-root-key <key-id>', 'repeatable', collect, [])
+    .option('--threshold <n>', 'root signatures required from now on', (v) => Number(v))
+    .option('--add-signing-key <provider.pub>', 'repeatable', collect, [])
+    .option('--revoke-signing-key <key-id>', 'repeatable', collect, [])
+    .option('--signing-valid-days <n>', 'added signing keys lapse after n days', (v) => Number(v))
+    .option('--expires-days <n>', 'root expiry (default 365)', (v) => Number(v))
+    .option('--draft <file>', 'when signatures are missing, write the partly signed root here for the other key holders')
+    .option('--sign <draft>', 'add the --root-key signatures to a draft; publishes it once the thresholds are met')
+    .action(async (opts) => {
+      const { rotateRoot } = await import('../sync/root.ts');
+      const { loadPrivateKey } = await import('../sync/keys.ts');
+      const r = rotateRoot({
+        tree: opts.out, rootKeys: (opts.rootKey as string[]).map(loadPrivateKey), addRootKeys: opts.addRootKey, removeRootKeys: opts.removeRootKey,
+        threshold: opts.threshold, addSigningKeys: opts.addSigningKey, revokeSigningKeys: opts.revokeSigningKey, signingValidDays: opts.signingValidDays,
+        expiresDays: opts.expiresDays, draft: opts.draft, fromDraft: opts.sign,
+      });
+      if (r.draft) process.stderr.write(`root version ${r.version} needs ${r.missing.old} more signature(s) by previous root keys and ${r.missing.own} by its own; pass ${r.draft} on: outpost provider rotate --out ${opts.out} --sign ${r.draft} --root-key <root.key>\n`);
+      else process.stderr.write(`published root version ${r.version}: ${r.root.root_keys.length} root key(s), threshold ${r.root.threshold}, ${r.root.signing_keys.length} signing key(s), ${r.root.revoked_keys.length} revoked\n`);
+      print(JSON.stringify({ ok: true, version: r.version, published: r.path, draft: r.draft, missing: r.missing }));
+    });
+
+  // ---- upstreams and pulling (sync/upstreams.ts, sync/pull.ts; docs/sync.md) ----
+  const upstream = program.command('upstream').description('providers the sync daemon pulls from');
+  upstream
+    .command('add')
+    .argument('<name>')
+    .argument('<base-url>', 'root of a tree written by provider publish (or a mirror)')
+    .option('--schedule <cron>', 'when serve pulls it (default "*/30 * * * *")')
+    .option('--root <root.json>', "pin the provider's root of trust from a file obtained out of band")
+    .option('--trust-on-first-use', "pin whatever root.json the upstream serves now (weaker than --root)")
+    .action(async (name: string, url: string, opts, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      try {
+        const { addUpstream } = await import('../sync/upstreams.ts');
+        const { fetchLimitsFromEnv } = await import('../sync/fetch.ts');
+        const u = await addUpstream(db, name, url, { schedule: opts.schedule, rootFile: opts.root, trustOnFirstUse: opts.trustOnFirstUse, limits: fetchLimitsFromEnv() });
+        if (!u.root) process.stderr.write(`no root of trust pinned: packages from ${name} verify only with keys added by "outpost trust add"\n`);
+        print(JSON.stringify({ ok: true, name: u.name, url: u.base_url, schedule: u.schedule, root_version: u.root_version, root_keys: u.root?.root_keys.map((k) => k.key_id) ?? [], signing_keys: u.root?.signing_keys.map((k) => k.key_id) ?? [] }));
+      } finally {
+        db.close();
+      }
+    });
+  upstream.command('list').option('--json').action(async (opts, cmd) => {
+    const cfg = config(cmd);
+    const db = openDb(cfg.dataDir);
+    const { listUpstreams } = await import('../sync/upstreams.ts');
+    for (const u of listUpstreams(db)) {
+      const { index_doc: _i, ...row } = u;
+      print(opts.json ? JSON.stringify(row) : `${u.name}  ${u.base_url}  "${u.schedule}"  root v${u.root_version ?? '-'}  last ${u.last_attempt_at ?? 'never'} ${u.last_code ?? (u.last_success_at ? 'ok' : '')}${u.failures ? `  ${u.failures} failure(s), next attempt after ${u.next_attempt_at}` : ''}`);
+    }
+    db.close();
+  });
+  upstream.command('remove').argument('<name>').action(async (name: string, _o, cmd) => {
+    const cfg = config(cmd);
+    const db = openDb(cfg.dataDir);
+    const { removeUpstream } = await import('../sync/upstreams.ts');
+    removeUpstream(db, name);
+    db.close();
+    print(`removed upstream ${name}`);
+  });
+  program
+    .command('sync')
+    .description('pull now from one or all upstreams, verify, apply; exit 1 with a stable code on any rejection')
+    .argument('[name]')
+    .action(async (name: string | undefined, _o, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      try {
+        const { syncAll } = await import('../sync/pull.ts');
+        const { fetchLimitsFromEnv } = await import('../sync/fetch.ts');
+        const results = await syncAll(cfg, db, name ? [name] : [], { limits: fetchLimitsFromEnv(), log: logger(cfg) });
+        let failed: OutpostError | undefined;
+        for (const r of results) {
+          print(JSON.stringify(r));
+          if (!r.ok && r.code) {
+            failed ??= new OutpostError(r.code, r.message);
+            process.stderr.write(`${r.code}: ${r.upstream}: ${r.message}\n`);
+          }
+        }
+        if (failed) process.exitCode = failed.exitCode;
+      } finally {
+        db.close();
+      }
     });
 
   program
@@ -310,6 +432,28 @@ export function buildCli(): Command {
         }
       }
       db.close();
+    });
+
+  // ---- backup / restore (appliance/backup.ts) ----
+  program
+    .command('backup')
+    .description('online backup of the database (SQLite backup API) while the appliance keeps serving; file mode 0600')
+    .argument('<file>', 'new backup file (refuses to overwrite)')
+    .action(async (file: string, _o, cmd) => {
+      const cfg = config(cmd);
+      const { backupDatabase } = await import('./backup.ts');
+      const r = await backupDatabase(cfg.dataDir, file);
+      print(JSON.stringify({ ok: true, ...r }));
+    });
+  program
+    .command('restore')
+    .description('verify a backup (integrity_check, schema version, tables), then replace the database; stop `serve` first')
+    .argument('<file>', 'backup file written by `outpost backup`')
+    .action(async (file: string, _o, cmd) => {
+      const cfg = config(cmd);
+      const { restoreDatabase } = await import('./backup.ts');
+      const r = restoreDatabase(cfg.dataDir, file);
+      print(JSON.stringify({ ok: true, ...r }));
     });
 
   program

@@ -137,6 +137,46 @@ const MIGRATIONS: string[] = [
   CREATE INDEX login_attempts_user ON login_attempts(username, ts);
   CREATE INDEX login_attempts_ip ON login_attempts(ip, ts);
   `,
+  // Sync (sync/upstreams.ts, sync/pull.ts): upstreams with their schedule, last result and backoff state;
+  // the root-of-trust versions accepted per upstream (documents kept exactly as fetched); the newest
+  // verified latest.json per upstream feed (version floor against replays, cache for 304 answers).
+  `
+  CREATE TABLE upstreams (
+    name TEXT PRIMARY KEY,
+    base_url TEXT NOT NULL,
+    schedule TEXT NOT NULL,
+    added_at TEXT NOT NULL,
+    root_version INTEGER,
+    index_doc TEXT,
+    index_etag TEXT,
+    index_modified TEXT,
+    last_attempt_at TEXT,
+    last_success_at TEXT,
+    last_code TEXT,
+    last_message TEXT,
+    failures INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT
+  );
+
+  CREATE TABLE roots (
+    upstream TEXT NOT NULL REFERENCES upstreams(name) ON DELETE CASCADE,
+    version INTEGER NOT NULL,
+    document TEXT NOT NULL,
+    accepted_at TEXT NOT NULL,
+    PRIMARY KEY (upstream, version)
+  );
+
+  CREATE TABLE upstream_feeds (
+    upstream TEXT NOT NULL REFERENCES upstreams(name) ON DELETE CASCADE,
+    feed TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    latest_doc TEXT NOT NULL,
+    etag TEXT,
+    last_modified TEXT,
+    fetched_at TEXT NOT NULL,
+    PRIMARY KEY (upstream, feed)
+  );
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -12,6 +12,7 @@ import { Metrics } from '../lookup/metrics.ts';
 import { mountExports } from '../lookup/exports/routes.ts';
 import { runWorker } from './worker.ts';
 import { ensureDemo, type DemoInfo } from '../scripts/demo.ts';
+import { SyncScheduler } from '../sync/scheduler.ts';
 import { createConsole } from '../ui/console.tsx';
 
 export interface RunningAppliance {
@@ -85,6 +86,10 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     }
     follow.unref();
 
+    // Sync scheduler (sync/scheduler.ts): pulls each upstream on its cron schedule, with jitter and backoff.
+    const scheduler = new SyncScheduler(cfg, db, log);
+    scheduler.start();
+
     log.info({ url, generation: engine.generation, dataDir: cfg.dataDir }, 'outpost serving');
     const theDb = db;
     return {
@@ -95,6 +100,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
       demo,
       async close() {
         clearInterval(follow);
+        await scheduler.stop();
         await new Promise<void>((r) => server.close(() => r()));
         theDb.close();
         release();

@@ -27,6 +27,9 @@ export interface ImportOptions {
   onProgress?: (p: ApplyProgress) => void;
   /** rollback re-applies a kept older package past the version floor. */
   allowOlder?: boolean;
+  /** Keys authorized for this package's source besides `trust add` ones (an upstream's root of trust);
+   *  a key revoked in either list is revoked. */
+  extraKeys?: TrustedKey[];
 }
 
 export interface ImportResult extends Partial<ApplyResult> {
@@ -47,10 +50,10 @@ export function trustedKeys(db: DB): TrustedKey[] {
 }
 
 /** Stages and verifies a package without touching the store; the caller must call staged.cleanup(). */
-export async function stageAndVerify(cfg: Config, db: DB, tarPath: string, now = new Date()): Promise<StagedPackage> {
+export async function stageAndVerify(cfg: Config, db: DB, tarPath: string, now = new Date(), extraKeys: TrustedKey[] = []): Promise<StagedPackage> {
   const staged = await stagePackage(tarPath, layout(cfg.dataDir).staging, limitsOf(cfg));
   try {
-    verifyPackage(staged, trustedKeys(db), now);
+    verifyPackage(staged, extraKeys.length ? mergeKeys(trustedKeys(db), extraKeys) : trustedKeys(db), now);
     return staged;
   } catch (e) {
     staged.cleanup();
@@ -75,7 +78,7 @@ export async function importPackage(cfg: Config, db: DB, tarPath: string, opts: 
   let staged: StagedPackage | undefined;
   try {
     if (!fs.existsSync(tarPath) || !fs.statSync(tarPath).isFile()) throw new OutpostError('E_NOT_FOUND', `no package file at ${tarPath}`);
-    staged = await stageAndVerify(cfg, db, tarPath, opts.now);
+    staged = await stageAndVerify(cfg, db, tarPath, opts.now, opts.extraKeys);
     const m = staged.manifest;
     checkSequence(getFeed(db, m.feed), m, staged.sha256, { allowOlder: opts.allowOlder });
     if (opts.dryRun) {

@@ -1,4 +1,5 @@
-// Provider side: turn source files into a signed full package (normalize, dedupe, sort, hash, sign).
+// Provider side: turn source files into a signed full package (normalize, dedupe, sort, hash, sign),
+// and with a base package also the delta from it (sync/delta.ts).
 import path from 'node:path';
 import { OutpostError } from '../appliance/errors.ts';
 import type { FeedKind, Manifest, SourceReport } from '../appliance/types.ts';
@@ -6,6 +7,7 @@ import { collectIndicators } from './collect.ts';
 import { loadPrivateKey } from './keys.ts';
 import { StateHasher, writePackage } from './package-writer.ts';
 import { canonicalIndicator } from './records.ts';
+import { readBase, writeDelta } from './delta.ts';
 
 export interface BuildOptions {
   feed: string;
@@ -20,6 +22,8 @@ export interface BuildOptions {
   /** Package expiry (freeze protection): an appliance refuses it after this many days. */
   expiresDays?: number;
   now?: Date;
+  /** --base: also write a delta against this earlier package (delta path: sync/delta.ts). */
+  base?: string;
 }
 
 export interface BuildResult {
@@ -27,6 +31,8 @@ export interface BuildResult {
   sha256: string;
   manifest: Manifest;
   reports: SourceReport[];
+  /** With `base`: the delta package written beside the full one. */
+  delta?: { path: string; sha256: string; manifest: Manifest; added: number; removed: number };
 }
 
 export const FEED_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
@@ -47,21 +53,24 @@ export async function buildPackage(opts: BuildOptions): Promise<BuildResult> {
   const hasher = new StateHasher();
   for (const ind of lines) hasher.update(ind);
 
+  const common = {
+    feed: opts.feed,
+    kind,
+    version: opts.version ?? created.getTime(),
+    created: created.toISOString(),
+    expires: expires.toISOString(),
+    defaults: { category: opts.category ?? (kind === 'allow' ? 'known-benign' : 'malicious'), confidence },
+    sources: reports,
+  };
+  // --base: read the base first so a bad base fails before anything is written.
+  const base = opts.base ? await readBase(opts.base) : undefined;
   const res = await writePackage({
     outDir: opts.outDir,
     privateKey: key,
-    manifest: {
-      feed: opts.feed,
-      kind,
-      type: 'full',
-      version: opts.version ?? created.getTime(),
-      created: created.toISOString(),
-      expires: expires.toISOString(),
-      state: hasher.digest(),
-      defaults: { category: opts.category ?? (kind === 'allow' ? 'known-benign' : 'malicious'), confidence },
-      sources: reports,
-    },
+    manifest: { ...common, type: 'full', state: hasher.digest() },
     files: [{ role: 'indicators', indicators: lines }],
   });
-  return { ...res, reports };
+  if (!base) return { ...res, reports };
+  const delta = await writeDelta({ base, next: lines, privateKey: key, outDir: opts.outDir, manifest: common });
+  return { ...res, reports, delta };
 }
