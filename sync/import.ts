@@ -11,6 +11,7 @@ import { runWorker } from '../appliance/worker.ts';
 import { getFeed, checkSequence, type ApplyProgress, type ApplyResult } from './apply.ts';
 import { stagePackage, type Limits, type StagedPackage } from './package-reader.ts';
 import { verifyPackage, type TrustedKey } from './verify.ts';
+import { mergeKeys } from './root.ts';
 
 export interface ApplyJob {
   dbPath: string;
