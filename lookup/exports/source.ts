@@ -38,7 +38,7 @@ export function skip(stats: ExportStats, reason: string, n = 1): void {
   stats.skipped[reason] = (stats.skipped[reason] ?? 0) + n;
 }
 
-interface RawRow {
+export interface RawRow {
   value: string;
   feed: string;
   kind: string;
@@ -140,7 +140,8 @@ export function* effectiveIndicators(ctx: SourceContext, types: readonly Indicat
   }
 }
 
-function finish(ctx: SourceContext, type: IndicatorType, group: RawRow[]): ExportRow | null {
+/** One value's rows (all feeds) to its effective export row, or null when allowlisted or allow-only (reason counted). */
+export function finish(ctx: SourceContext, type: IndicatorType, group: RawRow[]): ExportRow | null {
   const blocks = group.filter((r) => r.kind === 'block');
   if (!blocks.length) return null; // allow-only value: nothing to export
   if (blocks.length !== group.length) return skipRow(ctx, 'allowlisted');
