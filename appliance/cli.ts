@@ -434,28 +434,6 @@ export function buildCli(): Command {
       db.close();
     });
 
-  // ---- backup / restore (appliance/backup.ts) ----
-  program
-    .command('backup')
-    .description('online backup of the database (SQLite backup API) while the appliance keeps serving; file mode 0600')
-    .argument('<file>', 'new backup file (refuses to overwrite)')
-    .action(async (file: string, _o, cmd) => {
-      const cfg = config(cmd);
-      const { backupDatabase } = await import('./backup.ts');
-      const r = await backupDatabase(cfg.dataDir, file);
-      print(JSON.stringify({ ok: true, ...r }));
-    });
-  program
-    .command('restore')
-    .description('verify a backup (integrity_check, schema version, tables), then replace the database; stop `serve` first')
-    .argument('<file>', 'backup file written by `outpost backup`')
-    .action(async (file: string, _o, cmd) => {
-      const cfg = config(cmd);
-      const { restoreDatabase } = await import('./backup.ts');
-      const r = restoreDatabase(cfg.dataDir, file);
-      print(JSON.stringify({ ok: true, ...r }));
-    });
-
   program
     .command('bench')
     .description('measure lookup speed against baselines in the same run')
