@@ -91,6 +91,8 @@ export class LookupEngine {
   // Per-lookup scratch, reused: a lookup gathers its matches here before building the result.
   private matches: Match[] = [];
   private seen = new Set<string>();
+  /** Candidate keys of one match step (network prefixes, domain parents); emptied before confirmation. */
+  private keyScratch: string[] = [];
 
   constructor(db: DB, opts: EngineOptions) {
     this.db = db;
@@ -147,8 +149,8 @@ export class LookupEngine {
     const type = n.type as Exclude<LookupType, 'invalid'>;
     const value = n.value;
     const matches = this.matches;
-    matches.length = 0;
-    this.seen.clear();
+    if (matches.length !== 0) matches.length = 0; // setting length costs even when it is already 0
+    if (this.seen.size !== 0) this.seen.clear();
     switch (type) {
       case 'ipv4':
       case 'ipv6':
@@ -229,8 +231,9 @@ export class LookupEngine {
     this.counters.filterProbes++;
     if (probe(f, ip)) this.confirm(type, ip, exactKind);
     if (type === 'ipv4') {
-      const keys: string[] = [];
-      if (this.v4NetworkKeys(ip, keys) > 0) for (const k of keys) this.confirm('ipv4-cidr', k, 'cidr');
+      // Scratch list reused across lookups (confirm() never re-enters matchIp): no array per lookup.
+      const keys = this.keyScratch;
+      if (this.v4NetworkKeys(ip, keys) > 0) for (const k of keys.splice(0)) this.confirm('ipv4-cidr', k, 'cidr');
     } else if (this.set.prefixes6.length) {
       const nf = this.set.filters.get('ipv6-cidr')!;
       for (const p of this.set.prefixes6) {
@@ -309,9 +312,9 @@ export class LookupEngine {
 
   private matchDomain(d: string, selfKind: MatchKind, parentKind: MatchKind): void {
     const f = this.set.filters.get('domain')!;
-    const keys: string[] = [];
+    const keys = this.keyScratch; // always left empty (splice below)
     if (this.domainCandidates(f, d, keys) === 0) return;
-    for (const k of keys) this.confirm('domain', k, k === d ? selfKind : parentKind);
+    for (const k of keys.splice(0)) this.confirm('domain', k, k === d ? selfKind : parentKind);
   }
 
   private matchUrl(url: string): void {
