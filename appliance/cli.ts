@@ -415,12 +415,25 @@ export function buildCli(): Command {
 
   program
     .command('export')
-    .description('write an export for a consumer: suricata-dataset, suricata-iprep, zeek-intel, rpz, csv, stix')
+    .description('write an export for a consumer: suricata-dataset, suricata-iprep, zeek-intel, rpz, csv, stix, misp-feed (a directory: --out <dir>)')
     .argument('<format>')
-    .option('--out <file>', 'write to this file (atomically) instead of stdout')
+    .option('--out <file>', 'write to this file (atomically) instead of stdout; for misp-feed, the directory')
     .action(async (format: string, opts, cmd) => {
       const cfg = config(cmd);
       const db = openDb(cfg.dataDir);
+      // ---- misp-feed is a directory layout (lookup/exports/misp-feed.ts) ----
+      if (format === 'misp-feed') {
+        try {
+          if (!opts.out) throw new OutpostError('E_USAGE', 'misp-feed writes a directory: give --out <dir>');
+          const { writeMispFeed } = await import('../lookup/exports/misp-feed.ts');
+          const r = await writeMispFeed(db, opts.out);
+          process.stderr.write(`wrote ${r.events} event(s), ${r.attributes} attribute(s) to ${opts.out}\n`);
+        } finally {
+          db.close();
+        }
+        return;
+      }
+      // ---- end misp-feed ----
       const { exportFormat, writeAtomic } = await import('../lookup/exports/index.ts');
       const chunks = exportFormat(db, format);
       if (opts.out) {

@@ -12,6 +12,7 @@ import { stixBundle } from './stix.ts';
 import { iprepList, suricataFiles } from './suricata.ts';
 import { tarStream } from './tar.ts';
 import { zeekIntel } from './zeek.ts';
+import { writeMispFeed } from './misp-feed.ts';
 
 export type { ExportStats } from './source.ts';
 
@@ -108,6 +109,7 @@ export async function writeAtomic(file: string, chunks: Iterable<string> | Async
  *   dir/suricata/  domains.lst ipv4.lst ipv6.lst md5.lst sha1.lst sha256.lst outpost.rules
  *                  categories.txt outpost.list outpost-iprep.rules
  *   dir/outpost.intel  dir/outpost.rpz  dir/outpost.csv  dir/outpost.stix.json
+ *   dir/misp-feed/     manifest.json <uuid>.json (one event per block feed) hashes.csv
  *   dir/exports.json   what was written and skipped, per file
  * Each file is replaced atomically; within the Suricata set the rules file is replaced last.
  * Returns the paths written.
@@ -134,6 +136,12 @@ export async function writeExportFiles(db: DB, dir: string, opts: ExportOptions 
     written.push(file);
     report[EXPORT_FILE_NAMES[format]] = stats;
   }
+
+  // ---- MISP feed (lookup/exports/misp-feed.ts): a directory, not one stream ----
+  const misp = await writeMispFeed(db, path.join(dir, 'misp-feed'), { now });
+  written.push(...misp.files);
+  report['misp-feed/'] = misp.stats;
+  // ---- end MISP feed ----
 
   const summary = path.join(dir, 'exports.json');
   await writeAtomic(summary, [JSON.stringify({ generated_at: new Date(now * 1000).toISOString(), files: report }, null, 2) + '\n']);
