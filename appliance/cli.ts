@@ -242,7 +242,7 @@ export function buildCli(): Command {
     const cfg = config(cmd);
     const db = openDb(cfg.dataDir);
     const { listTokens } = await import('./tokens.ts');
-    for (const r of listTokens(db)) print(opts.json ? JSON.stringify(r) : `${r.id}  ${r.name}  ${r.scope}  created ${r.created_at}  last used ${r.last_used_at ?? '-'}${r.revoked_at ? '  REVOKED' : ''}`);
+    for (const r of listTokens(db)) print(opts.json ? JSON.stringify(r) : `${r.id}  ${r.name}  ${r.scope}  created ${r.created_at}  last used ${r.last_used_at ?? '-'}  expires ${r.expires_at ?? '-'}${r.revoked_at ? '  REVOKED' : r.expires_at && Date.parse(r.expires_at) <= Date.now() ? '  EXPIRED' : ''}`);
     db.close();
   });
   token.command('revoke').argument('<id>').action(async (id: string, _o, cmd) => {
@@ -445,6 +445,28 @@ export function buildCli(): Command {
         }
       }
       db.close();
+    });
+
+  // ---- backup / restore (appliance/backup.ts) ----
+  program
+    .command('backup')
+    .description('online backup of the database (SQLite backup API) while the appliance keeps serving; file mode 0600')
+    .argument('<file>', 'new backup file (refuses to overwrite)')
+    .action(async (file: string, _o, cmd) => {
+      const cfg = config(cmd);
+      const { backupDatabase } = await import('./backup.ts');
+      const r = await backupDatabase(cfg.dataDir, file);
+      print(JSON.stringify({ ok: true, ...r }));
+    });
+  program
+    .command('restore')
+    .description('verify a backup (integrity_check, schema version, tables), then replace the database; stop `serve` first')
+    .argument('<file>', 'backup file written by `outpost backup`')
+    .action(async (file: string, _o, cmd) => {
+      const cfg = config(cmd);
+      const { restoreDatabase } = await import('./backup.ts');
+      const r = restoreDatabase(cfg.dataDir, file);
+      print(JSON.stringify({ ok: true, ...r }));
     });
 
   program

@@ -21,6 +21,25 @@ export interface Config {
   maxUncompressedBytes: number;
   /** Do not build demo data on first start. */
   noDemo: boolean;
+  // ---- request limits (lookup/limits.ts, lookup/api.ts, appliance/serve.ts; table in docs/operations.md) ----
+  /** Longest NDJSON input line, characters. */
+  ndjsonMaxLine: number;
+  /** Most values answered in one NDJSON stream. */
+  ndjsonMaxValues: number;
+  /** Longest an NDJSON stream may stay open, seconds (keep below requestTimeoutMs so the client gets an E_TIMEOUT line). */
+  ndjsonMaxStreamS: number;
+  /** Time a client has to send the complete request headers, ms (slowloris). */
+  headersTimeoutMs: number;
+  /** Time a client has to send the complete request (headers and body), ms; 0 = none. */
+  requestTimeoutMs: number;
+  /** Idle time before a keep-alive connection is closed, ms. */
+  keepAliveTimeoutMs: number;
+  /** Sustained requests per second per API token (token bucket); 0 = no rate limit. */
+  rateLimitRps: number;
+  /** Requests a token may send at once before the rate applies (bucket size). */
+  rateLimitBurst: number;
+  /** Database check at start: quick (PRAGMA quick_check), full (PRAGMA integrity_check) or off. */
+  startCheck: string;
 }
 
 const DEFAULTS: Config = {
@@ -35,6 +54,15 @@ const DEFAULTS: Config = {
   maxPackageBytes: 2 * 1024 * 1024 * 1024,
   maxUncompressedBytes: 8 * 1024 * 1024 * 1024,
   noDemo: false,
+  ndjsonMaxLine: 64 * 1024,
+  ndjsonMaxValues: 10_000_000,
+  ndjsonMaxStreamS: 240,
+  headersTimeoutMs: 15_000,
+  requestTimeoutMs: 300_000,
+  keepAliveTimeoutMs: 5_000,
+  rateLimitRps: 5_000,
+  rateLimitBurst: 10_000,
+  startCheck: 'quick',
 };
 
 const ENV: Record<keyof Config, string> = {
@@ -49,6 +77,15 @@ const ENV: Record<keyof Config, string> = {
   maxPackageBytes: 'OUTPOST_MAX_PACKAGE_BYTES',
   maxUncompressedBytes: 'OUTPOST_MAX_UNCOMPRESSED_BYTES',
   noDemo: 'OUTPOST_NO_DEMO',
+  ndjsonMaxLine: 'OUTPOST_NDJSON_MAX_LINE',
+  ndjsonMaxValues: 'OUTPOST_NDJSON_MAX_VALUES',
+  ndjsonMaxStreamS: 'OUTPOST_NDJSON_MAX_STREAM_S',
+  headersTimeoutMs: 'OUTPOST_HEADERS_TIMEOUT_MS',
+  requestTimeoutMs: 'OUTPOST_REQUEST_TIMEOUT_MS',
+  keepAliveTimeoutMs: 'OUTPOST_KEEPALIVE_TIMEOUT_MS',
+  rateLimitRps: 'OUTPOST_RATE_LIMIT_RPS',
+  rateLimitBurst: 'OUTPOST_RATE_LIMIT_BURST',
+  startCheck: 'OUTPOST_START_CHECK',
 };
 
 function coerce<K extends keyof Config>(key: K, raw: string | number | boolean): Config[K] {
@@ -75,6 +112,11 @@ export function loadConfig(
     if (raw !== undefined) (cfg as Record<string, unknown>)[key] = coerce(key, raw);
   }
   cfg.dataDir = path.resolve(cfg.dataDir);
+  if (!['quick', 'full', 'off'].includes(cfg.startCheck)) throw new OutpostError('E_CONFIG', `${ENV.startCheck} must be quick, full or off, got "${cfg.startCheck}"`);
+  if (cfg.requestTimeoutMs > 0 && cfg.headersTimeoutMs > cfg.requestTimeoutMs) {
+    throw new OutpostError('E_CONFIG', `${ENV.headersTimeoutMs} (${cfg.headersTimeoutMs}) must not exceed ${ENV.requestTimeoutMs} (${cfg.requestTimeoutMs})`);
+  }
+  if (cfg.rateLimitRps > 0 && cfg.rateLimitBurst < 1) throw new OutpostError('E_CONFIG', `${ENV.rateLimitBurst} must be at least 1 when a rate limit is set`);
   return cfg;
 }
 

@@ -222,8 +222,11 @@ export function openDb(dataDir: string, opts: { readonly?: boolean } = {}): DB {
   const l = opts.readonly ? layout(dataDir) : ensureDataDir(dataDir);
   const existed = fs.existsSync(l.db);
   if (opts.readonly && !existed) throw new OutpostError('E_EMPTY', `no database at ${l.db}`);
+  // The store holds token and password hashes: 0600 from its first byte (created here, not by SQLite under
+  // the umask), and tightened if someone loosened it. SQLite gives -wal/-shm the main file's mode.
+  if (!opts.readonly && !existed) fs.closeSync(fs.openSync(l.db, 'wx', 0o600));
+  if (!opts.readonly && (fs.statSync(l.db).mode & 0o077) !== 0) fs.chmodSync(l.db, 0o600);
   const db = new Database(l.db, { readonly: opts.readonly ?? false });
-  if (!existed) fs.chmodSync(l.db, 0o600);
   db.pragma('busy_timeout = 10000');
   if (!opts.readonly) {
     db.pragma('journal_mode = WAL');

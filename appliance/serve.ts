@@ -4,9 +4,11 @@ import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { serve as serveHttp, type ServerType } from '@hono/node-server';
 import type { Config } from './config.ts';
-import { acquireServeLock, currentGeneration, layout, openDb, type DB } from './db.ts';
+import { acquireServeLock, currentGeneration, layout, type DB } from './db.ts';
+import { openCheckedDb } from './backup.ts';
 import type { Logger } from './log.ts';
-import { createApi } from '../lookup/api.ts';
+import { createApi, type AppEnv } from '../lookup/api.ts';
+import type { Hono } from 'hono';
 import { LookupEngine } from '../lookup/engine.ts';
 import { Metrics } from '../lookup/metrics.ts';
 import { mountExports } from '../lookup/exports/routes.ts';
@@ -21,6 +23,8 @@ export interface RunningAppliance {
   db: DB;
   engine: LookupEngine;
   demo: DemoInfo | null;
+  /** The Hono app with every mount (test/scopes.test.ts walks its routes). */
+  app: Hono<AppEnv>;
   close(): Promise<void>;
 }
 
@@ -35,23 +39,26 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
   const release = acquireServeLock(cfg.dataDir);
   let db: DB | undefined;
   try {
-    db = openDb(cfg.dataDir);
+    // Integrity check (OUTPOST_START_CHECK); a damaged store fails with E_DB naming the newest backup.
+    db = openCheckedDb(cfg.dataDir, cfg.startCheck);
     clearStaging(cfg.dataDir);
-    const integrity = db.pragma('quick_check', { simple: true });
-    if (integrity !== 'ok') throw new Error(`database integrity check failed: ${integrity}`);
     const demo = cfg.noDemo ? null : await ensureDemo(cfg, db, log);
     const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate });
     await engine.reload();
     const metrics = new Metrics();
     const app = createApi({ cfg, db, engine, log, metrics, mounts: [mountExports(db), createConsole({ cfg, db, engine, log }).mount] });
     const server: ServerType = await new Promise((resolve, reject) => {
-      const s = serveHttp({ fetch: app.fetch, hostname: cfg.host, port: cfg.port }, () => resolve(s));
+      // Slow clients cannot hold connections: limits from config.ts; the checking interval bounds how late
+      // an expired headers/request timeout is noticed (Node's default is 30 s).
+      const serverOptions = {
+        headersTimeout: cfg.headersTimeoutMs,
+        requestTimeout: cfg.requestTimeoutMs,
+        keepAliveTimeout: cfg.keepAliveTimeoutMs,
+        connectionsCheckingInterval: Math.max(250, Math.min(5_000, Math.floor(cfg.headersTimeoutMs / 4))),
+      };
+      const s = serveHttp({ fetch: app.fetch, hostname: cfg.host, port: cfg.port, serverOptions }, () => resolve(s));
       s.once('error', reject);
     });
-    const http = server as import('node:http').Server;
-    http.headersTimeout = 15_000;
-    http.requestTimeout = 120_000;
-    http.keepAliveTimeout = 5_000;
     const port = (server.address() as AddressInfo).port;
     const host = cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host;
     const url = `http://${host}:${port}`;
@@ -98,6 +105,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
       db: theDb,
       engine,
       demo,
+      app,
       async close() {
         clearInterval(follow);
         await scheduler.stop();

@@ -9,9 +9,10 @@ import { currentGeneration } from '../appliance/db.ts';
 import { ERRORS, OutpostError, type ErrorCode } from '../appliance/errors.ts';
 import type { Logger } from '../appliance/log.ts';
 import { dataAge } from '../appliance/status.ts';
-import { scopeAllows, type Scope, type TokenRow, TokenVerifier } from '../appliance/tokens.ts';
+import { type TokenRow, TokenVerifier } from '../appliance/tokens.ts';
 import type { LookupResult } from '../appliance/types.ts';
 import type { LookupEngine } from './engine.ts';
+import { rateLimit, scopeGuard } from './limits.ts';
 import { Metrics } from './metrics.ts';
 
 export type AppEnv = { Variables: { token: TokenRow } };
@@ -76,14 +77,10 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
     }),
   );
 
-  const requireScope = (scope: Scope) => async (c: Context<AppEnv>, next: () => Promise<void>) => {
-    if (!scopeAllows(c.get('token').scope, scope)) {
-      return errorResponse(c, 'E_FORBIDDEN', `this token has scope "${c.get('token').scope}"; the route needs "${scope}"`);
-    }
-    await next();
-  };
+  // After auth: per-token rate limit, then the one route → scope table (lookup/limits.ts).
+  app.use('/api/*', rateLimit({ rps: cfg.rateLimitRps, burst: cfg.rateLimitBurst }), scopeGuard());
 
-  app.get('/api/v1/lookup', requireScope('lookup'), (c) => {
+  app.get('/api/v1/lookup', (c) => {
     const value = c.req.query('value');
     if (value === undefined || value === '') return errorResponse(c, 'E_INPUT', 'query parameter "value" is required');
     const t0 = process.hrtime.bigint();
@@ -94,7 +91,6 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
 
   app.post(
     '/api/v1/lookup',
-    requireScope('lookup'),
     async (c, next) => {
       // JSON bodies are capped; NDJSON streams are bounded per line instead.
       if ((c.req.header('content-type') ?? '').startsWith('application/x-ndjson')) return next();
@@ -105,7 +101,7 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
     },
     async (c) => {
       const ctype = c.req.header('content-type') ?? '';
-      if (ctype.startsWith('application/x-ndjson')) return streamNdjson(c, engine, metrics, log);
+      if (ctype.startsWith('application/x-ndjson')) return streamNdjson(c, engine, metrics, log, cfg);
       if (!ctype.startsWith('application/json')) {
         return errorResponse(c, 'E_INPUT', 'Content-Type must be application/json ({"values":[...]}) or application/x-ndjson', 415);
       }
@@ -145,17 +141,28 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
  * NDJSON in, NDJSON out, streamed: each input line is a JSON string, {"value": "..."} or a bare value.
  * Lines are answered in order, a chunk at a time, so memory stays flat for any batch size.
  */
-function streamNdjson(c: Context, engine: LookupEngine, metrics: Metrics, log: Logger): Response {
+function streamNdjson(c: Context, engine: LookupEngine, metrics: Metrics, log: Logger, cfg: Config): Response {
   const input = c.req.raw.body;
   if (!input) return errorResponse(c, 'E_INPUT', 'empty body');
   const decoder = new TextDecoder('utf-8', { fatal: false });
   const encoder = new TextEncoder();
+  // Limits (appliance/config.ts): line length, values per stream, and how long the stream may stay open.
+  const MAX_NDJSON_LINE = cfg.ndjsonMaxLine;
+  let valuesLeft = cfg.ndjsonMaxValues;
+  let timedOut = false;
   let rest = '';
   const reader = input.getReader();
+  // A client that stops sending would otherwise hold the stream until the socket times out.
+  const deadline = setTimeout(() => {
+    timedOut = true;
+    reader.cancel().catch(() => {});
+  }, cfg.ndjsonMaxStreamS * 1000);
+  deadline.unref();
   const out = new ReadableStream<Uint8Array>({
     async pull(controller) {
       try {
         const { done, value } = await reader.read();
+        if (timedOut) throw new OutpostError('E_TIMEOUT', `NDJSON stream open longer than ${cfg.ndjsonMaxStreamS} s; split the batch`);
         let text = rest + (done ? decoder.decode() : decoder.decode(value, { stream: true }));
         let lines: string[];
         if (done) {
@@ -164,7 +171,7 @@ function streamNdjson(c: Context, engine: LookupEngine, metrics: Metrics, log: L
         } else {
           const cut = text.lastIndexOf('\n');
           if (cut < 0) {
-            if (text.length > MAX_NDJSON_LINE) throw new OutpostError('E_TOO_LARGE', `NDJSON line longer than ${MAX_NDJSON_LINE} bytes`);
+            if (text.length > MAX_NDJSON_LINE) throw new OutpostError('E_TOO_LARGE', `NDJSON line longer than ${MAX_NDJSON_LINE} characters`);
             rest = text;
             return;
           }
@@ -172,12 +179,21 @@ function streamNdjson(c: Context, engine: LookupEngine, metrics: Metrics, log: L
           rest = text.slice(cut + 1);
         }
         const values: string[] = [];
+        // Lines before an over-long one are still answered; the error line comes after them.
+        let tooLong = false;
         for (const line of lines) {
           const l = line.endsWith('\r') ? line.slice(0, -1) : line;
           if (l.trim() === '') continue;
-          if (l.length > MAX_NDJSON_LINE) throw new OutpostError('E_TOO_LARGE', `NDJSON line longer than ${MAX_NDJSON_LINE} bytes`);
+          if (l.length > MAX_NDJSON_LINE) {
+            tooLong = true;
+            break;
+          }
           values.push(parseNdjsonValue(l));
         }
+        // Answer what fits under the per-stream cap, then report the cap.
+        const over = values.length > valuesLeft;
+        if (over) values.length = valuesLeft;
+        valuesLeft -= values.length;
         if (values.length) {
           const t0 = process.hrtime.bigint();
           const results = engine.lookupMany(values);
@@ -186,16 +202,23 @@ function streamNdjson(c: Context, engine: LookupEngine, metrics: Metrics, log: L
           for (const r of results) s += JSON.stringify(r) + '\n';
           controller.enqueue(encoder.encode(s));
         }
-        if (done) controller.close();
+        if (tooLong) throw new OutpostError('E_TOO_LARGE', `NDJSON line longer than ${MAX_NDJSON_LINE} characters`);
+        if (over) throw new OutpostError('E_TOO_LARGE', `more than ${cfg.ndjsonMaxValues} values in one NDJSON stream`);
+        if (done) {
+          clearTimeout(deadline);
+          controller.close();
+        }
       } catch (e) {
         const err = e instanceof OutpostError ? e : new OutpostError('E_INPUT', 'could not read request body');
         log.warn({ code: err.code }, 'ndjson stream aborted');
+        clearTimeout(deadline);
         controller.enqueue(encoder.encode(JSON.stringify(errorBody(err.code, err.message)) + '\n'));
         controller.close();
         reader.cancel().catch(() => {});
       }
     },
     cancel() {
+      clearTimeout(deadline);
       reader.cancel().catch(() => {});
     },
   });

@@ -1,0 +1,99 @@
+// What an authenticated API request may do: the one route → scope table with the middleware that
+// enforces it, and the per-token rate limit (token bucket). Both run on every /api request after bearer auth.
+import type { Context, MiddlewareHandler } from 'hono';
+import { matchedRoutes } from 'hono/route';
+import { ERRORS } from '../appliance/errors.ts';
+import { scopeAllows, type Scope, type TokenRow } from '../appliance/tokens.ts';
+
+type TokenEnv = { Variables: { token: TokenRow } };
+
+/**
+ * Every /api route, keyed `METHOD <registered path>`, with the least scope that may call it
+ * (lookup < export < admin). A route missing here is refused (fail closed); test/scopes.test.ts
+ * walks app.routes so a new route cannot ship without an entry.
+ */
+export const API_SCOPES: Readonly<Record<string, Scope>> = {
+  'GET /api/v1/lookup': 'lookup',
+  'POST /api/v1/lookup': 'lookup',
+  'GET /api/v1/export/:format': 'export',
+};
+
+/** Route entries that are middleware for all of /api (method ALL, path ending in *), not endpoints. */
+export function isApiMiddleware(route: { method: string; path: string }): boolean {
+  return route.method === 'ALL' && route.path.endsWith('*');
+}
+
+function deny(c: Context, status: 403 | 429, code: 'E_FORBIDDEN' | 'E_RATE', message: string): Response {
+  return c.json({ error: { code, message: message || ERRORS[code].text } }, status);
+}
+
+/**
+ * The one scope check. The endpoint is the last matched route that is not /api-wide middleware;
+ * no endpoint means the request falls through to the 404 handler.
+ */
+export function scopeGuard(table: Readonly<Record<string, Scope>> = API_SCOPES): MiddlewareHandler<TokenEnv> {
+  return async (c, next) => {
+    const routes = matchedRoutes(c);
+    let key: string | undefined;
+    for (let i = routes.length - 1; i >= 0; i--) {
+      const r = routes[i];
+      if (!isApiMiddleware(r)) {
+        key = `${r.method} ${r.path}`;
+        break;
+      }
+    }
+    if (key === undefined) return next();
+    const need = table[key];
+    const have = c.get('token').scope;
+    if (need === undefined) return deny(c, 403, 'E_FORBIDDEN', `route ${key} has no scope entry; refused`);
+    if (!scopeAllows(have, need)) return deny(c, 403, 'E_FORBIDDEN', `this token has scope "${have}"; the route needs "${need}"`);
+    return next();
+  };
+}
+
+export interface RateLimitOptions {
+  /** Sustained requests per second per token; 0 disables the limit. */
+  rps: number;
+  /** Bucket size: requests a token may send at once. */
+  burst: number;
+  /** Clock in ms; injectable for tests. */
+  now?: () => number;
+}
+
+interface Bucket {
+  tokens: number;
+  at: number;
+}
+
+/**
+ * Per-token token bucket. One Map lookup and a few float operations per request; the bucket object is
+ * mutated in place, so after a token's first request nothing is allocated. Over the limit: 429 E_RATE
+ * with Retry-After (whole seconds until one request is allowed again).
+ */
+export function rateLimit(opts: RateLimitOptions): MiddlewareHandler<TokenEnv> {
+  const { rps, burst } = opts;
+  if (!(rps > 0)) return (_c, next) => next();
+  const now = opts.now ?? Date.now;
+  const perMs = rps / 1000;
+  const buckets = new Map<number, Bucket>();
+  return async (c, next) => {
+    const id = c.get('token').id;
+    const t = now();
+    let b = buckets.get(id);
+    if (b === undefined) {
+      // Token ids are few (created by an admin), so the map stays small; no eviction needed.
+      b = { tokens: burst, at: t };
+      buckets.set(id, b);
+    } else {
+      b.tokens = Math.min(burst, b.tokens + (t - b.at) * perMs);
+      b.at = t;
+    }
+    if (b.tokens < 1) {
+      const retry = Math.max(1, Math.ceil((1 - b.tokens) / rps));
+      c.header('Retry-After', String(retry));
+      return deny(c, 429, 'E_RATE', `rate limit of ${rps} requests/s (burst ${burst}) for this token exceeded; retry after ${retry} s`);
+    }
+    b.tokens -= 1;
+    return next();
+  };
+}
