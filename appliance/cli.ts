@@ -67,8 +67,9 @@ export function buildCli(): Command {
     .action(async (opts, cmd) => {
       const cfg = config(cmd, { host: opts.host, port: opts.port, noDemo: opts.demo === false ? true : undefined });
       const log = logger(cfg);
-      const { startAppliance } = await import('./serve.ts');
-      const app = await startAppliance(cfg, log);
+      // OUTPOST_HTTP_WORKERS > 1: HTTP workers share the port, this process stays the one writer (cluster.ts).
+      const { startServing } = await import('./cluster.ts');
+      const app = await startServing(cfg, log);
       printBanner(app, cfg);
       const stop = async (sig: string) => {
         log.info({ signal: sig }, 'shutting down');
@@ -474,9 +475,11 @@ export function buildCli(): Command {
     .description('measure lookup speed against baselines in the same run')
     .option('--json', 'last line of stdout is one JSON object')
     .option('--size <n>', 'number of indicators', (v) => Number(v), 200_000)
+    .option('--no-http', 'skip the HTTP figures (OUTPOST_HTTP_WORKERS sets the HTTP processes; default one per core)')
     .action(async (opts) => {
       const { runBench } = await import('../scripts/bench.ts');
-      await runBench({ size: opts.size, json: Boolean(opts.json), out: print });
+      const { benchHttp } = await import('../scripts/bench-http.ts');
+      await runBench({ size: opts.size, json: Boolean(opts.json), out: print, http: opts.http === false ? null : benchHttp });
     });
 
   return program;

@@ -1,28 +1,53 @@
 // `outpost bench`: measures the lookup path against its baselines in one run, on one store — the filter
-// probe beside a prepared SQLite point query and bloom-filters' own has(), a mixed batch, build/import
-// rates and memory. Indicators are shaped like the real lists (real values from ../shared/data when
-// present, topped up with synthetic ones of the same shapes), so figures do not flatter short keys.
+// probe beside a prepared SQLite point query and bloom-filters' own has(), a mixed batch, the real signed
+// import path (provider build → importPackage → filters) with peak RSS, start from persisted filters, and
+// (with the HTTP hook, scripts/bench-http.ts) HTTP figures beside a bare node:http server. Indicators are
+// shaped like the real lists (real values from ../shared/data when present, topped up with synthetic ones
+// of the same shapes), so figures do not flatter short keys. Every phase is bounded in time.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import bloomFilters from 'bloom-filters';
+import { loadConfig, type Config } from '../appliance/config.ts';
 import { openDb, type DB } from '../appliance/db.ts';
 import type { IndicatorType } from '../appliance/types.ts';
 import { LookupEngine } from '../lookup/engine.ts';
 import { createFilter, probe } from '../lookup/filters.ts';
 import { normalize } from '../lookup/normalize.ts';
+import { generateKeyPair } from '../sync/keys.ts';
+import { importPackage } from '../sync/import.ts';
+import { buildPackage } from '../sync/provider-build.ts';
+import { trustAdd } from '../sync/trust.ts';
+
+/** What the HTTP phase gets: a data dir holding the imported store, values to ask for, and the run's bounds. */
+export interface HttpBenchInput {
+  cfg: Config;
+  dataDir: string;
+  /** Normalized values that are not listed (GET misses) and a 1 %-hit mixed list (NDJSON batch). */
+  misses: string[];
+  mixed: string[];
+  /** Seconds per timed HTTP phase. */
+  seconds: number;
+  /** Imports a delta package while lookups run (the "lookups during an apply" figure); null to skip. */
+  delta: { tar: string; count: number } | null;
+  say: (line: string) => void;
+}
+
+export type HttpBench = (input: HttpBenchInput) => Promise<Record<string, number | null>>;
 
 export interface BenchOptions {
   size: number;
   json: boolean;
   out: (line: string) => void;
-  /** HTTP figures come from the API server's own bench (someone else's module); null when absent. */
-  http?: (dataDir: string) => Promise<{ http_rps: number; raw_http_rps: number }>;
+  /** HTTP figures (scripts/bench-http.ts benchHttp); http_rps and raw_http_rps print null without it. */
+  http?: HttpBench | null;
   /** Filter false-positive target (config filterFpRate). */
   fpRate?: number;
   /** Seconds spent in each timed loop (bounded run time). */
   secondsPerFigure?: number;
+  /** Indicators changed by the delta applied during HTTP lookups (default min(1M, size/10)); 0 skips it. */
+  deltaSize?: number;
 }
 
 type Pair = [IndicatorType, string];
@@ -176,6 +201,35 @@ function timePerCall(values: string[], seconds: number, fn: (v: string) => unkno
 
 const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 
+/** Samples this process's RSS (the apply worker thread included) until stopped; returns the peak in MiB. */
+function rssSampler(): { stop(): number } {
+  let peak = process.memoryUsage().rss;
+  const t = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().rss);
+  }, 50);
+  return {
+    stop() {
+      clearInterval(t);
+      return Math.max(peak, process.memoryUsage().rss) / 1048576;
+    },
+  };
+}
+
+/** Writes values one per line (a plain list, as a provider would feed `provider build`). */
+async function writeList(file: string, values: Iterable<string>): Promise<void> {
+  const out = fs.createWriteStream(file);
+  let chunk = '';
+  for (const v of values) {
+    chunk += v + '\n';
+    if (chunk.length > 1 << 20) {
+      if (!out.write(chunk)) await new Promise((r) => out.once('drain', r));
+      chunk = '';
+    }
+  }
+  out.end(chunk);
+  await new Promise((r) => out.once('finish', r));
+}
+
 export async function runBench(opts: BenchOptions): Promise<Record<string, number | null>> {
   const size = Math.max(1000, Math.floor(Number(opts.size) || 200_000));
   const fpRate = opts.fpRate ?? 0.001;
@@ -185,36 +239,54 @@ export async function runBench(opts: BenchOptions): Promise<Record<string, numbe
     else process.stderr.write(line + '\n');
   };
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'outpost-bench-'));
+  const dataDir = path.join(dir, 'data');
+  const work = path.join(dir, 'provider');
+  fs.mkdirSync(work);
   let db: DB | null = null;
   try {
-    say(`outpost bench: ${fmt(size)} indicators, filter target FP rate ${fpRate}, node ${process.version}, ${os.cpus().length} CPU(s), data dir ${dir}`);
+    const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+    say(`outpost bench: ${fmt(size)} indicators, filter target FP rate ${fpRate}, node ${process.version}, ${os.cpus().length} × ${cpu}, ${fmt(os.totalmem() / 2 ** 30, 0)} GiB, load ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
     const r = rng(20261123);
     const real = realSamples();
     say(real.size ? `shapes and ${fmt([...real.values()].reduce((a, l) => a + l.length, 0))} real values from ../shared/data` : 'no ../shared/data: synthetic values only');
     const gen = makeGenerator(r, real);
     const { pairs, listed } = makeIndicators(size, real, gen, r);
 
-    // Store: one transaction, one prepared insert — the bulk path the signed import will replace.
-    db = openDb(dir);
+    // ---- 1. The real import path: a signed package built by the provider tooling, verified, applied in a
+    //      worker thread (one transaction), then the filters built and persisted — what a new appliance does.
+    const cfg = loadConfig({ dataDir, noDemo: true, logLevel: 'warn', rateLimitRps: 0, host: '127.0.0.1', port: 0, filterFpRate: fpRate, startCheck: 'off' });
+    const key = generateKeyPair(work, 'bench');
+    const listFile = path.join(work, 'bench.txt');
+    await writeList(listFile, (function* () { for (const [, v] of pairs) yield v; })());
+    const tB = performance.now();
+    const built = await buildPackage({ feed: 'bench', keyPath: key.privatePath, outDir: work, files: [listFile], category: 'malware', confidence: 80, version: 1 });
+    const providerMs = performance.now() - tB;
+    say(`provider build: ${fmt(built.manifest.counts.total)} indicators signed in ${fmt(providerMs)} ms (${fmt(fs.statSync(built.path).size / 1048576, 1)} MiB package)`);
+    db = openDb(dataDir);
+    trustAdd(db, key.publicPath, { label: 'bench' });
+    const rss = rssSampler();
     const t0 = performance.now();
-    const now = Math.floor(Date.now() / 1000);
-    const ins = db.prepare("INSERT INTO indicators(type, value, feed, kind, category, confidence, first_seen, last_seen) VALUES (?, ?, 'bench', 'block', 'malware', 80, ?, ?)");
-    db.transaction(() => {
-      for (const [t, v] of pairs) ins.run(t, v, now - 86400, now);
-      db!.prepare(
-        `INSERT INTO feeds(name, kind, version, state, package_sha256, key_id, created, expires, applied_at, generation, count)
-         VALUES ('bench', 'block', 1, '-', '-', 'bench', ?, ?, ?, 1, ?)`,
-      ).run(new Date().toISOString(), new Date(Date.now() + 86400e3).toISOString(), new Date().toISOString(), pairs.length);
-      db!.prepare("UPDATE meta SET value = '1' WHERE key = 'generation'").run();
-    })();
-    const tInsert = performance.now();
-    const engine = new LookupEngine(db, { fpRate, filterDir: null, worker: false });
-    const tBuild = performance.now();
-    const insertMs = tInsert - t0;
-    const buildMs = tBuild - tInsert;
-    const importPerS = pairs.length / ((tBuild - t0) / 1000);
-    say(`store: ${fmt(pairs.length)} rows inserted in ${fmt(insertMs)} ms, filters built in ${fmt(buildMs)} ms (${fmt(engine.stats().filterBytes / 1048576, 1)} MiB)`);
-    say(`import_per_s ${fmt(importPerS)} values/s  (synthetic bulk insert + filter build; the signed-package import path will replace this figure)`);
+    const imported = await importPackage(cfg, db, built.path, { actor: 'bench' });
+    const tApplied = performance.now();
+    let engine = new LookupEngine(db, { fpRate, worker: false });
+    const tBuilt = performance.now();
+    const importPeakMb = rss.stop();
+    const applyMs = tApplied - t0;
+    const buildMs = tBuilt - tApplied;
+    const importPerS = (imported.total ?? pairs.length) / ((tBuilt - t0) / 1000);
+    say(`import: ${fmt(imported.total ?? 0)} indicators verified + applied in ${fmt(applyMs)} ms, filters built + persisted in ${fmt(buildMs)} ms (${fmt(engine.stats().filterBytes / 1048576, 1)} MiB); peak RSS ${fmt(importPeakMb)} MiB`);
+    say(`import_per_s ${fmt(importPerS)} indicators/s  (signed package: verify + parse + apply + filters)`);
+
+    // ---- 2. Start from persisted filters: a new engine on the same store loads the generation's file.
+    const tS = performance.now();
+    engine = new LookupEngine(db, { fpRate, worker: false });
+    const startMs = performance.now() - tS;
+    const filterFile = path.join(dataDir, 'filters', `filters-${engine.generation}.bin`);
+    const filterFileBytes = fs.existsSync(filterFile) ? fs.statSync(filterFile).size : 0;
+    let theoryBytes = 0;
+    for (const f of engine.filters.filters.values()) theoryBytes += (f.count * -Math.log(fpRate)) / (Math.LN2 * Math.LN2) / 8;
+    const filterBitsBytes = engine.stats().filterBytes - engine.filters.v4Index.byteLength;
+    say(`start from persisted filters: ${fmt(startMs, 1)} ms (file ${fmt(filterFileBytes / 1048576, 1)} MiB; bit arrays ${fmt(filterBitsBytes / 1048576, 2)} MiB = ${fmt(filterBitsBytes / theoryBytes, 3)}× the theoretical −n·ln p/(ln 2)² bits)`);
 
     // Values that are not listed, normalized, in the same type mix.
     const rm = rng(7);
@@ -224,14 +296,15 @@ export async function runBench(opts: BenchOptions): Promise<Record<string, numbe
       const x = rm();
       let acc = 0;
       let type: IndicatorType = 'ipv4';
-      for (const [t, s] of SHARE) if (t !== 'ipv4-cidr' && x < (acc += s / 0.98)) { type = t; break; }
+      for (const [t, sh] of SHARE) if (t !== 'ipv4-cidr' && x < (acc += sh / 0.98)) { type = t; break; }
       const n = normalize(genMiss(type), type);
       if (n.ok && !listed.has(n.value) && !engine.mayMatch(n.type, n.value)) missPairs.push([n.type, n.value]);
     }
     const missValues = missPairs.map(([, v]) => v);
     const missTypes = missPairs.map(([t]) => t);
 
-    // 1. The engine's filter stage on a normalized value that is not listed (what every miss costs).
+    // ---- 3. In-process figures.
+    // The engine's filter stage on a normalized value that is not listed (what every miss costs).
     let k = 0;
     const lookupMissNs = timePerCall(missValues, secs, (v) => engine.mayMatch(missTypes[k++ % missTypes.length], v));
     const byType: Record<string, number> = {};
@@ -239,30 +312,31 @@ export async function runBench(opts: BenchOptions): Promise<Record<string, numbe
       const vals = missPairs.filter(([tt]) => tt === t).map(([, v]) => v);
       if (vals.length) byType[t] = timePerCall(vals, secs / 4, (v) => engine.mayMatch(t, v));
     }
-    // 2. The baseline: a prepared SQLite point query on the same table for the same missing values.
+    // The baseline: a prepared SQLite point query on the same table for the same missing values.
     const point = db.prepare('SELECT feed, kind, category, confidence, first_seen, last_seen, expires_at, extra FROM indicators WHERE type = ? AND value = ?');
     k = 0;
     const sqlitePointNs = timePerCall(missValues, secs, (v) => point.get(missTypes[k++ % missTypes.length], v));
-    // 3. The full in-process lookup of a missing value (normalize + filter + result object).
+    // The full in-process lookup of a missing value (normalize + filter + result object).
     const engineMissNs = timePerCall(missValues, secs, (v) => engine.lookup(v));
-    // 4. Hashing alternatives on one filter of the same size: bloom-filters' has() with its default
-    //    xxhash64, has() with our FastHashing, and our direct probe.
+    // Hashing alternatives on one filter of the same size: bloom-filters' has() with its default
+    // xxhash64, has() with our FastHashing, and our direct probe.
     const ipMiss = missPairs.filter(([t]) => t === 'ipv4').map(([, v]) => v);
     const ipListed = pairs.filter(([t]) => t === 'ipv4').map(([, v]) => v);
     const lib = bloomFilters.BloomFilter.create(Math.max(1, ipListed.length), fpRate);
-    const libSample = ipListed.slice(0, 5000);
-    for (const v of libSample) lib.add(v); // a few adds suffice: a miss's cost does not depend on fill
+    for (const v of ipListed.slice(0, 5000)) lib.add(v); // a few adds suffice: a miss's cost does not depend on fill
     const libDefaultNs = timePerCall(ipMiss.slice(0, 2000), Math.min(secs, 0.5), (v) => lib.has(v));
     const fast = createFilter('ipv4', Math.max(1, ipListed.length), fpRate);
-    for (const v of ipListed) fast.filter.add(v);
+    for (const v of ipListed.slice(0, 200_000)) fast.filter.add(v);
     const libFastNs = timePerCall(ipMiss, secs / 2, (v) => fast.filter.has(v));
     const probeNs = timePerCall(ipMiss, secs / 2, (v) => probe(fast, v));
-    // 5. Mixed batch of raw values, 1% listed, through lookupMany (normalize + filters + confirmations).
+    // Mixed batch of values, 1% listed, through lookupMany (normalize + filters + confirmations).
     const batch: string[] = [];
+    const hitPool = pairs.filter(([t]) => t !== 'ipv4-cidr'); // a network is not a lookup value
     for (let i = 0; i < 10_000; i++) {
-      if (i % 100 === 0) batch.push(pairs[Math.floor(r() * pairs.length)][1]);
+      if (i % 100 === 0) batch.push(hitPool[Math.floor(r() * hitPool.length)][1]);
       else batch.push(missValues[Math.floor(r() * missValues.length)]);
     }
+    for (const res of engine.lookupMany(batch)) if (res.type === 'invalid') throw new Error(`bench value refused: ${res.value}`);
     let batches = 0;
     let hits = 0;
     const bStart = performance.now();
@@ -295,22 +369,58 @@ export async function runBench(opts: BenchOptions): Promise<Record<string, numbe
       bloom_probe_ns: round(probeNs, 1),
       batch_values_per_s: Math.round(batchPerS),
       import_per_s: Math.round(importPerS),
-      insert_ms: Math.round(insertMs),
+      import_peak_rss_mb: round(importPeakMb, 1),
+      provider_build_ms: Math.round(providerMs),
+      apply_ms: Math.round(applyMs),
       filter_build_ms: Math.round(buildMs),
+      filter_load_ms: round(startMs, 1),
       filter_bytes: engine.stats().filterBytes,
+      filter_vs_theory: round(filterBitsBytes / theoryBytes, 3),
       rss_mb: round(rssMb, 1),
       http_rps: null,
       raw_http_rps: null,
     };
+
+    // ---- 4. HTTP (scripts/bench-http.ts): the store is handed over; this process lets go of it first.
+    const deltaSize = Math.min(opts.deltaSize ?? Math.min(1_000_000, Math.floor(size / 10)), Math.floor(pairs.length / 2));
+    let delta: { tar: string; count: number } | null = null;
+    if (opts.http && deltaSize > 0) {
+      // The next version of the feed: deltaSize/2 indicators dropped, deltaSize/2 new ones.
+      const drop = Math.floor(deltaSize / 2);
+      const dropped = new Set<number>();
+      while (dropped.size < drop) dropped.add(Math.floor(r() * pairs.length));
+      const fresh: string[] = [];
+      for (let tries = 0; fresh.length < deltaSize - drop && tries < deltaSize * 4; tries++) {
+        const x = r();
+        const type: IndicatorType = x < 0.6 ? 'ipv4' : x < 0.8 ? 'domain' : x < 0.95 ? 'url' : 'sha256';
+        const n = normalize(gen(type), type);
+        if (n.ok && !listed.has(n.value)) {
+          listed.add(n.value);
+          fresh.push(n.value);
+        }
+      }
+      const nextFile = path.join(work, 'bench-next.txt');
+      await writeList(nextFile, (function* () {
+        for (let i = 0; i < pairs.length; i++) if (!dropped.has(i)) yield pairs[i][1];
+        yield* fresh;
+      })());
+      const tD = performance.now();
+      const next = await buildPackage({ feed: 'bench', keyPath: key.privatePath, outDir: path.join(work, 'next'), files: [nextFile], category: 'malware', confidence: 80, version: 2, base: built.path });
+      say(`delta for the HTTP phase: ${fmt(next.delta!.added)} added, ${fmt(next.delta!.removed)} removed (built in ${fmt(performance.now() - tD)} ms)`);
+      delta = { tar: next.delta!.path, count: next.delta!.added + next.delta!.removed };
+    }
     db.close();
     db = null;
+    // Consumer exports of a fresh store would be generated by serve in the background on first start and
+    // compete with the HTTP figures; a serving appliance has them already, so mark them as present.
+    fs.mkdirSync(path.join(dataDir, 'exports'), { recursive: true });
+    fs.writeFileSync(path.join(dataDir, 'exports', 'exports.json'), '{}\n');
     if (opts.http) {
-      const h = await opts.http(dir);
-      result.http_rps = Math.round(h.http_rps);
-      result.raw_http_rps = Math.round(h.raw_http_rps);
-      say(`http_rps            ${fmt(h.http_rps)} req/s   vs raw node:http ${fmt(h.raw_http_rps)} req/s → ${fmt((100 * h.http_rps) / h.raw_http_rps, 0)}% of bare`);
+      const mixed = batch.slice();
+      const h = await opts.http({ cfg, dataDir, misses: missValues, mixed, seconds: Math.max(2, secs * 3), delta, say });
+      Object.assign(result, h);
     } else {
-      say('http_rps            n/a   (no HTTP bench hook in this build)');
+      say('http_rps            n/a   (no HTTP bench hook in this run)');
     }
     if (opts.json) opts.out(JSON.stringify(result));
     return result;
@@ -329,5 +439,6 @@ function round(n: number, digits: number): number {
 if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
   const args = process.argv.slice(2);
   const i = args.indexOf('--size');
-  await runBench({ size: i >= 0 ? Number(args[i + 1]) : 200_000, json: args.includes('--json'), out: (l) => console.log(l) });
+  const { benchHttp } = await import('./bench-http.ts');
+  await runBench({ size: i >= 0 ? Number(args[i + 1]) : 200_000, json: args.includes('--json'), out: (l) => console.log(l), http: args.includes('--no-http') ? null : benchHttp });
 }

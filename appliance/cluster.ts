@@ -1,0 +1,221 @@
+// Multi-core HTTP for `outpost serve` (OUTPOST_HTTP_WORKERS): node:cluster HTTP workers share the public
+// port and answer lookups from their own SQLite connections and the persisted filters of the current
+// generation; the primary stays the one writer (imports, applies, scheduler, export regeneration, demo
+// seeding) and serves every other route (console, exports, admin) on an internal loopback port, to which
+// workers forward those requests. With 1 worker (the default) nothing here runs: serve is one process.
+//
+// Generations: a worker polls meta.generation once a second and swaps filters only once the primary has
+// persisted them (`<data dir>/filters/filters-<gen>.bin`), so the one filter build happens in the primary;
+// until the swap it keeps answering from the previous generation. After FILTER_WAIT_MS without a file it
+// builds on its own (in a worker thread: lookups keep being answered meanwhile).
+import cluster, { type Worker as ClusterWorker } from 'node:cluster';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { createRequire } from 'node:module';
+import type { AddressInfo } from 'node:net';
+import { serve as serveHttp, type ServerType } from '@hono/node-server';
+import type { Config } from './config.ts';
+import { currentGeneration, layout, openDb } from './db.ts';
+import { OutpostError } from './errors.ts';
+import { createLogger, type Logger } from './log.ts';
+import type { RunningAppliance } from './serve.ts';
+
+/** How long a worker waits for the primary's persisted filters of a new generation before building them. */
+const FILTER_WAIT_MS = 60_000;
+const WORKER_ENV = 'OUTPOST_CLUSTER_WORKER';
+
+/** OUTPOST_HTTP_WORKERS: unset or 1 → one process (default); `auto` → one per core; n → n HTTP workers. */
+export function httpWorkerCount(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = (env.OUTPOST_HTTP_WORKERS ?? '').trim();
+  if (raw === '') return 1;
+  if (raw === 'auto') return Math.max(1, os.availableParallelism());
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 64) throw new OutpostError('E_CONFIG', `OUTPOST_HTTP_WORKERS must be "auto" or 1-64, got "${raw}"`);
+  return n;
+}
+
+/** Paths a worker answers itself; every other request goes to the primary. */
+function servedByWorker(pathname: string): boolean {
+  return pathname === '/api/v1/lookup' || pathname === '/healthz' || pathname === '/metrics';
+}
+
+export interface ServeHandle extends RunningAppliance {
+  /** HTTP worker processes in use (0 = the primary answers on the public port itself). */
+  workers: number;
+}
+
+/**
+ * Starts serving with `workers` HTTP processes. 1 → exactly startAppliance(cfg). More → the primary runs
+ * startAppliance on 127.0.0.1:<ephemeral> and forks the workers, which share cfg.host:cfg.port.
+ */
+export async function startServing(cfg: Config, log: Logger, workers = httpWorkerCount()): Promise<ServeHandle> {
+  const { startAppliance } = await import('./serve.ts');
+  if (workers <= 1) return Object.assign(await startAppliance(cfg, log), { workers: 0 });
+  const inner = await startAppliance({ ...cfg, host: '127.0.0.1', port: 0 }, log);
+  let closing = false;
+  const live = new Set<ClusterWorker>();
+  const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+  cluster.setupPrimary({ exec: fileURLToPath(import.meta.url), execArgv: ['--import', tsx], args: [] });
+  const workerEnv = { [WORKER_ENV]: '1', OUTPOST_WORKER_CONFIG: JSON.stringify(cfg), OUTPOST_PRIMARY_URL: inner.url };
+  let port = cfg.port;
+  const fork = (): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const w = cluster.fork(workerEnv);
+      live.add(w);
+      w.once('listening', (addr: { port: number }) => resolve(addr.port));
+      w.once('exit', (code, signal) => {
+        live.delete(w);
+        reject(new OutpostError('E_INTERNAL', `HTTP worker exited (code ${code}, signal ${signal}) before listening`));
+        if (!closing) {
+          log.error({ code, signal }, 'HTTP worker exited; starting another');
+          setTimeout(() => void fork().catch((err: unknown) => log.error({ err }, 'HTTP worker restart failed')), 1000).unref();
+        }
+      });
+    });
+  try {
+    // Every worker asks for cfg.port as given: the primary holds one shared handle per (host, port) request,
+    // so with port 0 all workers (and restarted ones) get the same ephemeral port.
+    const ports = await Promise.all(Array.from({ length: workers }, () => fork()));
+    port = ports[0];
+  } catch (e) {
+    closing = true;
+    for (const w of live) w.kill();
+    await inner.close();
+    throw e;
+  }
+  const host = cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host;
+  const url = `http://${host}:${port}`;
+  log.info({ url, workers, primary: inner.url }, 'HTTP workers serving');
+  return {
+    ...inner,
+    url,
+    port,
+    workers,
+    async close() {
+      closing = true;
+      await Promise.all(
+        [...live].map(
+          (w) =>
+            new Promise<void>((resolve) => {
+              w.once('exit', () => resolve());
+              w.kill('SIGTERM');
+            }),
+        ),
+      );
+      await inner.close();
+    },
+  };
+}
+
+// ------------------------------------------------------------------------------------------ worker side
+
+/** Forwards a request to the primary as is (body streamed); the answer comes back as is. */
+async function forward(req: Request, base: string): Promise<Response> {
+  const u = new URL(req.url);
+  const headers = new Headers(req.headers);
+  headers.set('accept-encoding', 'identity'); // fetch would decode a compressed body and keep the header
+  const init: RequestInit & { duplex?: 'half' } = { method: req.method, headers, redirect: 'manual' };
+  if (req.method !== 'GET' && req.method !== 'HEAD' && req.body) {
+    init.body = req.body;
+    init.duplex = 'half';
+  }
+  try {
+    const res = await fetch(base + u.pathname + u.search, init);
+    return new Response(res.body, { status: res.status, statusText: res.statusText, headers: res.headers });
+  } catch {
+    return new Response(JSON.stringify({ error: { code: 'E_INTERNAL', message: 'primary process unreachable' } }), {
+      status: 502,
+      headers: { 'content-type': 'application/json' },
+    });
+  }
+}
+
+/** Imports a module of the tree by URL at run time (modules other engineers are still adding). */
+async function optionalModule(rel: string): Promise<Record<string, any> | null> {
+  const url = new URL(rel, import.meta.url);
+  if (!fs.existsSync(fileURLToPath(url))) return null;
+  return (await import(url.href)) as Record<string, any>;
+}
+
+async function runHttpWorker(): Promise<void> {
+  const cfg = JSON.parse(process.env.OUTPOST_WORKER_CONFIG!) as Config;
+  const primary = process.env.OUTPOST_PRIMARY_URL!;
+  const log = createLogger(cfg.logLevel).child({ worker: cluster.worker?.id });
+  const { LookupEngine } = await import('../lookup/engine.ts');
+  const { createApi } = await import('../lookup/api.ts');
+  const { Metrics } = await import('../lookup/metrics.ts');
+  const paths = layout(cfg.dataDir);
+  // Lookups read through a read-only connection; token bookkeeping (last use) needs a writable one.
+  const ro = openDb(cfg.dataDir, { readonly: true });
+  const rw = openDb(cfg.dataDir);
+  const verdict = await optionalModule('../lookup/verdict.ts');
+  const engine = new LookupEngine(ro, { fpRate: cfg.filterFpRate, ...(verdict?.policyFrom ? { verdict: verdict.policyFrom(cfg) } : {}) } as never);
+  const sightingsMod = await optionalModule('../lookup/sightings.ts');
+  const sightings = sightingsMod?.SightingsWriter?.forDataDir?.(cfg.dataDir) ?? undefined;
+  const api = createApi({ cfg, db: rw, engine, log, metrics: new Metrics(), ...(sightings ? { sightings } : {}) } as never);
+  const fetchHandler = (req: Request) => {
+    const p = req.url.indexOf('/', req.url.indexOf('//') + 2);
+    const q = req.url.indexOf('?', p);
+    return servedByWorker(req.url.slice(p, q < 0 ? undefined : q)) ? api.fetch(req) : forward(req, primary);
+  };
+
+  // Follow generations: swap in the primary's persisted filters once they exist.
+  const filterDir = path.join(path.dirname(paths.db), 'filters');
+  let waitingSince = 0;
+  let reloading = false;
+  const follow = setInterval(() => {
+    const eng = engine as unknown as { refreshOverrides?: () => void };
+    eng.refreshOverrides?.();
+    if (reloading) return;
+    const gen = currentGeneration(ro);
+    if (gen === engine.generation) {
+      waitingSince = 0;
+      return;
+    }
+    const now = Date.now();
+    if (waitingSince === 0) waitingSince = now;
+    if (!fs.existsSync(path.join(filterDir, `filters-${gen}.bin`)) && now - waitingSince < FILTER_WAIT_MS) return;
+    reloading = true;
+    engine
+      .reload()
+      .then(() => log.info({ generation: engine.generation }, 'worker serving new generation'))
+      .catch((err: unknown) => log.error({ err }, 'worker filter reload failed; still serving the previous generation'))
+      .finally(() => {
+        reloading = false;
+        waitingSince = 0;
+      });
+  }, 1000);
+  follow.unref();
+
+  const server: ServerType = serveHttp({
+    fetch: fetchHandler,
+    hostname: cfg.host,
+    port: cfg.port,
+    serverOptions: {
+      headersTimeout: cfg.headersTimeoutMs,
+      requestTimeout: cfg.requestTimeoutMs,
+      keepAliveTimeout: cfg.keepAliveTimeoutMs,
+    },
+  });
+  server.once('listening', () => log.debug({ port: (server.address() as AddressInfo).port }, 'HTTP worker listening'));
+  process.once('SIGTERM', () => {
+    clearInterval(follow);
+    server.close(() => {
+      void Promise.resolve(sightings?.close?.()).finally(() => {
+        ro.close();
+        rw.close();
+        process.exit(0);
+      });
+    });
+    setTimeout(() => process.exit(0), 5000).unref();
+  });
+}
+
+if (cluster.isWorker && process.env[WORKER_ENV] === '1') {
+  runHttpWorker().catch((err: unknown) => {
+    process.stderr.write(`HTTP worker failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,44 @@
+// `outpost bench` must keep running end to end (so it cannot rot): a small store through the real signed
+// import path, the in-process figures, and the HTTP phase with two HTTP worker processes (appliance/
+// cluster.ts) — GET lookups, NDJSON batch, and lookups while a delta is applied and its filters swapped
+// in. Asserts the JSON last line's keys and that no request failed; never a timing threshold.
+import { spawn } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { BIN, ROOT } from './helpers.ts';
+
+function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+const REQUIRED = ['lookup_miss_ns', 'sqlite_point_ns', 'batch_values_per_s', 'http_rps', 'raw_http_rps', 'import_per_s', 'rss_mb', 'size'];
+
+describe('outpost bench', () => {
+  it('runs at --size 20000 and prints a JSON last line with every figure, no failed request', async () => {
+    const r = await run(['bench', '--json', '--size', '20000'], { OUTPOST_HTTP_WORKERS: '2' });
+    expect(r.code, r.stderr.slice(-2000)).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    const last = JSON.parse(lines[lines.length - 1]) as Record<string, number | null>;
+    for (const k of REQUIRED) {
+      expect(typeof last[k], k).toBe('number');
+      expect(last[k]! > 0, k).toBe(true);
+    }
+    expect(last.size).toBe(20000);
+    expect(last.http_workers).toBe(2);
+    expect(last.http_errors).toBe(0);
+    expect(last.ndjson_errors).toBe(0);
+    expect(last.delta_errors).toBe(0);
+    expect(last.delta_size).toBe(2000);
+    expect(typeof last.http_p99_half_ms).toBe('number');
+    expect(typeof last.ndjson_values_per_s).toBe('number');
+    // The human-readable figures go to stderr with --json.
+    expect(r.stderr).toContain('import_per_s');
+    expect(r.stderr).toContain('http_rps');
+  }, 300_000);
+});
