@@ -40,6 +40,26 @@ export interface Config {
   rateLimitBurst: number;
   /** Database check at start: quick (PRAGMA quick_check), full (PRAGMA integrity_check) or off. */
   startCheck: string;
+  // ---- SIEM push (lookup/push.ts; docs/integrations.md) ----
+  /** Syslog receiver for hits; empty = push off. */
+  siemHost: string;
+  /** Receiver port; 0 = 514 (tcp, udp) or 6514 (tls). */
+  siemPort: number;
+  /** tcp (RFC 6587 octet counting), tls (RFC 5425) or udp (RFC 5426). */
+  siemTransport: string;
+  /** Message body: cef or json. */
+  siemFormat: string;
+  /** Least verdict forwarded: malicious, suspicious or benign. */
+  siemMinVerdict: string;
+  /** Most messages waiting to be sent; further hits are dropped and counted in /metrics. */
+  siemQueue: number;
+  /** Syslog facility number (16 = local0). */
+  siemFacility: number;
+  /** PEM CA file to verify a TLS receiver (default: system CAs). */
+  siemTlsCa: string;
+  /** Do not verify the TLS receiver's certificate. */
+  siemTlsInsecure: boolean;
+  // ---- end SIEM push ----
 }
 
 const DEFAULTS: Config = {
@@ -63,6 +83,17 @@ const DEFAULTS: Config = {
   rateLimitRps: 5_000,
   rateLimitBurst: 10_000,
   startCheck: 'quick',
+  // ---- SIEM push ----
+  siemHost: '',
+  siemPort: 0,
+  siemTransport: 'tcp',
+  siemFormat: 'cef',
+  siemMinVerdict: 'suspicious',
+  siemQueue: 10_000,
+  siemFacility: 16,
+  siemTlsCa: '',
+  siemTlsInsecure: false,
+  // ---- end SIEM push ----
 };
 
 const ENV: Record<keyof Config, string> = {
@@ -86,6 +117,17 @@ const ENV: Record<keyof Config, string> = {
   rateLimitRps: 'OUTPOST_RATE_LIMIT_RPS',
   rateLimitBurst: 'OUTPOST_RATE_LIMIT_BURST',
   startCheck: 'OUTPOST_START_CHECK',
+  // ---- SIEM push ----
+  siemHost: 'OUTPOST_SIEM_HOST',
+  siemPort: 'OUTPOST_SIEM_PORT',
+  siemTransport: 'OUTPOST_SIEM_TRANSPORT',
+  siemFormat: 'OUTPOST_SIEM_FORMAT',
+  siemMinVerdict: 'OUTPOST_SIEM_MIN_VERDICT',
+  siemQueue: 'OUTPOST_SIEM_QUEUE',
+  siemFacility: 'OUTPOST_SIEM_FACILITY',
+  siemTlsCa: 'OUTPOST_SIEM_TLS_CA',
+  siemTlsInsecure: 'OUTPOST_SIEM_TLS_INSECURE',
+  // ---- end SIEM push ----
 };
 
 function coerce<K extends keyof Config>(key: K, raw: string | number | boolean): Config[K] {
@@ -117,6 +159,14 @@ export function loadConfig(
     throw new OutpostError('E_CONFIG', `${ENV.headersTimeoutMs} (${cfg.headersTimeoutMs}) must not exceed ${ENV.requestTimeoutMs} (${cfg.requestTimeoutMs})`);
   }
   if (cfg.rateLimitRps > 0 && cfg.rateLimitBurst < 1) throw new OutpostError('E_CONFIG', `${ENV.rateLimitBurst} must be at least 1 when a rate limit is set`);
+  // ---- SIEM push ----
+  if (!['tcp', 'tls', 'udp'].includes(cfg.siemTransport)) throw new OutpostError('E_CONFIG', `${ENV.siemTransport} must be tcp, tls or udp, got "${cfg.siemTransport}"`);
+  if (!['cef', 'json'].includes(cfg.siemFormat)) throw new OutpostError('E_CONFIG', `${ENV.siemFormat} must be cef or json, got "${cfg.siemFormat}"`);
+  if (!['malicious', 'suspicious', 'benign'].includes(cfg.siemMinVerdict)) throw new OutpostError('E_CONFIG', `${ENV.siemMinVerdict} must be malicious, suspicious or benign, got "${cfg.siemMinVerdict}"`);
+  if (!Number.isInteger(cfg.siemFacility) || cfg.siemFacility > 23) throw new OutpostError('E_CONFIG', `${ENV.siemFacility} must be a syslog facility 0-23`);
+  if (cfg.siemPort > 65535 || !Number.isInteger(cfg.siemPort)) throw new OutpostError('E_CONFIG', `${ENV.siemPort} must be 0-65535`);
+  if (cfg.siemHost && cfg.siemQueue < 1) throw new OutpostError('E_CONFIG', `${ENV.siemQueue} must be at least 1`);
+  // ---- end SIEM push ----
   return cfg;
 }
 

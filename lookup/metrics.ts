@@ -11,6 +11,8 @@ export class Metrics {
   readonly verdicts: Record<string, number> = { malicious: 0, suspicious: 0, benign: 0, unknown: 0 };
   private readonly buckets = new Array<number>(BUCKETS_S.length).fill(0);
   private sumS = 0;
+  /** Further exposition blocks appended by optional subsystems (e.g. the SIEM push in lookup/push.ts). */
+  readonly extra: (() => string)[] = [];
 
   /** One API request that answered `results`, started at hrtime `t0`. */
   observe(results: LookupResult[], t0: bigint): void {
@@ -43,6 +45,6 @@ export class Metrics {
     const feeds = db.prepare('SELECT name, count, created FROM feeds').all() as { name: string; count: number; created: string }[];
     line('outpost_feed_indicators', 'Indicators per feed.', 'gauge', feeds.map((f) => [`{feed="${f.name}"}`, f.count]));
     line('outpost_feed_age_seconds', 'Age of the applied package per feed.', 'gauge', feeds.map((f) => [`{feed="${f.name}"}`, Math.floor((now - Date.parse(f.created)) / 1000)]));
-    return out.join('\n') + '\n';
+    return out.join('\n') + '\n' + this.extra.map((f) => f()).join('');
   }
 }

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs the real consumers that the integration tests drive: Suricata 7 (from bookworm-backports),
-# unbound and dig. Idempotent and noninteractive; returns at once when everything is already present.
+# unbound, dig and rsyslog (the SIEM push receiver in test/push.test.ts). Idempotent and noninteractive; returns at once when everything is already present.
 set -euo pipefail
 
 have_suricata7() { command -v suricata >/dev/null 2>&1 && suricata -V 2>/dev/null | grep -Eq 'version ([7-9]|[1-9][0-9])\.'; }
 have_unbound() { command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ]; }
 have_dig() { command -v dig >/dev/null 2>&1; }
+have_rsyslog() { command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ]; }
 
-if have_suricata7 && have_unbound && have_dig; then
-  echo "install-consumers: suricata 7, unbound and dig already installed"
+if have_suricata7 && have_unbound && have_dig && have_rsyslog; then
+  echo "install-consumers: suricata 7, unbound, dig and rsyslog already installed"
   exit 0
 fi
 
@@ -50,12 +51,13 @@ fi
 pkgs=()
 have_unbound || pkgs+=(unbound)
 have_dig || pkgs+=(dnsutils)
+have_rsyslog || pkgs+=(rsyslog)
 if [ "${#pkgs[@]}" -gt 0 ]; then
   $SUDO apt-get install "${APT_OPTS[@]}" "${pkgs[@]}"
 fi
 
 # The Debian packages enable their services; the tests start their own instances on loopback.
-for svc in suricata unbound; do
+for svc in suricata unbound rsyslog; do
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi
@@ -64,4 +66,5 @@ done
 have_suricata7 || { echo "install-consumers: suricata 7 not found after install" >&2; exit 1; }
 have_unbound || { echo "install-consumers: unbound not found after install" >&2; exit 1; }
 have_dig || { echo "install-consumers: dig not found after install" >&2; exit 1; }
+have_rsyslog || { echo "install-consumers: rsyslogd not found after install" >&2; exit 1; }
 echo "install-consumers: $(suricata -V 2>/dev/null | head -1); $(/usr/sbin/unbound -V 2>/dev/null | head -1)"
