@@ -5,6 +5,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LookupResult } from '../appliance/types.ts';
@@ -237,6 +238,44 @@ describe('SIEM push to rsyslog', () => {
     await until(() => frames.length === 5, 'queued messages after reconnect');
     expect(frames.every((f) => f.startsWith('<13') && f.includes(' outpost '))).toBe(true);
     expect(push.stats()).toMatchObject({ queued: 0, sent: 5, dropped: 15 });
+    await push.close();
+    await new Promise<void>((r) => srv.close(() => r()));
+  });
+  it('TLS (RFC 5425): octet-counted frames to a receiver whose certificate is verified against the configured CA', async () => {
+    const key = path.join(dir, 'tls.key');
+    const crt = path.join(dir, 'tls.crt');
+    const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', crt, '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1'], { encoding: 'utf8' });
+    expect(gen.status, gen.stderr).toBe(0);
+    const frames: string[] = [];
+    const srv = tls.createServer({ key: fs.readFileSync(key), cert: fs.readFileSync(crt) }, (s) => {
+      let buf = Buffer.alloc(0);
+      s.on('data', (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        for (;;) {
+          const sp = buf.indexOf(0x20);
+          if (sp < 0) break;
+          const len = Number(buf.subarray(0, sp).toString('ascii'));
+          if (buf.length < sp + 1 + len) break;
+          frames.push(buf.subarray(sp + 1, sp + 1 + len).toString('utf8'));
+          buf = buf.subarray(sp + 1 + len);
+        }
+      });
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    const port = (srv.address() as net.AddressInfo).port;
+    const results = engine.lookupMany(fx.inserted.get('c2-iocs')!.slice(0, 30).map((x) => x.value)).filter((r) => r.verdict === 'malicious');
+    expect(results.length).toBeGreaterThan(5);
+    // Without the CA the receiver is not trusted: nothing is delivered.
+    const untrusted = new SiemPush(cfg({ transport: 'tls', port }));
+    untrusted.offerMany(results, 'tls-client');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(untrusted.stats().sent).toBe(0);
+    await untrusted.close();
+    const push = new SiemPush(cfg({ transport: 'tls', port, tlsCa: fs.readFileSync(crt, 'utf8') }));
+    push.offerMany(results, 'tls-client');
+    await push.drained();
+    await until(() => frames.length === results.length, 'TLS frames');
+    expect(frames.map((f) => parseCef(f.slice(f.indexOf('CEF:0'))).ext.cs1)).toEqual(results.map((r) => r.normalized));
     await push.close();
     await new Promise<void>((r) => srv.close(() => r()));
   });
