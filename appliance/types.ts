@@ -53,7 +53,8 @@ export interface Indicator {
 
 export interface ManifestFile {
   name: string; // flat file name inside the tar
-  role: 'indicators' | 'add' | 'remove';
+  /** `reference`: actor/family reference lines of a `kind: "reference"` package (sync/reference.ts). */
+  role: 'indicators' | 'add' | 'remove' | 'reference';
   sha256: string; // of the bytes as stored in the tar (compressed)
   size: number; // stored bytes
   uncompressed_size: number;
@@ -123,6 +124,18 @@ export interface LookupResult {
   confidence: number;
   matches: Match[];
   rule?: string;
+  /** Threat actors / malware families the matched indicators link to (lookup/actors.ts, docs/context.md). */
+  actors?: LinkedEntity[];
+  families?: LinkedEntity[];
   generation: number;
   data_age_s: number | null;
+}
+
+/** An actor or family named by an indicator's context, resolved through the reference alias index when possible. */
+export interface LinkedEntity {
+  /** Reference entity id (STIX id or galaxy cluster uuid); null when the name is not in the reference data. */
+  id: string | null;
+  name: string;
+  aliases: string[];
+  source?: string;
 }

@@ -13,6 +13,7 @@ import { normalize } from '../lookup/normalize.ts';
 import { canonicalDate, compareIndicators } from './records.ts';
 import { newReport, readSource, type RawEntry } from './sources/index.ts';
 import { addMalformed } from './sources/report.ts';
+import { contextualize, parseTlp, stricterTlp } from './context.ts';
 import path from 'node:path';
 
 export interface CollectOptions {
@@ -35,7 +36,8 @@ export async function collectIndicators(files: string[], opts: CollectOptions): 
   for (const file of files) {
     // The report travels in the signed manifest: name the file, not the provider's directory layout.
     const report = newReport(path.basename(file));
-    for await (const entry of readSource(file, report)) {
+    // contextualize (sync/context.ts): structured context fields and md5/sha1/sha256 sample linking.
+    for await (const entry of contextualize(readSource(file, report))) {
       const n = normalize(entry.raw, entry.hint);
       if (!n.ok) {
         addMalformed(report, entry.line ?? report.lines, entry.raw, n.error);
@@ -128,6 +130,7 @@ function merge(into: Indicator, from: Indicator, opts: CollectOptions): void {
     for (const [k, v] of Object.entries(from.ctx)) {
       const cur = ctx[k];
       if (cur === undefined) ctx[k] = v;
+      else if (k === 'tlp') ctx[k] = stricterTlp(parseTlp(cur), parseTlp(v)) ?? cur; // the stricter marking holds
       else if (Array.isArray(cur) && Array.isArray(v)) ctx[k] = union(cur as unknown[], v as unknown[]);
     }
     into.ctx = ctx;

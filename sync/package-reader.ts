@@ -75,7 +75,8 @@ function date(x: unknown, what: string): number {
 function checkFiles(m: Record<string, unknown>): void {
   if (!Array.isArray(m.files)) bad('files must be an array');
   const seen = new Set<string>();
-  const roles = m.type === 'full' ? ['indicators'] : ['add', 'remove'];
+  // Reference packages (actors/families, sync/reference.ts) carry only `reference` files.
+  const roles = m.kind === 'reference' ? ['reference'] : m.type === 'full' ? ['indicators'] : ['add', 'remove'];
   (m.files as unknown[]).forEach((f, i) => {
     const at = `files[${i}]`;
     if (!isObj(f)) bad(`${at} must be an object`);
@@ -95,8 +96,9 @@ export function checkManifest(m: unknown): Manifest {
   if (!isObj(m)) bad('must be a JSON object');
   if (m.format !== 'outpost-package/1') bad(`format must be "outpost-package/1", got ${JSON.stringify(m.format)}`);
   if (typeof m.feed !== 'string' || !FEED_NAME.test(m.feed)) bad(`feed must match ${FEED_NAME}`);
-  if (m.kind !== 'block' && m.kind !== 'allow') bad('kind must be "block" or "allow"');
+  if (m.kind !== 'block' && m.kind !== 'allow' && m.kind !== 'reference') bad('kind must be "block", "allow" or "reference"');
   if (m.type !== 'full' && m.type !== 'delta') bad('type must be "full" or "delta"');
+  if (m.kind === 'reference' && m.type !== 'full') bad('a reference package is always full');
   if (!Number.isSafeInteger(m.version) || (m.version as number) < 1) bad('version must be a positive integer');
   const created = date(m.created, 'created');
   const expires = date(m.expires, 'expires');

@@ -78,7 +78,7 @@ export class StateHasher {
 }
 
 export interface PackageInputFile {
-  role: 'indicators' | 'add' | 'remove';
+  role: ManifestFile['role'];
   indicators: Iterable<Indicator> | AsyncIterable<Indicator>;
 }
 
@@ -192,7 +192,7 @@ export async function writePackage(opts: WritePackageOptions): Promise<{ path: s
   const maxLines = opts.maxLinesPerFile ?? DEFAULT_MAX_LINES_PER_FILE;
   if (!Number.isInteger(maxLines) || maxLines < 1) throw new OutpostError('E_USAGE', 'maxLinesPerFile must be a positive integer');
   for (const f of opts.files) {
-    const allowed = input.type === 'full' ? ['indicators'] : ['add', 'remove'];
+    const allowed = (input.kind as string) === 'reference' ? ['reference'] : input.type === 'full' ? ['indicators'] : ['add', 'remove'];
     if (!allowed.includes(f.role)) throw new OutpostError('E_INPUT', `a ${input.type} package cannot carry a "${f.role}" file`);
   }
 
@@ -201,8 +201,8 @@ export async function writePackage(opts: WritePackageOptions): Promise<{ path: s
   try {
     const parts: ManifestFile[] = [];
     const byType: Partial<Record<IndicatorType, number>> = {};
-    const lineCount = { indicators: 0, add: 0, remove: 0 };
-    const partNo = { indicators: 0, add: 0, remove: 0 };
+    const lineCount = { indicators: 0, add: 0, remove: 0, reference: 0 };
+    const partNo = { indicators: 0, add: 0, remove: 0, reference: 0 };
     const lastOf: Partial<Record<ManifestFile['role'], Indicator>> = {};
     const state = input.type === 'full' ? new StateHasher() : undefined;
 
@@ -243,7 +243,7 @@ export async function writePackage(opts: WritePackageOptions): Promise<{ path: s
 
     let counts: Manifest['counts'];
     if (input.type === 'full') {
-      counts = { total: lineCount.indicators, by_type: byType };
+      counts = { total: lineCount.indicators + lineCount.reference, by_type: byType };
     } else {
       if (typeof input.counts?.total !== 'number') throw new OutpostError('E_INPUT', 'a delta package needs counts.total (indicators in the feed after applying it)');
       counts = { total: input.counts.total, by_type: input.counts.by_type ?? {}, added: lineCount.add, removed: lineCount.remove };

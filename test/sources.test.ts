@@ -441,7 +441,7 @@ describe('merging across files', () => {
     expect(reports.map((r) => [r.accepted, r.malformed, r.duplicates, r.skipped])).toEqual([[1, 1, 0, 1], [0, 0, 2, 0]]);
     expect(indicators).toEqual([{
       v: '198.51.100.1', t: 'ipv4', ports: [80], conf: 90, fs: '2019-05-01T00:00:00.000Z', tags: ['c2', 'malicious-activity'],
-      ctx: { description: 'Campaign A' },
+      ctx: { description: 'Campaign A', threat_types: ['c2'] }, // threat_types: sync/context.ts, from the c2 label
     }]);
     expect(indicators[0].exp).toBeUndefined(); // one occurrence never expires → the merged one does not either
     const allow = await collectIndicators([path.join(DATA, 'signature-base/c2-iocs.txt')], { kind: 'allow' });

@@ -19,6 +19,7 @@
 import type { IndicatorType, SourceReport } from '../../appliance/types.ts';
 import type { RawEntry } from './index.ts';
 import { addMalformed, addSkipped } from './report.ts';
+import { attackIdsFrom } from '../context.ts';
 
 /** Confidence for attributes flagged `to_ids: false` (see the header). */
 export const NOT_FOR_IDS_CONFIDENCE = 40;
@@ -89,6 +90,12 @@ export function* readMispEvents(events: Obj[], report: SourceReport): Generator<
     if (s(ev.info)) base.event = s(ev.info);
     if (s(ev.uuid)) base.event_uuid = s(ev.uuid);
     if (families.length) base.family = families.length === 1 ? families[0] : families;
+    // Structured context (sync/context.ts): ATT&CK technique ids and actor names from the event's galaxies.
+    const clusters = (re: RegExp) => arr(ev.Galaxy).filter((g) => re.test(String(g.type ?? ''))).flatMap((g) => arr(g.GalaxyCluster).map((c) => s(c.value)).filter((v): v is string => !!v));
+    const attack = attackIdsFrom(clusters(/attack-pattern/i));
+    if (attack.length) base.attack = attack;
+    const actors = clusters(/threat-actor|intrusion-set/i);
+    if (actors.length) base.actor = actors.length === 1 ? actors[0] : actors;
 
     const objects = arr(ev.Object);
     const byUuid = new Map(objects.map((o) => [String(o.uuid), o]));
@@ -121,6 +128,7 @@ export function* readMispEvents(events: Obj[], report: SourceReport): Generator<
       if (comment) ctx.comment = comment;
       if (o) {
         ctx.object = String(o.name);
+        if (s(o.uuid)) ctx.object_uuid = s(o.uuid); // links the hashes of one file object (sync/context.ts)
         const filename = arr(o.Attribute).find((x) => x.type === 'filename' && x.object_relation === 'filename');
         if (filename && s(filename.value)) ctx.filename = s(filename.value);
         const detections = arr(o.ObjectReference)

@@ -9,6 +9,7 @@
 import type { IndicatorType, SourceReport } from '../../appliance/types.ts';
 import type { RawEntry } from './index.ts';
 import { addMalformed, addNote, addSkipped } from './report.ts';
+import { stixTlpResolver } from '../context.ts';
 
 const PATH_HINTS: Record<string, IndicatorType> = {
   'ipv4-addr:value': 'ipv4',
@@ -115,6 +116,7 @@ const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is
 
 export function* readStix(bundle: StixObject, report: SourceReport): Generator<RawEntry> {
   const objects = Array.isArray(bundle.objects) ? (bundle.objects as unknown[]) : [];
+  const tlpOf = stixTlpResolver(objects); // TLP from object_marking_refs (sync/context.ts)
   let indicators = 0;
   for (let n = 0; n < objects.length; n++) {
     const o = objects[n] as StixObject;
@@ -159,6 +161,8 @@ export function* readStix(bundle: StixObject, report: SourceReport): Generator<R
       ? (o.kill_chain_phases as StixObject[]).filter((p) => p && str(p.phase_name)).map((p) => `${String(p.kill_chain_name ?? '')}:${String(p.phase_name)}`)
       : [];
     if (phases.length) ctx.kill_chain = phases;
+    const tlp = tlpOf(o.object_marking_refs);
+    if (tlp) ctx.tlp = tlp;
     for (const t of terms) {
       report.lines++;
       yield { raw: t.value, hint: t.hint, line: lineNo, ctx: { ...ctx } };
