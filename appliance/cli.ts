@@ -283,10 +283,11 @@ export function buildCli(): Command {
     .option('--confidence <0-100>', 'default confidence', (v) => Number(v))
     .option('--version <n>', 'package version (default: creation time in ms)', (v) => Number(v))
     .option('--expires-days <n>', 'package expiry in days (default 30)', (v) => Number(v))
+    .option('--tlp <marking>', 'TLP for indicators whose source gives none: CLEAR, GREEN, AMBER, AMBER+STRICT, RED (docs/context.md)')
     .argument('<source-file...>')
     .action(async (files: string[], opts) => {
       const { buildPackage } = await import('../sync/provider-build.ts');
-      const r = await buildPackage({ feed: opts.feed, keyPath: opts.key, outDir: opts.out, files, kind: opts.kind, category: opts.category, confidence: opts.confidence, version: opts.version, expiresDays: opts.expiresDays, base: opts.base });
+      const r = await buildPackage({ feed: opts.feed, keyPath: opts.key, outDir: opts.out, files, kind: opts.kind, category: opts.category, confidence: opts.confidence, version: opts.version, expiresDays: opts.expiresDays, base: opts.base, tlp: opts.tlp });
       for (const s of r.reports) {
         process.stderr.write(`${s.file}: ${s.format}, ${s.lines} lines, ${s.accepted} accepted, ${s.malformed} malformed, ${s.duplicates} duplicates, ${s.skipped ?? 0} skipped\n`);
         for (const note of s.notes ?? []) process.stderr.write(`  note: ${note}\n`);
@@ -298,6 +299,73 @@ export function buildCli(): Command {
         print(r.delta.path);
       } else {
         print(r.path);
+      }
+    });
+  // ---- context and exchange (sync/reference.ts, sync/share.ts, lookup/actors.ts; docs/context.md) ----
+  provider
+    .command('reference')
+    .description('build a signed reference package (actors, families, techniques) from MISP galaxy JSON and STIX bundles')
+    .requiredOption('--key <private-key>', 'provider private key (.key)')
+    .requiredOption('--out <dir>', 'output directory')
+    .option('--name <set>', 'reference set name (default "reference")')
+    .option('--version <n>', 'package version (default: creation time in ms)', (v) => Number(v))
+    .option('--expires-days <n>', 'package expiry in days (default 365)', (v) => Number(v))
+    .argument('<source-file...>')
+    .action(async (files: string[], opts) => {
+      const { buildReferencePackage } = await import('../sync/reference.ts');
+      const r = await buildReferencePackage({ name: opts.name, keyPath: opts.key, outDir: opts.out, files, version: opts.version, expiresDays: opts.expiresDays });
+      for (const s of r.reports) process.stderr.write(`${s.file}: ${s.format}, ${s.lines} records, ${s.accepted} accepted, ${s.malformed} malformed, ${s.duplicates} duplicates, ${s.skipped ?? 0} skipped\n`);
+      process.stderr.write(`reference set ${r.manifest.feed} version ${r.manifest.version}: ${r.counts.actor} actors, ${r.counts.family} families, ${r.counts.technique} techniques, sha256 ${r.sha256}\n`);
+      print(r.path);
+    });
+  program
+    .command('actor')
+    .description('a threat actor or family by any alias, with its indicators here')
+    .argument('<name-or-alias>')
+    .option('--limit <n>', 'indicators listed (default 100)', (v) => Number(v))
+    .option('--json', 'one JSON object')
+    .action(async (name: string, opts, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      try {
+        const { actorReport } = await import('../lookup/actors.ts');
+        const r = actorReport(db, name, { limit: opts.limit });
+        if (opts.json) return print(JSON.stringify(r));
+        const e = r.entity;
+        print(`${e.kind} ${e.name}  (${e.source}, ${e.id})${e.country ? `  country ${e.country}` : ''}`);
+        if (e.aliases.length) print(`aliases: ${e.aliases.join(', ')}`);
+        for (const x of e.same_as_entities) print(`same as: ${x.name} (${x.source}, ${x.id})`);
+        if (e.uses_names.length) print(`uses: ${e.uses_names.map((u) => `${u.name} (${u.kind})`).join(', ')}`);
+        if (r.also.length) print(`the name also matches: ${r.also.map((x) => `${x.name} (${x.kind}, ${x.source})`).join(', ')}`);
+        print(`indicators here: ${r.total}${r.total > r.indicators.length ? ` (first ${r.indicators.length} shown)` : ''}`);
+        for (const i of r.indicators) print(`  ${i.type}\t${i.value}\t${i.feed}\t${i.via}`);
+      } finally {
+        db.close();
+      }
+    });
+  const share = program.command('share').description("this site's findings for peers");
+  share
+    .command('build')
+    .description('signed package (block feed share-<site>) of local block overrides and sightings, honouring TLP; prints its path last')
+    .requiredOption('--key <site-key>', "this site's private key (.key); peers trust its .pub")
+    .requiredOption('--out <dir>', 'output directory')
+    .addOption(new Option('--tlp-max <level>', 'highest marking that may leave (RED never does)').choices(['green', 'amber']).default('green'))
+    .option('--tlp-unmarked <marking>', 'marking of findings that matched nothing marked (default GREEN)')
+    .option('--site <name>', 'feed name share-<name> (default: the key id)')
+    .option('--min-hits <n>', 'sightings seen fewer times are not shared (default 3)', (v) => Number(v))
+    .option('--with-reasons', 'include the reasons admins gave for overrides')
+    .option('--expires-days <n>', 'package expiry in days (default 30)', (v) => Number(v))
+    .action(async (opts, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      try {
+        const { buildShare } = await import('../sync/share.ts');
+        const r = await buildShare(cfg, db, { keyPath: opts.key, outDir: opts.out, tlpMax: opts.tlpMax, tlpUnmarked: opts.tlpUnmarked, site: opts.site, minHits: opts.minHits, withReasons: Boolean(opts.withReasons), expiresDays: opts.expiresDays });
+        const w = r.withheld;
+        process.stderr.write(`feed ${r.feed} version ${r.manifest.version}: ${r.shared.total} indicators (${r.shared.overrides} overrides, ${r.shared.sightings} sightings); withheld: ${w.red} RED, ${w.tlp} over --tlp-max, ${w.not_malicious} no longer malicious, ${w.below_threshold} below --min-hits, ${w.false_positive} false positives, ${w.invalid} invalid; sha256 ${r.sha256}\n`);
+        print(r.path);
+      } finally {
+        db.close();
       }
     });
   // ---- sync: publish, root of trust (sync/publish.ts, sync/root.ts; docs/sync.md) ----

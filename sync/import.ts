@@ -12,6 +12,7 @@ import { getFeed, checkSequence, type ApplyProgress, type ApplyResult } from './
 import { stagePackage, type Limits, type StagedPackage } from './package-reader.ts';
 import { verifyPackage, type TrustedKey } from './verify.ts';
 import { mergeKeys } from './root.ts';
+import { importReference, isReferenceManifest } from './reference.ts';
 
 export interface ApplyJob {
   dbPath: string;
@@ -81,6 +82,8 @@ export async function importPackage(cfg: Config, db: DB, tarPath: string, opts: 
     if (!fs.existsSync(tarPath) || !fs.statSync(tarPath).isFile()) throw new OutpostError('E_NOT_FOUND', `no package file at ${tarPath}`);
     staged = await stageAndVerify(cfg, db, tarPath, opts.now, opts.extraKeys);
     const m = staged.manifest;
+    // Reference data (actors/families, sync/reference.ts): verified above like any package, its own store.
+    if (isReferenceManifest(m)) return await importReference(db, staged, limitsOf(cfg), { dryRun: opts.dryRun, source, actor });
     checkSequence(getFeed(db, m.feed), m, staged.sha256, { allowOlder: opts.allowOlder });
     if (opts.dryRun) {
       return { feed: m.feed, version: m.version, type: m.type, dryRun: true, sha256: staged.sha256, manifest: m };

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { OutpostError } from '../appliance/errors.ts';
 import type { FeedKind, Manifest, SourceReport } from '../appliance/types.ts';
 import { collectIndicators } from './collect.ts';
+import { defaultTlp, parseTlp, TLP_LEVELS } from './context.ts';
 import { loadPrivateKey } from './keys.ts';
 import { StateHasher, writePackage } from './package-writer.ts';
 import { canonicalIndicator } from './records.ts';
@@ -24,6 +25,8 @@ export interface BuildOptions {
   now?: Date;
   /** --base: also write a delta against this earlier package (delta path: sync/delta.ts). */
   base?: string;
+  /** --tlp: TLP marking for indicators whose source gave none (sync/context.ts, docs/context.md). */
+  tlp?: string;
 }
 
 export interface BuildResult {
@@ -48,8 +51,10 @@ export async function buildPackage(opts: BuildOptions): Promise<BuildResult> {
   const created = new Date(Math.floor(now.getTime() / 1000) * 1000);
   const expires = new Date(created.getTime() + (opts.expiresDays ?? 30) * 86400_000);
 
+  const tlp = opts.tlp === undefined ? undefined : parseTlp(opts.tlp);
+  if (opts.tlp !== undefined && !tlp) throw new OutpostError('E_USAGE', `--tlp must be one of ${TLP_LEVELS.join(', ')} (got "${opts.tlp}")`);
   const { indicators, reports } = await collectIndicators(opts.files.map((f) => path.resolve(f)), { kind, category: opts.category, confidence });
-  const lines = indicators.map(canonicalIndicator);
+  const lines = defaultTlp(indicators, tlp).map(canonicalIndicator);
   const hasher = new StateHasher();
   for (const ind of lines) hasher.update(ind);
 
