@@ -144,6 +144,10 @@ export function buildCli(): Command {
       print(`by type: ${Object.entries(s.by_type).map(([t, n]) => `${t}=${n}`).join(' ') || '-'}`);
       for (const f of s.feeds) print(`feed ${f.name} (${f.kind}) version ${f.version}: ${f.count} indicators, created ${f.created}, applied ${f.applied_at}${f.stale ? '  STALE' : ''}`);
       if (s.last_package) print(`last package: ${s.last_package.status} ${s.last_package.feed ?? '?'}@${s.last_package.version ?? '?'} at ${s.last_package.received_at}${s.last_package.code ? ` ${s.last_package.code}: ${s.last_package.message}` : ''}`);
+      for (const u of s.upstreams) {
+        const last = !u.last ? 'never synced' : u.last.ok ? `last sync ok at ${u.last.at}` : `last sync FAILED at ${u.last.at}: ${u.last.code}: ${u.last.message}`;
+        print(`upstream ${u.name} ${u.url} "${u.schedule}" root v${u.root_version ?? '-'}: ${last}${u.failures ? `; ${u.failures} failure(s) in a row, backing off until ${u.backoff_until ?? 'now'}` : ''}; next due ${u.next_due ?? '-'}`);
+      }
     });
 
   const trust = program.command('trust').description('provider keys this appliance accepts');
@@ -431,8 +435,8 @@ export function buildCli(): Command {
       const db = openDb(cfg.dataDir);
       try {
         const { addUpstream } = await import('../sync/upstreams.ts');
-        const { fetchLimitsFromEnv } = await import('../sync/fetch.ts');
-        const u = await addUpstream(db, name, url, { schedule: opts.schedule, rootFile: opts.root, trustOnFirstUse: opts.trustOnFirstUse, limits: fetchLimitsFromEnv() });
+        const { fetchLimitsOf } = await import('../sync/fetch.ts');
+        const u = await addUpstream(db, name, url, { schedule: opts.schedule, rootFile: opts.root, trustOnFirstUse: opts.trustOnFirstUse, limits: fetchLimitsOf(cfg) });
         if (!u.root) process.stderr.write(`no root of trust pinned: packages from ${name} verify only with keys added by "outpost trust add"\n`);
         print(JSON.stringify({ ok: true, name: u.name, url: u.base_url, schedule: u.schedule, root_version: u.root_version, root_keys: u.root?.root_keys.map((k) => k.key_id) ?? [], signing_keys: u.root?.signing_keys.map((k) => k.key_id) ?? [] }));
       } finally {
@@ -466,8 +470,8 @@ export function buildCli(): Command {
       const db = openDb(cfg.dataDir);
       try {
         const { syncAll } = await import('../sync/pull.ts');
-        const { fetchLimitsFromEnv } = await import('../sync/fetch.ts');
-        const results = await syncAll(cfg, db, name ? [name] : [], { limits: fetchLimitsFromEnv(), log: logger(cfg) });
+        const { fetchLimitsOf } = await import('../sync/fetch.ts');
+        const results = await syncAll(cfg, db, name ? [name] : [], { limits: fetchLimitsOf(cfg), log: logger(cfg) });
         let failed: OutpostError | undefined;
         for (const r of results) {
           print(JSON.stringify(r));

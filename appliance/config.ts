@@ -21,6 +21,22 @@ export interface Config {
   maxUncompressedBytes: number;
   /** Do not build demo data on first start. */
   noDemo: boolean;
+  // ---- sync and mirror (sync/fetch.ts, sync/scheduler.ts, sync/mirror.ts; docs/sync.md) ----
+  /** Whole-download deadline per package, seconds (all attempts together). */
+  syncDeadlineS: number;
+  /** Minimum throughput of a download, bytes/s over each window; slower is a stall (E_TIMEOUT). */
+  syncMinBps: number;
+  /** Window the minimum throughput is measured over, seconds. */
+  syncWindowS: number;
+  /** Upper bound of the random delay before each scheduled sync, seconds. */
+  syncJitterS: number;
+  /** File of "<upstream base URL> <token>" lines: the bearer token sent to URLs under that base (a mirror with OUTPOST_MIRROR_AUTH=token); empty = none. */
+  syncTokenFile: string;
+  /** /mirror/: none (anonymous; it is signed public data), token (an export-scope API token) or off. */
+  mirrorAuth: string;
+  /** Upstream served at /mirror/ itself; empty = the only upstream with a synced index. Each is also at /mirror/upstreams/<name>/. */
+  mirrorUpstream: string;
+  // ---- end sync and mirror ----
   // ---- request limits (lookup/limits.ts, lookup/api.ts, appliance/serve.ts; table in docs/operations.md) ----
   /** Longest NDJSON input line, characters. */
   ndjsonMaxLine: number;
@@ -74,6 +90,15 @@ const DEFAULTS: Config = {
   maxPackageBytes: 2 * 1024 * 1024 * 1024,
   maxUncompressedBytes: 8 * 1024 * 1024 * 1024,
   noDemo: false,
+  // ---- sync and mirror ----
+  syncDeadlineS: 1800,
+  syncMinBps: 4096,
+  syncWindowS: 30,
+  syncJitterS: 300,
+  syncTokenFile: '',
+  mirrorAuth: 'none',
+  mirrorUpstream: '',
+  // ---- end sync and mirror ----
   ndjsonMaxLine: 64 * 1024,
   ndjsonMaxValues: 10_000_000,
   ndjsonMaxStreamS: 240,
@@ -108,6 +133,15 @@ const ENV: Record<keyof Config, string> = {
   maxPackageBytes: 'OUTPOST_MAX_PACKAGE_BYTES',
   maxUncompressedBytes: 'OUTPOST_MAX_UNCOMPRESSED_BYTES',
   noDemo: 'OUTPOST_NO_DEMO',
+  // ---- sync and mirror ----
+  syncDeadlineS: 'OUTPOST_SYNC_DEADLINE_S',
+  syncMinBps: 'OUTPOST_SYNC_MIN_BPS',
+  syncWindowS: 'OUTPOST_SYNC_WINDOW_S',
+  syncJitterS: 'OUTPOST_SYNC_JITTER_S',
+  syncTokenFile: 'OUTPOST_SYNC_TOKEN_FILE',
+  mirrorAuth: 'OUTPOST_MIRROR_AUTH',
+  mirrorUpstream: 'OUTPOST_MIRROR_UPSTREAM',
+  // ---- end sync and mirror ----
   ndjsonMaxLine: 'OUTPOST_NDJSON_MAX_LINE',
   ndjsonMaxValues: 'OUTPOST_NDJSON_MAX_VALUES',
   ndjsonMaxStreamS: 'OUTPOST_NDJSON_MAX_STREAM_S',
@@ -154,6 +188,11 @@ export function loadConfig(
     if (raw !== undefined) (cfg as Record<string, unknown>)[key] = coerce(key, raw);
   }
   cfg.dataDir = path.resolve(cfg.dataDir);
+  // ---- sync and mirror ----
+  for (const k of ['syncDeadlineS', 'syncMinBps', 'syncWindowS'] as const) if (!(cfg[k] > 0)) throw new OutpostError('E_CONFIG', `${ENV[k]} must be a positive number, got "${cfg[k]}"`);
+  if (!['none', 'token', 'off'].includes(cfg.mirrorAuth)) throw new OutpostError('E_CONFIG', `${ENV.mirrorAuth} must be none, token or off, got "${cfg.mirrorAuth}"`);
+  if (cfg.syncTokenFile) cfg.syncTokenFile = path.resolve(cfg.syncTokenFile);
+  // ---- end sync and mirror ----
   if (!['quick', 'full', 'off'].includes(cfg.startCheck)) throw new OutpostError('E_CONFIG', `${ENV.startCheck} must be quick, full or off, got "${cfg.startCheck}"`);
   if (cfg.requestTimeoutMs > 0 && cfg.headersTimeoutMs > cfg.requestTimeoutMs) {
     throw new OutpostError('E_CONFIG', `${ENV.headersTimeoutMs} (${cfg.headersTimeoutMs}) must not exceed ${ENV.requestTimeoutMs} (${cfg.requestTimeoutMs})`);

@@ -15,6 +15,7 @@ import { mountExports } from '../lookup/exports/routes.ts';
 import { runWorker } from './worker.ts';
 import { ensureDemo, type DemoInfo } from '../scripts/demo.ts';
 import { SyncScheduler } from '../sync/scheduler.ts';
+import { mountMirror, prefetchMirror } from '../sync/mirror.ts';
 import { createConsole } from '../ui/console.tsx';
 
 export interface RunningAppliance {
@@ -46,7 +47,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate });
     await engine.reload();
     const metrics = new Metrics();
-    const app = createApi({ cfg, db, engine, log, metrics, mounts: [mountExports(db), createConsole({ cfg, db, engine, log }).mount] });
+    const app = createApi({ cfg, db, engine, log, metrics, mounts: [mountExports(db), createConsole({ cfg, db, engine, log }).mount, mountMirror({ cfg, db, log })] });
     const server: ServerType = await new Promise((resolve, reject) => {
       // Slow clients cannot hold connections: limits from config.ts; the checking interval bounds how late
       // an expired headers/request timeout is noticed (Node's default is 30 s).
@@ -94,7 +95,13 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     follow.unref();
 
     // Sync scheduler (sync/scheduler.ts): pulls each upstream on its cron schedule, with jitter and backoff.
-    const scheduler = new SyncScheduler(cfg, db, log);
+    // After each scheduled sync the mirror (/mirror/, sync/mirror.ts) keeps the full packages it now serves.
+    const mirrorDb = db;
+    const scheduler = new SyncScheduler(cfg, db, log, {
+      onResult: (r) => {
+        if (cfg.mirrorAuth !== 'off' && r.feeds.some((f) => f.action === 'applied')) void prefetchMirror(cfg, mirrorDb, { upstream: r.upstream, log }).catch((err: unknown) => log.warn({ err }, 'mirror prefetch failed'));
+      },
+    });
     scheduler.start();
 
     log.info({ url, generation: engine.generation, dataDir: cfg.dataDir }, 'outpost serving');

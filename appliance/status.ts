@@ -2,6 +2,7 @@
 // Shared by `outpost status`, /healthz and the console dashboard.
 import type { DB } from './db.ts';
 import { currentGeneration } from './db.ts';
+import cron from 'node-cron';
 
 export interface FeedStatus {
   name: string;
@@ -24,6 +25,8 @@ export interface ApplianceStatus {
   by_type: Record<string, number>;
   feeds: FeedStatus[];
   last_package: { received_at: string; feed: string | null; version: number | null; status: string; code: string | null; message: string | null } | null;
+  /** Each upstream's last sync result, backoff and next scheduled attempt (sync/upstreams.ts, sync/scheduler.ts). */
+  upstreams: UpstreamStatus[];
 }
 
 export function dataAge(db: DB, now = Date.now()): number | null {
@@ -45,5 +48,57 @@ export function applianceStatus(db: DB, staleAfterS: number, now = Date.now()): 
   const age = dataAge(db, now);
   const health = feeds.length === 0 ? 'empty' : age !== null && age > staleAfterS ? 'stale' : 'ok';
   const last = db.prepare('SELECT received_at, feed, version, status, code, message FROM packages ORDER BY id DESC LIMIT 1').get() as ApplianceStatus['last_package'] | undefined;
-  return { generation: currentGeneration(db), health, data_age_s: age, stale_after_s: staleAfterS, indicators: total, by_type: byType, feeds, last_package: last ?? null };
+  return { generation: currentGeneration(db), health, data_age_s: age, stale_after_s: staleAfterS, indicators: total, by_type: byType, feeds, last_package: last ?? null, upstreams: upstreamStatus(db, now) };
 }
+
+// ---- upstreams (sync status) ----
+export interface UpstreamStatus {
+  name: string;
+  url: string;
+  schedule: string;
+  root_version: number | null;
+  /** The last attempt (scheduled or `outpost sync`): when, ok or the stable code and message. */
+  last: { at: string; ok: boolean; code: string | null; message: string | null } | null;
+  last_success_at: string | null;
+  /** Failures in a row; each doubles the wait (sync/upstreams.ts backoffMs). */
+  failures: number;
+  /** The scheduler skips this upstream until then; null when not backing off. */
+  backoff_until: string | null;
+  /** The next scheduled run `serve` will attempt: the first cron time not before the backoff (plus up to OUTPOST_SYNC_JITTER_S). */
+  next_due: string | null;
+}
+
+/** First time at or after `after` that a node-cron schedule fires (5 fields: within a year; 6: within a day). */
+export function nextCronRun(schedule: string, after: Date): Date | null {
+  if (!cron.validate(schedule)) return null;
+  const task = cron.createTask(schedule, () => {});
+  try {
+    const withSeconds = schedule.trim().split(/\s+/).length === 6;
+    const step = withSeconds ? 1000 : 60_000;
+    const start = Math.ceil(after.getTime() / step) * step;
+    const limit = start + (withSeconds ? 1 : 366) * 86400_000;
+    for (let t = start; t <= limit; t += step) if (task.match(new Date(t))) return new Date(t);
+    return null;
+  } finally {
+    void task.destroy();
+  }
+}
+
+interface UpstreamRowLite {
+  name: string; base_url: string; schedule: string; root_version: number | null; last_attempt_at: string | null; last_success_at: string | null;
+  last_code: string | null; last_message: string | null; failures: number; next_attempt_at: string | null;
+}
+
+export function upstreamStatus(db: DB, now = Date.now()): UpstreamStatus[] {
+  const rows = db.prepare('SELECT name, base_url, schedule, root_version, last_attempt_at, last_success_at, last_code, last_message, failures, next_attempt_at FROM upstreams ORDER BY name').all() as UpstreamRowLite[];
+  return rows.map((u) => {
+    const until = u.next_attempt_at && Date.parse(u.next_attempt_at) > now ? u.next_attempt_at : null;
+    const next = nextCronRun(u.schedule, new Date(until ? Date.parse(until) : now));
+    return {
+      name: u.name, url: u.base_url, schedule: u.schedule, root_version: u.root_version,
+      last: u.last_attempt_at ? { at: u.last_attempt_at, ok: u.last_code === null, code: u.last_code, message: u.last_message } : null,
+      last_success_at: u.last_success_at, failures: u.failures, backoff_until: until, next_due: next?.toISOString() ?? null,
+    };
+  });
+}
+// ---- end upstreams ----

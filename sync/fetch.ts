@@ -6,6 +6,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { OutpostError } from '../appliance/errors.ts';
+import type { Config } from '../appliance/config.ts';
 import { MAX_DOC_BYTES } from './root.ts';
 
 export interface FetchLimits {
@@ -18,6 +19,8 @@ export interface FetchLimits {
   attempts: number;
   /** Deadline for one small document (root, index, latest), ms. */
   docDeadlineMs: number;
+  /** Bearer tokens by upstream base URL (OUTPOST_SYNC_TOKEN_FILE), for mirrors that require one. */
+  tokens?: { base: string; token: string }[];
 }
 
 export const DEFAULT_FETCH_LIMITS: FetchLimits = {
@@ -28,21 +31,54 @@ export const DEFAULT_FETCH_LIMITS: FetchLimits = {
   docDeadlineMs: 60_000,
 };
 
-/** Defaults, overridable with OUTPOST_SYNC_DEADLINE_S, OUTPOST_SYNC_MIN_BPS, OUTPOST_SYNC_WINDOW_S. */
-export function fetchLimitsFromEnv(env: NodeJS.ProcessEnv = process.env): FetchLimits {
-  const num = (name: string, fallback: number, scale = 1): number => {
-    const raw = env[name];
-    if (raw === undefined || raw === '') return fallback;
-    const n = Number(raw);
-    if (!Number.isFinite(n) || n <= 0) throw new OutpostError('E_CONFIG', `${name} must be a positive number, got "${raw}"`);
-    return n * scale;
-  };
+/** Limits from the one config module (OUTPOST_SYNC_DEADLINE_S, _MIN_BPS, _WINDOW_S, _TOKEN_FILE). */
+export function fetchLimitsOf(cfg: Config): FetchLimits {
   return {
     ...DEFAULT_FETCH_LIMITS,
-    deadlineMs: num('OUTPOST_SYNC_DEADLINE_S', DEFAULT_FETCH_LIMITS.deadlineMs, 1000),
-    minBytesPerSec: num('OUTPOST_SYNC_MIN_BPS', DEFAULT_FETCH_LIMITS.minBytesPerSec),
-    windowMs: num('OUTPOST_SYNC_WINDOW_S', DEFAULT_FETCH_LIMITS.windowMs, 1000),
+    deadlineMs: cfg.syncDeadlineS * 1000,
+    minBytesPerSec: cfg.syncMinBps,
+    windowMs: cfg.syncWindowS * 1000,
+    tokens: cfg.syncTokenFile ? readTokenFile(cfg.syncTokenFile) : undefined,
   };
+}
+
+/**
+ * `<base URL> <token>` per line (# comments): the bearer token for a mirror that requires one
+ * (OUTPOST_MIRROR_AUTH=token there). Kept in a file, not the database or the environment, so it stays
+ * out of backups, `upstream list` and process listings; refused when others may read it.
+ */
+export function readTokenFile(file: string): { base: string; token: string }[] {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch {
+    throw new OutpostError('E_CONFIG', `OUTPOST_SYNC_TOKEN_FILE ${file} does not exist`);
+  }
+  if (st.mode & 0o077) throw new OutpostError('E_CONFIG', `OUTPOST_SYNC_TOKEN_FILE ${file} is readable by others; run: chmod 600 ${file}`);
+  const out: { base: string; token: string }[] = [];
+  fs.readFileSync(file, 'utf8').split(/\r?\n/).forEach((line, i) => {
+    const t = line.trim();
+    if (!t || t.startsWith('#')) return;
+    const m = /^(\S+)\s+(\S+)$/.exec(t);
+    let base: URL | null = null;
+    try {
+      base = m ? new URL(m[1]) : null;
+    } catch {
+      /* reported below */
+    }
+    if (!m || !base || !/^https?:$/.test(base.protocol)) throw new OutpostError('E_CONFIG', `${file} line ${i + 1}: expected "<http(s) base URL> <token>"`);
+    if (!base.pathname.endsWith('/')) base.pathname += '/';
+    out.push({ base: base.href, token: m[2] });
+  });
+  return out;
+}
+
+/** Authorization for `url`: only a token whose base URL it lies under (longest base wins), so a token
+ *  never travels to another upstream. */
+function authHeaders(url: string, limits: FetchLimits): Record<string, string> {
+  let best: { base: string; token: string } | undefined;
+  for (const t of limits.tokens ?? []) if (url.startsWith(t.base) && (!best || t.base.length > best.base.length)) best = t;
+  return best ? { authorization: `Bearer ${best.token}` } : {};
 }
 
 /** A timer-driven abort: whichever of the deadline or the stall watchdog fires first names the code. */
@@ -110,11 +146,12 @@ export async function fetchDoc(url: string, opts: { etag?: string | null; lastMo
 async function fetchDocOnce(url: string, opts: { etag?: string | null; lastModified?: string | null; limits?: FetchLimits }): Promise<DocResult> {
   const limits = opts.limits ?? DEFAULT_FETCH_LIMITS;
   const dog = new Watchdog(Date.now() + limits.docDeadlineMs, url);
-  const headers: Record<string, string> = {};
+  const headers: Record<string, string> = authHeaders(url, limits);
   if (opts.etag) headers['if-none-match'] = opts.etag;
   if (opts.lastModified) headers['if-modified-since'] = opts.lastModified;
   try {
-    const res = await fetch(url, { headers, signal: dog.controller.signal, redirect: 'follow', cache: 'no-store' });
+    // A token never follows a redirect (it could lead to another host): with one, redirects are errors.
+    const res = await fetch(url, { headers, signal: dog.controller.signal, redirect: headers.authorization ? 'error' : 'follow', cache: 'no-store' });
     if (res.status === 304) {
       await res.body?.cancel();
       return { status: 304 };
@@ -210,7 +247,8 @@ export async function downloadPackage(ref: PackageRef, dir: string, limits: Fetc
     const dog = new Watchdog(deadlineAt, ref.url, { minBytesPerSec: limits.minBytesPerSec, windowMs: limits.windowMs });
     let fd: number | undefined;
     try {
-      const res = await fetch(ref.url, { headers: have > 0 ? { range: `bytes=${have}-` } : {}, signal: dog.controller.signal, redirect: 'follow', cache: 'no-store' });
+      const auth = authHeaders(ref.url, limits);
+      const res = await fetch(ref.url, { headers: { ...auth, ...(have > 0 ? { range: `bytes=${have}-` } : {}) }, signal: dog.controller.signal, redirect: auth.authorization ? 'error' : 'follow', cache: 'no-store' });
       if (res.status === 206 && rangeStart(res.headers.get('content-range')) === have) {
         fd = fs.openSync(part, 'a', 0o600);
       } else if (res.status === 200 || res.status === 206) {

@@ -6,12 +6,12 @@ import cron, { type ScheduledTask } from 'node-cron';
 import type { Config } from '../appliance/config.ts';
 import type { DB } from '../appliance/db.ts';
 import type { Logger } from '../appliance/log.ts';
-import { fetchLimitsFromEnv, type FetchLimits } from './fetch.ts';
+import { fetchLimitsOf, type FetchLimits } from './fetch.ts';
 import { syncUpstream, type UpstreamOutcome } from './pull.ts';
 import { getUpstream, isDue, listUpstreams } from './upstreams.ts';
 
 export interface SchedulerOptions {
-  /** Upper bound of the random delay added to each scheduled run, ms (default OUTPOST_SYNC_JITTER_S or 5 min). */
+  /** Upper bound of the random delay added to each scheduled run, ms (default cfg.syncJitterS, OUTPOST_SYNC_JITTER_S). */
   jitterMs?: number;
   /** How often the upstream list is re-read for additions, removals and schedule changes, ms. */
   refreshMs?: number;
@@ -56,8 +56,7 @@ export class SyncScheduler {
 
   private fire(name: string): void {
     if (this.stopped) return;
-    const envJitter = Number(process.env.OUTPOST_SYNC_JITTER_S);
-    const jitterMs = this.opts.jitterMs ?? (Number.isFinite(envJitter) && envJitter >= 0 && process.env.OUTPOST_SYNC_JITTER_S ? envJitter * 1000 : 5 * 60_000);
+    const jitterMs = this.opts.jitterMs ?? this.cfg.syncJitterS * 1000;
     const delay = Math.floor(Math.random() * jitterMs);
     const t = setTimeout(() => {
       this.timers.delete(t);
@@ -81,7 +80,7 @@ export class SyncScheduler {
       return null;
     }
     try {
-      const r = await syncUpstream(this.cfg, this.db, name, { actor: `scheduler:${name}`, limits: this.opts.limits ?? fetchLimitsFromEnv(), log: this.log });
+      const r = await syncUpstream(this.cfg, this.db, name, { actor: `scheduler:${name}`, limits: this.opts.limits ?? fetchLimitsOf(this.cfg), log: this.log });
       this.opts.onResult?.(r);
       return r;
     } catch (e) {
