@@ -8,6 +8,7 @@ import { acquireServeLock, currentGeneration, layout, type DB } from './db.ts';
 import { openCheckedDb } from './backup.ts';
 import type { Logger } from './log.ts';
 import { createApi, type AppEnv } from '../lookup/api.ts';
+import { answerClientError } from '../lookup/limits.ts';
 import type { Hono } from 'hono';
 import { LookupEngine } from '../lookup/engine.ts';
 import { Metrics } from '../lookup/metrics.ts';
@@ -59,6 +60,8 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
       };
       const s = serveHttp({ fetch: app.fetch, hostname: cfg.host, port: cfg.port, serverOptions }, () => resolve(s));
       s.once('error', reject);
+      // Parser-level refusals (bad request line, header overflow, header timeout) answer with a catalog code.
+      s.on('clientError', answerClientError);
     });
     const port = (server.address() as AddressInfo).port;
     const host = cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host;

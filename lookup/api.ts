@@ -12,7 +12,10 @@ import { dataAge } from '../appliance/status.ts';
 import { type TokenRow, TokenVerifier } from '../appliance/tokens.ts';
 import type { LookupResult } from '../appliance/types.ts';
 import type { LookupEngine } from './engine.ts';
-import { rateLimit, scopeGuard } from './limits.ts';
+import { jsonTooDeep, rateLimit, scopeGuard } from './limits.ts';
+
+/** Deepest JSON accepted in a lookup body. */
+const MAX_JSON_DEPTH = 32;
 import { Metrics } from './metrics.ts';
 
 export type AppEnv = { Variables: { token: TokenRow } };
@@ -107,7 +110,10 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
       }
       let body: unknown;
       try {
-        body = await c.req.json();
+        // {"values":[...]} is two levels deep; refuse pathological nesting before parsing it (lookup/limits.ts).
+        const text = await c.req.text();
+        if (jsonTooDeep(text, MAX_JSON_DEPTH)) return errorResponse(c, 'E_INPUT', `JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
+        body = JSON.parse(text);
       } catch {
         return errorResponse(c, 'E_INPUT', 'body is not valid JSON');
       }

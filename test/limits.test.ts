@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configEnvNames, loadConfig } from '../appliance/config.ts';
 import { ERRORS } from '../appliance/errors.ts';
 import type { TokenRow } from '../appliance/tokens.ts';
-import { rateLimit } from '../lookup/limits.ts';
+import { jsonTooDeep, rateLimit } from '../lookup/limits.ts';
 import { ROOT, serve, tmpDir, type Served } from './helpers.ts';
 import { bearer, createToken, listValues, prepareRealData, request } from './ops-fixture.ts';
 
@@ -105,6 +105,31 @@ describe('request limits on a real server', () => {
     const at = await request(`${app.url}/api/v1/lookup`, { method: 'POST', headers: bearer(token, { 'content-type': 'application/json' }), body: JSON.stringify({ values: LISTED.slice(0, 5) }) });
     expect(at.status).toBe(200);
     expect(JSON.parse(at.text).results).toHaveLength(5);
+  });
+
+  it('refuses deep JSON before parsing; parser-level refusals (header overflow, bad request line) carry catalog codes', async () => {
+    const deep = `{"values":${'['.repeat(40)}${']'.repeat(40)}}`;
+    const r = await request(`${app.url}/api/v1/lookup`, { method: 'POST', headers: bearer(token, { 'content-type': 'application/json' }), body: deep });
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.text).error).toMatchObject({ code: 'E_INPUT', message: expect.stringMatching(/nested deeper than 32/) });
+    // Brackets inside strings are data, not nesting.
+    const inString = await request(`${app.url}/api/v1/lookup`, { method: 'POST', headers: bearer(token, { 'content-type': 'application/json' }), body: JSON.stringify({ values: ['['.repeat(100)] }) });
+    expect(inString.status).toBe(200);
+    expect(jsonTooDeep('[[["\\"[[[["]]]', 3)).toBe(false);
+    expect(jsonTooDeep('[[[[]]]]', 3)).toBe(true);
+
+    const big = await request(`${app.url}/healthz`, { headers: { 'x-big': 'a'.repeat(20_000) } });
+    expect(big.status).toBe(431);
+    expect(JSON.parse(big.text).error.code).toBe('E_TOO_LARGE');
+    const garbage = await new Promise<string>((resolve) => {
+      const sock = net.connect(port, '127.0.0.1', () => sock.write('GET /\u0001 HTTP/1.1\r\n\r\n'));
+      let got = '';
+      sock.on('data', (d) => (got += d));
+      sock.on('error', () => {});
+      sock.on('close', () => resolve(got));
+    });
+    expect(garbage).toMatch(/^HTTP\/1\.1 400/);
+    expect(JSON.parse(garbage.slice(garbage.indexOf('\r\n\r\n') + 4)).error.code).toBe('E_INPUT');
   });
 
   it('NDJSON: answers lines before an over-long line, then one E_TOO_LARGE line', async () => {

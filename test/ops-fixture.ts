@@ -33,6 +33,8 @@ export interface RawResponse {
   text: string;
 }
 
+const guarded = new WeakSet<object>();
+
 /** One HTTP request with node:http (arbitrary bytes, methods and headers; keep-alive through `agent`). */
 export function request(
   url: string,
@@ -49,6 +51,13 @@ export function request(
       res.on('error', reject);
     });
     req.on('error', reject);
+    // A server that refuses a body closes while it is still being written: that EPIPE belongs to this request.
+    req.on('socket', (sock) => {
+      if (!guarded.has(sock)) {
+        guarded.add(sock);
+        sock.on('error', () => {});
+      }
+    });
     if (opts.timeoutMs) req.setTimeout(opts.timeoutMs, () => req.destroy(new Error(`request timed out after ${opts.timeoutMs} ms`)));
     req.end(opts.body);
   });
