@@ -129,8 +129,10 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
     const raw = await startRaw(path.dirname(dataDir), workers, body);
     let rawRes: Result;
     try {
-      await cannon({ url: raw.url, connections: 32, duration: 1 });
-      rawRes = await cannon({ url: raw.url, connections: 32, duration: seconds });
+      // Same client work on both sides (rotating paths, the Authorization header): on a small machine the
+      // load generator shares the cores, so a cheaper client setup would flatter the bare server.
+      await cannon(lookupLoad(raw.url, token, misses, { duration: 1 }));
+      rawRes = await cannon(lookupLoad(raw.url, token, misses, { duration: seconds }));
     } finally {
       raw.stop();
     }
