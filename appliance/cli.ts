@@ -123,7 +123,9 @@ export function buildCli(): Command {
       const cfg = config(cmd);
       const db = openDb(cfg.dataDir);
       const { LookupEngine } = await import('../lookup/engine.ts');
-      const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate });
+      const { FeedPolicy } = await import('./freshness.ts');
+      const { expiryDaysOf } = await import('../sync/expiry.ts');
+      const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate, feedPolicy: new FeedPolicy(db, { expiryDays: expiryDaysOf(cfg), staleAfterS: cfg.staleAfterS }) });
       await engine.reload();
       for (const r of engine.lookupMany(values)) print(JSON.stringify(r));
       db.close();
@@ -142,7 +144,7 @@ export function buildCli(): Command {
       if (opts.json) return print(JSON.stringify(s));
       print(`health: ${s.health}   generation: ${s.generation}   indicators: ${s.indicators}   data age: ${s.data_age_s === null ? '-' : `${s.data_age_s}s`}`);
       print(`by type: ${Object.entries(s.by_type).map(([t, n]) => `${t}=${n}`).join(' ') || '-'}`);
-      for (const f of s.feeds) print(`feed ${f.name} (${f.kind}) version ${f.version}: ${f.count} indicators, created ${f.created}, applied ${f.applied_at}${f.stale ? '  STALE' : ''}`);
+      for (const f of s.feeds) print(`feed ${f.name} (${f.kind}) version ${f.version}: ${f.count} indicators, created ${f.created}, applied ${f.applied_at}${f.stale ? `  STALE (older than ${f.stale_after_s}s, fail-${f.fail_mode})` : ''}`);
       if (s.last_package) print(`last package: ${s.last_package.status} ${s.last_package.feed ?? '?'}@${s.last_package.version ?? '?'} at ${s.last_package.received_at}${s.last_package.code ? ` ${s.last_package.code}: ${s.last_package.message}` : ''}`);
       for (const u of s.upstreams) {
         const last = !u.last ? 'never synced' : u.last.ok ? `last sync ok at ${u.last.at}` : `last sync FAILED at ${u.last.at}: ${u.last.code}: ${u.last.message}`;
@@ -481,6 +483,75 @@ export function buildCli(): Command {
           }
         }
         if (failed) process.exitCode = failed.exitCode;
+      } finally {
+        db.close();
+      }
+    });
+
+  // ---- sync part B: rollback, purge, per-feed freshness, offline inbox (sync/rollback.ts, sync/expiry.ts,
+  // appliance/freshness.ts, sync/inbox.ts; docs/operations-sync.md) ----
+  program
+    .command('rollback')
+    .description('return a feed to the version it had before its last applied package (re-verified); that version stays refused afterwards')
+    .requiredOption('--feed <name>', 'feed name')
+    .action(async (opts, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      try {
+        const { rollbackFeed } = await import('../sync/rollback.ts');
+        const r = await rollbackFeed(cfg, db, opts.feed);
+        process.stderr.write(`feed ${r.feed} rolled back from version ${r.from_version} to ${r.to_version}; versions up to ${r.floor_version} are refused from now on\n`);
+        print(JSON.stringify({ ok: true, ...r }));
+      } finally {
+        db.close();
+      }
+    });
+  program
+    .command('purge')
+    .description('take expired indicators (own expiry or the per-type default) out of the lookup store now; serve does it hourly')
+    .option('--dry-run', 'count what would be purged, change nothing')
+    .action(async (opts, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      try {
+        const { purgeExpired, expiryDaysOf } = await import('../sync/expiry.ts');
+        const r = await purgeExpired(db, { days: expiryDaysOf(cfg), dryRun: Boolean(opts.dryRun) });
+        print(JSON.stringify({ ok: true, dry_run: r.dryRun, purged: r.purged, total: r.total, generation: r.generation }));
+      } finally {
+        db.close();
+      }
+    });
+  const feedCmd = program.command('feed').description('per-feed settings');
+  feedCmd
+    .command('set')
+    .argument('<name>')
+    .option('--stale-after <duration>', 'data-age limit of this feed: seconds or 90m, 6h, 2d, 1w; "default" = the appliance limit')
+    .addOption(new Option('--fail <mode>', 'when stale: open = keep answering, closed = answer unknown with stale: true').choices(['open', 'closed']))
+    .action(async (name: string, opts, cmd) => {
+      const cfg = config(cmd);
+      if (opts.staleAfter === undefined && opts.fail === undefined) throw new OutpostError('E_USAGE', 'give --stale-after and/or --fail');
+      const db = openDb(cfg.dataDir);
+      try {
+        const { parseDuration, setFeedSettings } = await import('./freshness.ts');
+        const staleAfterS = opts.staleAfter === undefined ? undefined : (parseDuration(opts.staleAfter) ?? null);
+        const s = setFeedSettings(db, name, { staleAfterS, failMode: opts.fail });
+        print(JSON.stringify({ ok: true, feed: name, settings: s }));
+      } finally {
+        db.close();
+      }
+    });
+  program
+    .command('inbox')
+    .description('process the packages in <data dir>/inbox now, as serve does continuously (to accepted/ or rejected/ with a .result.json)')
+    .action(async (_o, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      try {
+        const { processInboxOnce } = await import('../sync/inbox.ts');
+        const results = await processInboxOnce(cfg, db, logger(cfg));
+        for (const r of results) print(JSON.stringify(r));
+        const bad = results.find((r) => !r.ok);
+        if (bad?.code) process.exitCode = new OutpostError(bad.code as import('./errors.ts').ErrorCode, bad.message).exitCode;
       } finally {
         db.close();
       }

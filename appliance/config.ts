@@ -56,6 +56,21 @@ export interface Config {
   rateLimitBurst: number;
   /** Database check at start: quick (PRAGMA quick_check), full (PRAGMA integrity_check) or off. */
   startCheck: string;
+  // ---- indicator expiry, purge, offline inbox (sync/expiry.ts, sync/inbox.ts; docs/operations-sync.md) ----
+  /** Default lifetime of IP addresses and networks without their own `exp`, days after the package's creation (0 = none). */
+  expiryIpDays: number;
+  /** Same for URLs. */
+  expiryUrlDays: number;
+  /** Same for domains and e-mail addresses. */
+  expiryDomainDays: number;
+  /** Same for file hashes. */
+  expiryHashDays: number;
+  /** How often `serve` purges expired indicators, seconds (0 = never). */
+  purgeIntervalS: number;
+  /** How often `serve` rescans <data dir>/inbox besides fs.watch events, ms. */
+  inboxScanMs: number;
+  /** A dropped file is taken once its size and mtime stayed unchanged this long, ms (slow removable media). */
+  inboxStableMs: number;
   // ---- SIEM push (lookup/push.ts; docs/integrations.md) ----
   /** Syslog receiver for hits; empty = push off. */
   siemHost: string;
@@ -108,6 +123,13 @@ const DEFAULTS: Config = {
   rateLimitRps: 5_000,
   rateLimitBurst: 10_000,
   startCheck: 'quick',
+  expiryIpDays: 30,
+  expiryUrlDays: 60,
+  expiryDomainDays: 180,
+  expiryHashDays: 365,
+  purgeIntervalS: 3600,
+  inboxScanMs: 2000,
+  inboxStableMs: 1000,
   // ---- SIEM push ----
   siemHost: '',
   siemPort: 0,
@@ -151,6 +173,13 @@ const ENV: Record<keyof Config, string> = {
   rateLimitRps: 'OUTPOST_RATE_LIMIT_RPS',
   rateLimitBurst: 'OUTPOST_RATE_LIMIT_BURST',
   startCheck: 'OUTPOST_START_CHECK',
+  expiryIpDays: 'OUTPOST_EXPIRY_IP_DAYS',
+  expiryUrlDays: 'OUTPOST_EXPIRY_URL_DAYS',
+  expiryDomainDays: 'OUTPOST_EXPIRY_DOMAIN_DAYS',
+  expiryHashDays: 'OUTPOST_EXPIRY_HASH_DAYS',
+  purgeIntervalS: 'OUTPOST_PURGE_INTERVAL_S',
+  inboxScanMs: 'OUTPOST_INBOX_SCAN_MS',
+  inboxStableMs: 'OUTPOST_INBOX_STABLE_MS',
   // ---- SIEM push ----
   siemHost: 'OUTPOST_SIEM_HOST',
   siemPort: 'OUTPOST_SIEM_PORT',

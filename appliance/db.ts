@@ -177,6 +177,28 @@ const MIGRATIONS: string[] = [
     PRIMARY KEY (upstream, feed)
   );
   `,
+  // Sync part B (sync/expiry.ts, sync/rollback.ts): expired indicators purged out of the lookup store but
+  // still part of their feed's signed content state (so deltas keep applying); the version floor a
+  // rollback leaves behind (packages at or below it are refused as E_ROLLBACK); explicit expiries indexed
+  // for the purge.
+  `
+  CREATE TABLE indicators_expired (
+    type TEXT NOT NULL,
+    value TEXT NOT NULL,
+    feed TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    category TEXT,
+    confidence INTEGER,
+    first_seen INTEGER,
+    last_seen INTEGER,
+    expires_at INTEGER,
+    extra TEXT,
+    PRIMARY KEY (type, value, feed)
+  ) WITHOUT ROWID;
+  CREATE INDEX indicators_expired_feed ON indicators_expired(feed);
+  CREATE INDEX indicators_expires ON indicators(feed, expires_at) WHERE expires_at IS NOT NULL;
+  ALTER TABLE feeds ADD COLUMN floor_version INTEGER;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -16,6 +16,9 @@ import { mountExports } from '../lookup/exports/routes.ts';
 import { runWorker } from './worker.ts';
 import { ensureDemo, type DemoInfo } from '../scripts/demo.ts';
 import { SyncScheduler } from '../sync/scheduler.ts';
+import { startBackgroundJobs } from '../sync/background.ts';
+import { FeedPolicy } from './freshness.ts';
+import { expiryDaysOf } from '../sync/expiry.ts';
 import { mountMirror, prefetchMirror } from '../sync/mirror.ts';
 import { createConsole } from '../ui/console.tsx';
 
@@ -45,7 +48,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     db = openCheckedDb(cfg.dataDir, cfg.startCheck);
     clearStaging(cfg.dataDir);
     const demo = cfg.noDemo ? null : await ensureDemo(cfg, db, log);
-    const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate });
+    const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate, feedPolicy: new FeedPolicy(db, { expiryDays: expiryDaysOf(cfg), staleAfterS: cfg.staleAfterS }) });
     await engine.reload();
     const metrics = new Metrics();
     const app = createApi({ cfg, db, engine, log, metrics, mounts: [mountExports(db), createConsole({ cfg, db, engine, log }).mount, mountMirror({ cfg, db, log })] });
@@ -106,6 +109,8 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
       },
     });
     scheduler.start();
+    // Offline inbox and the hourly purge of expired indicators (sync/background.ts).
+    const jobs = startBackgroundJobs(cfg, db, log);
 
     log.info({ url, generation: engine.generation, dataDir: cfg.dataDir }, 'outpost serving');
     const theDb = db;
@@ -119,6 +124,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
       async close() {
         clearInterval(follow);
         await scheduler.stop();
+        await jobs.stop();
         await new Promise<void>((r) => server.close(() => r()));
         theDb.close();
         release();

@@ -2,6 +2,7 @@
 // Shared by `outpost status`, /healthz and the console dashboard.
 import type { DB } from './db.ts';
 import { currentGeneration } from './db.ts';
+import { feedFreshness, type FailMode } from './freshness.ts';
 import cron from 'node-cron';
 
 export interface FeedStatus {
@@ -14,6 +15,9 @@ export interface FeedStatus {
   applied_at: string;
   age_s: number;
   stale: boolean;
+  /** This feed's limit (feeds.settings.stale_after_s, else the appliance's) and fail mode (appliance/freshness.ts). */
+  stale_after_s: number;
+  fail_mode: FailMode;
 }
 
 export interface ApplianceStatus {
@@ -35,9 +39,12 @@ export function dataAge(db: DB, now = Date.now()): number | null {
 }
 
 export function applianceStatus(db: DB, staleAfterS: number, now = Date.now()): ApplianceStatus {
-  const feeds = (db.prepare('SELECT name, kind, version, count, created, expires, applied_at FROM feeds ORDER BY name').all() as Omit<FeedStatus, 'age_s' | 'stale'>[]).map((f) => {
-    const age = Math.max(0, Math.floor((now - Date.parse(f.created)) / 1000));
-    return { ...f, age_s: age, stale: age > staleAfterS };
+  // Each feed against its own limit; any stale feed makes the appliance stale.
+  const fresh = new Map(feedFreshness(db, staleAfterS, now).map((f) => [f.name, f]));
+  const feeds = (db.prepare('SELECT name, kind, version, count, created, expires, applied_at FROM feeds ORDER BY name').all() as Omit<FeedStatus, 'age_s' | 'stale' | 'stale_after_s' | 'fail_mode'>[]).map((f) => {
+    const x = fresh.get(f.name);
+    const age = x?.age_s ?? Math.max(0, Math.floor((now - Date.parse(f.created)) / 1000));
+    return { ...f, age_s: age, stale: x?.stale ?? age > staleAfterS, stale_after_s: x?.stale_after_s ?? staleAfterS, fail_mode: x?.fail_mode ?? 'open' };
   });
   const byType: Record<string, number> = {};
   let total = 0;
@@ -46,7 +53,7 @@ export function applianceStatus(db: DB, staleAfterS: number, now = Date.now()): 
     total += r.n;
   }
   const age = dataAge(db, now);
-  const health = feeds.length === 0 ? 'empty' : age !== null && age > staleAfterS ? 'stale' : 'ok';
+  const health = feeds.length === 0 ? 'empty' : feeds.some((f) => f.stale) ? 'stale' : 'ok';
   const last = db.prepare('SELECT received_at, feed, version, status, code, message FROM packages ORDER BY id DESC LIMIT 1').get() as ApplianceStatus['last_package'] | undefined;
   return { generation: currentGeneration(db), health, data_age_s: age, stale_after_s: staleAfterS, indicators: total, by_type: byType, feeds, last_package: last ?? null, upstreams: upstreamStatus(db, now) };
 }

@@ -9,6 +9,7 @@ import { currentGeneration } from '../appliance/db.ts';
 import { ERRORS, OutpostError, type ErrorCode } from '../appliance/errors.ts';
 import type { Logger } from '../appliance/log.ts';
 import { dataAge } from '../appliance/status.ts';
+import { feedFreshness } from '../appliance/freshness.ts';
 import { type TokenRow, TokenVerifier } from '../appliance/tokens.ts';
 import type { LookupResult } from '../appliance/types.ts';
 import type { LookupEngine } from './engine.ts';
@@ -48,13 +49,15 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
   // Health is cached for a second so a monitoring storm never turns into SQLite load.
-  let health = { at: 0, body: { status: 'empty', generation: 0, data_age_s: null as number | null }, code: 503 };
+  let health = { at: 0, body: { status: 'empty', generation: 0, data_age_s: null as number | null } as { status: string; generation: number; data_age_s: number | null; stale_feeds?: string[] }, code: 503 };
   app.get('/healthz', (c) => {
     const now = Date.now();
     if (now - health.at > 1000) {
       const age = dataAge(db, now);
-      const status = age === null ? 'empty' : age > cfg.staleAfterS ? 'stale' : 'ok';
-      health = { at: now, body: { status, generation: currentGeneration(db), data_age_s: age }, code: status === 'ok' ? 200 : 503 };
+      // Stale when any feed is older than its own limit (feeds.settings.stale_after_s, else cfg.staleAfterS).
+      const staleFeeds = age === null ? [] : feedFreshness(db, cfg.staleAfterS, now).filter((f) => f.stale).map((f) => f.name);
+      const status = age === null ? 'empty' : staleFeeds.length ? 'stale' : 'ok';
+      health = { at: now, body: { status, generation: currentGeneration(db), data_age_s: age, ...(staleFeeds.length ? { stale_feeds: staleFeeds } : {}) }, code: status === 'ok' ? 200 : 503 };
     }
     return c.json(health.body, health.code as 200);
   });

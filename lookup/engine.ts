@@ -20,6 +20,7 @@ import {
 } from './filters.ts';
 import { cidrKey, normalize, parentDomains, urlHost } from './normalize.ts';
 import { decide } from './verdict.ts';
+import { FeedPolicy } from '../appliance/freshness.ts';
 
 /** Confidence of a match whose row and feed both leave it unset. */
 export const DEFAULT_CONFIDENCE = 50;
@@ -36,6 +37,8 @@ export interface EngineOptions {
    * null to disable (in-memory databases never persist).
    */
   filterDir?: string | null;
+  /** Default expiry per type and fail-closed stale feeds (appliance/freshness.ts); default: built-in defaults. */
+  feedPolicy?: FeedPolicy;
 }
 
 interface Row {
@@ -51,6 +54,7 @@ interface Row {
   extra: string | null;
   feed_category: string | null;
   feed_confidence: number | null;
+  feed_created?: string | null;
 }
 
 /** Counters behind /metrics; all numbers so the exporter can print each one. */
@@ -82,6 +86,7 @@ export class LookupEngine {
   private readonly useWorker: boolean;
   private readonly filterDir: string | null;
   private readonly confirmStmt;
+  private readonly feedPolicy: FeedPolicy;
   private newestCreated: number | null = null;
   private reloading: Promise<void> | null = null;
   private counters = {
@@ -101,9 +106,10 @@ export class LookupEngine {
     const fileDb = Boolean(db.name) && db.name !== ':memory:' && !db.memory;
     this.useWorker = opts.worker ?? fileDb;
     this.filterDir = opts.filterDir !== undefined ? opts.filterDir : fileDb ? path.join(path.dirname(db.name), 'filters') : null;
+    this.feedPolicy = opts.feedPolicy ?? new FeedPolicy(db);
     this.confirmStmt = db.prepare(
       `SELECT i.type, i.value, i.feed, i.kind, i.category, i.confidence, i.first_seen, i.last_seen, i.expires_at, i.extra,
-              f.category AS feed_category, f.confidence AS feed_confidence
+              f.category AS feed_category, f.confidence AS feed_confidence, f.created AS feed_created
          FROM indicators i LEFT JOIN feeds f ON f.name = i.feed
         WHERE i.type = ? AND i.value = ?`,
     );
@@ -178,7 +184,7 @@ export class LookupEngine {
       generation: this.generation,
       data_age_s: this.dataAge(),
     };
-    return result;
+    return this.feedPolicy.flag(result, this.now()); // fail-closed stale feeds: `stale: true` (freshness.ts)
   }
 
   lookupMany(raws: readonly string[]): LookupResult[] {
@@ -346,13 +352,17 @@ export class LookupEngine {
     const rows = this.confirmStmt.all(type, value) as Row[];
     const now = this.now();
     let live = 0;
+    const withheld = this.feedPolicy.withheld(now);
     for (const r of rows) {
-      if (r.expires_at != null && r.expires_at < now) {
+      // Own `exp`, else the type default from the feed's package creation time (sync/expiry.ts).
+      const exp = r.expires_at ?? this.feedPolicy.expiresAt(r.type, null, r.feed_created ?? null);
+      if (exp != null && exp < now) {
         this.counters.expiredSkipped++;
         continue;
       }
+      if (withheld.size !== 0 && withheld.has(r.feed)) continue; // fail-closed and stale: answers unknown
       live++;
-      this.matches.push(toMatch(r, kind));
+      this.matches.push(toMatch(exp === r.expires_at ? r : { ...r, expires_at: exp }, kind));
     }
     if (live === 0) this.counters.filterFalsePositives++;
     else this.counters.confirmedMatches += live;

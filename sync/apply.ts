@@ -10,6 +10,7 @@ import { normalize } from '../lookup/normalize.ts';
 import { readIndicators, type Limits, type StagedPackage } from './package-reader.ts';
 import { StateHasher } from './package-writer.ts';
 import { canonicalIndicator, compareIndicators, indicatorToRow, rowToIndicator } from './records.ts';
+import { dropExpired, restoreExpired } from './expiry.ts';
 
 export interface FeedRow {
   name: string;
@@ -29,6 +30,8 @@ export interface FeedRow {
   prev_package: string | null;
   package_path: string | null;
   settings: string;
+  /** Set by a rollback: versions at or below it stay refused (sync/rollback.ts). */
+  floor_version?: number | null;
 }
 
 export interface ApplyResult {
@@ -67,6 +70,10 @@ export function checkSequence(feed: FeedRow | undefined, m: Manifest, packageSha
     }
   }
   if (!feed || opts.allowOlder) return;
+  // After `outpost rollback` the rolled-back-from version (and anything older) stays refused.
+  if (feed.floor_version != null && m.version <= feed.floor_version) {
+    throw new OutpostError('E_ROLLBACK', `feed "${m.feed}" version ${m.version} is at or below version ${feed.floor_version}, which was rolled back on this appliance; a newer version is needed`);
+  }
   if (m.version === feed.version) {
     if (packageSha256 === feed.package_sha256 || m.state === feed.state) {
       throw new OutpostError('E_ROLLBACK', `feed "${m.feed}" version ${m.version} is already applied (replay refused)`);
@@ -117,7 +124,12 @@ export async function applyStaged(
   db.exec('BEGIN IMMEDIATE');
   try {
     const feed = getFeed(db, m.feed);
-    checkSequence(feed, m, staged.sha256, { allowOlder: meta.actor.startsWith('rollback') });
+    const rollback = meta.actor.startsWith('rollback');
+    checkSequence(feed, m, staged.sha256, { allowOlder: rollback });
+    // Purged (expired) rows are still part of the feed's signed state: a delta needs them back, a full
+    // package replaces them (sync/expiry.ts).
+    if (m.type === 'delta') restoreExpired(db, m.feed);
+    else dropExpired(db, m.feed);
     const insert = db.prepare(
       'INSERT INTO indicators(type, value, feed, kind, category, confidence, first_seen, last_seen, expires_at, extra) VALUES (@type, @value, @feed, @kind, @category, @confidence, @first_seen, @last_seen, @expires_at, @extra)',
     );
@@ -191,14 +203,15 @@ export async function applyStaged(
        ON CONFLICT(name) DO UPDATE SET kind = excluded.kind, version = excluded.version, state = excluded.state,
          package_sha256 = excluded.package_sha256, key_id = excluded.key_id, created = excluded.created, expires = excluded.expires,
          applied_at = excluded.applied_at, generation = excluded.generation, count = excluded.count, category = excluded.category,
-         confidence = excluded.confidence, prev_version = feeds.version, prev_package = feeds.package_path, package_path = excluded.package_path`,
+         confidence = excluded.confidence, prev_version = feeds.version, prev_package = feeds.package_path, package_path = excluded.package_path,
+         floor_version = CASE WHEN @rollback = 1 THEN max(coalesce(feeds.floor_version, 0), feeds.version) ELSE feeds.floor_version END`,
     ).run({
       name: m.feed, kind: m.kind, version: m.version, state, sha: staged.sha256, key_id: m.key_id, created: m.created,
       expires: m.expires, now, generation, total, category: m.defaults.category ?? null, confidence: m.defaults.confidence ?? null,
-      path: meta.packagePath ?? null,
+      path: meta.packagePath ?? null, rollback: rollback ? 1 : 0,
     });
     db.prepare('INSERT INTO generations(created_at, feed, version, action, added, removed, total) VALUES (?, ?, ?, ?, ?, ?, ?)').run(
-      now, m.feed, m.version, m.type === 'full' ? 'apply-full' : 'apply-delta', added, removed, total,
+      now, m.feed, m.version, rollback ? 'rollback' : m.type === 'full' ? 'apply-full' : 'apply-delta', added, removed, total,
     );
     db.prepare('INSERT INTO packages(received_at, source, feed, version, type, sha256, status, code, message, summary) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)').run(
       now, meta.source, m.feed, m.version, m.type, staged.sha256, 'accepted', `applied as generation ${generation}`,
