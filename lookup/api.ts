@@ -14,12 +14,12 @@ import { type TokenRow, TokenVerifier } from '../appliance/tokens.ts';
 import type { LookupResult } from '../appliance/types.ts';
 import type { LookupEngine } from './engine.ts';
 import { jsonTooDeep, rateLimit, scopeGuard } from './limits.ts';
-
-/** Deepest JSON accepted in a lookup body. */
-const MAX_JSON_DEPTH = 32;
 import { Metrics } from './metrics.ts';
 
 export type AppEnv = { Variables: { token: TokenRow } };
+
+/** Deepest JSON accepted in a lookup body ({"values":[...]} needs two levels). */
+const MAX_JSON_DEPTH = 32;
 
 export interface ApiDeps {
   cfg: Config;
