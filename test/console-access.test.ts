@@ -43,7 +43,7 @@ describe('console access control (real appliance)', () => {
 
   it('the route table covers every page and each route has an access level', () => {
     const paths = routes.map((r) => `${r.method} ${r.path}`);
-    for (const p of ['GET /', 'GET /login', 'GET /packages', 'POST /packages/upload', 'POST /packages/confirm', 'GET /lookup', 'POST /lookup', 'GET /tokens', 'POST /tokens', 'GET /keys', 'POST /keys', 'GET /audit', 'GET /audit.csv', 'GET /users', 'POST /users']) {
+    for (const p of ['GET /', 'GET /login', 'GET /packages', 'POST /packages/upload', 'POST /packages/confirm', 'GET /lookup', 'POST /lookup', 'GET /tokens', 'POST /tokens', 'GET /keys', 'POST /keys', 'GET /audit', 'GET /audit.csv', 'GET /users', 'POST /users', 'GET /upstreams', 'POST /upstreams', 'POST /upstreams/:name/sync', 'GET /upstreams/jobs/:id', 'GET /hits', 'POST /hits/false-positive', 'GET /overrides', 'POST /overrides', 'POST /overrides/:id/remove', 'GET /rollback', 'POST /rollback']) {
       expect(paths).toContain(p);
     }
     expect(new Set(paths).size).toBe(paths.length);
@@ -69,7 +69,8 @@ describe('console access control (real appliance)', () => {
         } else if (allowed) {
           expect(res.status, `${r.method} ${p} ${who}: ${body.slice(0, 300)}`).not.toBe(403);
           expect(loc.startsWith('/login') && r.path !== '/logout', `${r.method} ${p} ${who} sent to login`).toBe(false);
-          if (r.method === 'GET') expect(res.status, `${r.method} ${p} ${who}`).toBe(200);
+          // A page for one record that does not exist (id 999999) answers 404; every other page 200.
+          if (r.method === 'GET') expect(res.status, `${r.method} ${p} ${who}`).toBe(p.includes('999999') ? 404 : 200);
         } else {
           expect(res.status, `${r.method} ${p} ${who}`).toBe(403);
           expect(body).toContain('E_FORBIDDEN');
@@ -177,6 +178,37 @@ describe('console access control (real appliance)', () => {
     expect(loginNoToken.status).toBe(403);
     expect(loginNoToken.headers.getSetCookie().some((c) => c.startsWith('outpost_session='))).toBe(false);
   });
+
+  // ---- issue 7 ----
+  it('new forms (overrides, false positive, upstreams, rollback) refuse a missing or foreign CSRF token and change nothing', async () => {
+    const ip = '203.0.113.77';
+    const forms: [string, Record<string, string>][] = [
+      ['/overrides', { action: 'allow', value: ip, reason: 'csrf victim' }],
+      ['/hits/false-positive', { value: ip, reason: 'csrf victim' }],
+      ['/upstreams', { name: 'csrf-victim', url: 'http://127.0.0.1:9/' }],
+      ['/rollback', { feed: 'threats' }],
+    ];
+    const before = cli(['override', 'list', '--all', '--json'], { dataDir: app.dataDir }).stdout;
+    const upBefore = cli(['upstream', 'list', '--json'], { dataDir: app.dataDir }).stdout;
+    for (const [p, fields] of forms) {
+      const noToken = await fetch(`${url}${p}`, { method: 'POST', redirect: 'manual', headers: { cookie: admin.cookie, origin: url, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields) });
+      expect(noToken.status, p).toBe(403);
+      expect(await noToken.text()).toContain('E_CSRF');
+      expect((await post(url, p, { ...admin, csrf: viewer.csrf }, fields)).status, p).toBe(403);
+      expect((await post(url, p, admin, fields, { origin: 'http://evil.example' })).status, p).toBe(403);
+      expect((await post(url, p, viewer, fields)).status, p).toBe(403);
+    }
+    expect(cli(['override', 'list', '--all', '--json'], { dataDir: app.dataDir }).stdout).toBe(before);
+    expect(cli(['upstream', 'list', '--json'], { dataDir: app.dataDir }).stdout).toBe(upBefore);
+    // With the token the same override form works, and its values come back as text.
+    const ok = await post(url, '/overrides', admin, { action: 'block', value: ip, reason: '"><script>alert(1)</script>' });
+    expect(ok.status).toBe(200);
+    const html = await ok.text();
+    expect(html).toContain('&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;');
+    expect(html).not.toContain('<script>alert(1)');
+    expect(cli(['override', 'list', '--json'], { dataDir: app.dataDir }).stdout).toContain(ip);
+  });
+  // ---- end issue 7 ----
 
   it('locks a user name after repeated failures, with Retry-After, and records each attempt in the audit log', async () => {
     const lock = { name: 'lockme', password: 'lockme passphrase 99' };

@@ -4,6 +4,7 @@
 // samples, upload file names) that must render as text and never run. Screenshots go to docs/screenshots.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -230,6 +231,200 @@ describe('console in Chromium (real appliance, real data)', () => {
     await shot('lookup');
   });
 
+  // ---- issue 7: upstreams, overrides, hits, rollback ----
+  it('upstreams: bad input refused and nothing added; sync now shows a self-refreshing status page, then the result with its code', async () => {
+    // An upstream that holds every request until released: the sync is visibly running meanwhile.
+    const held: http.ServerResponse[] = [];
+    let requests = 0;
+    const slow = http.createServer((_req, res) => {
+      requests++;
+      held.push(res);
+    });
+    await new Promise<void>((r) => slow.listen(0, '127.0.0.1', () => r()));
+    const slowUrl = `http://127.0.0.1:${(slow.address() as { port: number }).port}/publish/`;
+    try {
+      await page.goto(`${url}/upstreams`);
+      expect((await text(page.locator('h1'))).trim()).toBe('Upstreams');
+      expect(await text(page.locator('main'))).toContain('No upstreams configured');
+      const before = dbDigest(app.dataDir);
+      await page.fill('form[action="/upstreams"] input[name=name]', 'regional');
+      await page.fill('form[action="/upstreams"] input[name=url]', 'ftp://provider.example/');
+      await page.click('text=Add upstream');
+      expect(await text(page.locator('.notice.bad'))).toContain('E_INPUT');
+      await page.fill('form[action="/upstreams"] input[name=url]', slowUrl);
+      await page.fill('form[action="/upstreams"] textarea[name=root]', '{"signed": "<script>alert(12)</script>"}');
+      await page.click('text=Add upstream');
+      expect(await text(page.locator('.notice.bad'))).toMatch(/E_[A-Z]+/);
+      expect(dbDigest(app.dataDir)).toBe(before);
+      await noActiveContent();
+
+      await page.fill('form[action="/upstreams"] textarea[name=root]', '');
+      await page.click('text=Add upstream');
+      expect(await text(page.locator('.notice.ok'))).toContain('Added upstream regional');
+      const row = page.locator('table.upstreams tr', { hasText: 'regional' });
+      expect(await text(row)).toContain('never');
+      expect(await text(row)).toContain(slowUrl);
+      await shot('upstreams', page, false);
+
+      await row.locator('button', { hasText: 'Sync now' }).click();
+      expect(new URL(page.url()).pathname).toMatch(/^\/upstreams\/jobs\/[0-9a-f]{24}$/);
+      expect(await page.locator('meta[http-equiv="refresh"]').getAttribute('content')).toBe('2');
+      expect(await text(page.locator('.badge.sync-running'))).toContain('running');
+      // The page reloads itself (no script) while the sync waits on the held upstream.
+      await page.waitForEvent('load', { timeout: 15_000 });
+      expect(await page.locator('.badge.sync-running').count()).toBe(1);
+      await shot('upstream-sync-running', page, false);
+      expect(requests).toBeGreaterThan(0);
+      // Release: from now on the upstream answers 404 to everything.
+      slow.removeAllListeners('request');
+      slow.on('request', (_req, res) => res.writeHead(404).end());
+      for (const res of held.splice(0)) res.writeHead(404).end();
+      await page.locator('.badge.sync-done').waitFor({ timeout: 30_000 });
+      expect(await page.locator('meta[http-equiv="refresh"]').count()).toBe(0);
+      const err = await text(page.locator('.notice.bad'));
+      expect(err).toMatch(/E_[A-Z_]+/);
+      await shot('upstream-sync-result', page, false);
+
+      // The list shows the recorded result, its code and the backoff.
+      await page.goto(`${url}/upstreams`);
+      const after = await text(page.locator('table.upstreams tr', { hasText: 'regional' }));
+      expect(after).toContain(/E_[A-Z_]+/.exec(err)![0]);
+      expect(after).toContain('1 failure');
+      await page.locator('table.upstreams tr', { hasText: 'regional' }).locator('button', { hasText: 'Remove' }).click();
+      expect((await text(page.locator('.notice.ok'))).trim()).toBe('Upstream removed.');
+      expect(await page.locator('table.upstreams').count()).toBe(0);
+    } finally {
+      for (const res of held.splice(0)) res.destroy();
+      await new Promise<void>((r) => slow.close(() => r()));
+    }
+  });
+
+  const ipsumIps = () => readLines(path.join(DATA, 'ipsum/levels/3.txt')).filter((l) => /^\d+\.\d+\.\d+\.\d+$/.test(l.trim()));
+  const consoleVerdict = async (value: string) => {
+    await page.goto(`${url}/lookup`);
+    await page.fill('textarea[name=values]', value);
+    await page.click('text=Look up');
+    return (await text(page.locator('table.results tbody tr').first().locator('.badge').first())).trim();
+  };
+
+  it('an allow override turns a malicious lookup benign; a hostile reason stays text; removing it restores the verdict', async () => {
+    const ip = ipsumIps()[1];
+    expect(await consoleVerdict(ip)).toBe('malicious');
+    const reason = '<img src=x onerror=alert(11)> vendor scanner';
+    await page.goto(`${url}/overrides`);
+    await page.selectOption('select[name=action]', 'allow');
+    await page.fill('input[name=value]', ip);
+    await page.fill('input[name=reason]', reason);
+    await page.click('text=Add override');
+    expect(await text(page.locator('.notice.ok'))).toContain(`allow ${ip}`);
+    const row = page.locator('table.overrides tr', { hasText: ip });
+    expect(await text(row)).toContain(reason);
+    await noActiveContent();
+    await shot('overrides', page, false);
+    // The same override again is a conflict, and the bad value a clear input error.
+    await page.fill('input[name=value]', ip);
+    await page.fill('input[name=reason]', 'again');
+    await page.click('text=Add override');
+    expect(await text(page.locator('.notice.bad'))).toContain('E_CONFLICT');
+    await page.fill('input[name=value]', 'not a value at all');
+    await page.fill('input[name=reason]', 'x');
+    await page.click('text=Add override');
+    expect(await text(page.locator('.notice.bad'))).toContain('E_INPUT');
+
+    expect(await consoleVerdict(ip)).toBe('benign');
+    expect(await text(page.locator('table.results tbody tr').first())).toContain('local-override');
+    // The CLI sees the same override (one store).
+    expect(cli(['override', 'list', '--json'], { dataDir: app.dataDir }).stdout).toContain(ip);
+
+    await page.goto(`${url}/overrides`);
+    await page.locator('table.overrides tr', { hasText: ip }).locator('button', { hasText: 'Remove' }).click();
+    expect((await text(page.locator('.notice.ok'))).trim()).toBe('Override removed.');
+    expect(await consoleVerdict(ip)).toBe('malicious');
+  });
+
+  it('hits page lists an API hit, filters by client and type, and "mark false positive" creates an allow override', async () => {
+    const t = cli(['token', 'create', '--name', 'edge-<b>fw</b>'], { dataDir: app.dataDir });
+    expect(t.code, t.stderr).toBe(0);
+    const ip = ipsumIps()[2];
+    const api = await fetch(`${url}/api/v1/lookup?value=${ip}`, { headers: { authorization: `Bearer ${t.lastLine}` } });
+    expect(api.status).toBe(200);
+    expect((await api.json()).verdict).toBe('malicious');
+    // The hit log is flushed in the background; the page shows it once written.
+    await expect
+      .poll(async () => {
+        await page.goto(`${url}/hits`);
+        return page.locator('table.hits tr', { hasText: ip }).count();
+      }, { timeout: 15_000, interval: 500 })
+      .toBe(1);
+    const row = page.locator('table.hits tr', { hasText: ip });
+    expect(await text(row)).toContain('edge-<b>fw</b>');
+    expect(await text(row)).toContain('threats');
+    expect(await page.locator('svg.chart rect').count()).toBe(14);
+    await noActiveContent();
+    await shot('hits');
+
+    await page.goto(`${url}/hits?client=${encodeURIComponent('edge-<b>fw</b>')}&type=ipv4`);
+    expect(await page.locator('table.hits tr', { hasText: ip }).count()).toBe(1);
+    await page.goto(`${url}/hits?client=nobody`);
+    expect(await page.locator('table.hits').count()).toBe(0);
+    await page.goto(`${url}/hits?type=domain`);
+    expect(await page.locator('table.hits tr', { hasText: ip }).count()).toBe(0);
+
+    await page.goto(`${url}/hits`);
+    const fp = page.locator('table.hits tr', { hasText: ip });
+    await fp.locator('input[name=reason]').fill('our own scanner');
+    await fp.locator('button', { hasText: 'Mark false positive' }).click();
+    expect(await text(page.locator('.notice.ok'))).toContain(`${ip} marked as a false positive`);
+    expect(await text(page.locator('table.hits tr', { hasText: ip }))).toContain('marked');
+    expect(await consoleVerdict(ip)).toBe('benign');
+    await page.goto(`${url}/overrides`);
+    expect(await text(page.locator('table.overrides tr', { hasText: ip }))).toContain('false positive: our own scanner');
+  });
+
+  it('rolls a feed back one version from the packages page, after a confirm step', async () => {
+    const v1 = JSON.parse(cli(['status', '--json'], { dataDir: app.dataDir }).stdout).feeds.find((f: { name: string }) => f.name === 'threats');
+    const pkg = buildPackage(app.keys, app.out, 'threats', [path.join(DATA, 'ipsum/levels/3.txt')], ['--category', 'malware']);
+    // Dry run: the diff against the feed's current rows, with samples, before anything changes.
+    const before0 = dbDigest(app.dataDir);
+    await page.goto(`${url}/packages`);
+    await page.setInputFiles('input[type=file]', { name: 'threats-v2.tar', mimeType: 'application/x-tar', buffer: fs.readFileSync(pkg) });
+    await page.click('text=Verify (dry run)');
+    expect((await text(page.locator('h1'))).trim()).toBe('Confirm package');
+    const tally = await text(page.locator('.diff .tally'));
+    const n = (label: string) => Number(new RegExp(`([\\d,]+) ${label}`).exec(tally)![1].replace(/,/g, ''));
+    // v2 carries only the ipsum list, which v1 had too: nothing new, everything else goes.
+    const kept = n('changed') + n('unchanged');
+    expect(n('added')).toBe(0);
+    expect(kept).toBeGreaterThan(10_000);
+    expect(n('removed')).toBe(v1.count - kept);
+    const removedSamples = page.locator('details.diff-samples', { hasText: 'Removed' });
+    await removedSamples.locator('summary').click();
+    expect(await removedSamples.locator('tbody tr').count()).toBe(20);
+    expect(await text(removedSamples.locator('summary'))).toContain(`first 20 of ${(v1.count - kept).toLocaleString('en-US')}`);
+    expect(dbDigest(app.dataDir)).toBe(before0);
+    await shot('packages-diff');
+    await page.click('text=Apply this package');
+    expect(await text(page.locator('.notice.ok'))).toContain('Applied threats');
+    const v2 = JSON.parse(cli(['status', '--json'], { dataDir: app.dataDir }).stdout).feeds.find((f: { name: string }) => f.name === 'threats');
+    expect(v2.version).toBeGreaterThan(v1.version);
+    expect(v2.count).toBe(kept);
+
+    await page.goto(`${url}/packages`);
+    await page.locator('table.feeds tr', { hasText: 'threats' }).locator('a', { hasText: 'Roll back' }).click();
+    expect((await text(page.locator('h1'))).trim()).toBe('Roll back threats?');
+    const before = dbDigest(app.dataDir);
+    expect(await text(page.locator('.notice.bad'))).toContain(`to version ${v1.version}`);
+    expect(dbDigest(app.dataDir)).toBe(before); // the confirm page changes nothing
+    await page.click(`text=Roll back threats to version ${v1.version}`);
+    expect(await text(page.locator('.notice.ok'))).toContain(`Rolled threats back from version ${v2.version} to ${v1.version}`);
+    const now = JSON.parse(cli(['status', '--json'], { dataDir: app.dataDir }).stdout).feeds.find((f: { name: string }) => f.name === 'threats');
+    expect(now.version).toBe(v1.version);
+    expect(now.count).toBe(v1.count);
+    // One step back is kept: the feed now says why it cannot go further.
+    expect(await text(page.locator('table.feeds tr', { hasText: 'threats' }))).toContain('already rolled back');
+  });
+  // ---- end issue 7 ----
+
   it('creates an API token shown once, which works until it is revoked', async () => {
     await page.goto(`${url}/tokens`);
     await page.fill('input[name=name]', 'siem-collector');
@@ -289,7 +484,17 @@ describe('console in Chromium (real appliance, real data)', () => {
     expect(await text(vp.locator('header nav'))).not.toContain('API clients');
     await vp.goto(`${url}/packages`);
     expect(await vp.locator('input[type=file]').count()).toBe(0);
-    for (const p of ['/users', '/tokens', '/audit']) {
+    // ---- issue 7: viewers see upstreams and hits, without controls ----
+    expect(await text(vp.locator('header nav'))).toContain('Hits');
+    expect(await text(vp.locator('header nav'))).not.toContain('Overrides');
+    expect(await vp.locator('a', { hasText: 'Roll back' }).count()).toBe(0);
+    await vp.goto(`${url}/upstreams`);
+    expect(await vp.locator('form[action="/upstreams"]').count()).toBe(0);
+    await vp.goto(`${url}/hits`);
+    expect(await vp.locator('table.hits').count()).toBe(1);
+    expect(await vp.locator('button', { hasText: 'Mark false positive' }).count()).toBe(0);
+    // ---- end issue 7 ----
+    for (const p of ['/users', '/tokens', '/audit', '/overrides', '/rollback']) {
       const res = await vp.goto(`${url}${p}`);
       expect(res!.status()).toBe(403);
       expect(await text(vp.locator('.notice.bad'))).toContain('E_FORBIDDEN');
@@ -317,7 +522,7 @@ describe('console in Chromium (real appliance, real data)', () => {
     expect(dialogs).toEqual([]);
     expect(cspErrors).toEqual([]);
     // The screenshots are real files for docs/console.md.
-    for (const f of ['login', 'dashboard', 'packages-dry-run', 'packages', 'lookup', 'tokens', 'keys', 'audit', 'users', 'viewer-forbidden', 'dashboard-phone']) {
+    for (const f of ['login', 'dashboard', 'packages-dry-run', 'packages', 'lookup', 'tokens', 'keys', 'audit', 'users', 'viewer-forbidden', 'dashboard-phone', 'upstreams', 'upstream-sync-running', 'upstream-sync-result', 'overrides', 'hits', 'packages-diff']) {
       expect(fs.statSync(path.join(SHOTS, `${f}.png`)).size).toBeGreaterThan(1000);
     }
   });

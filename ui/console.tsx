@@ -24,6 +24,12 @@ import { packageRoutes } from './pages/packages.tsx';
 import { tokenRoutes } from './pages/tokens.tsx';
 import { userRoutes } from './pages/users.tsx';
 import { UploadStore } from './uploads.ts';
+// ---- issue 7: upstreams, hits, overrides, rollback ----
+import { hitRoutes } from './pages/hits.tsx';
+import { overrideRoutes } from './pages/overrides.tsx';
+import { rollbackRoutes } from './pages/rollback.tsx';
+import { upstreamRoutes } from './pages/upstreams.tsx';
+// ---- end issue 7 ----
 
 export interface ConsoleDeps {
   cfg: Config;
@@ -81,6 +87,12 @@ export function consoleRoutes(ui: UiContext): RouteDef[] {
     ...tokenRoutes(ui),
     ...auditRoutes(ui),
     ...userRoutes(ui),
+    // ---- issue 7 ----
+    ...upstreamRoutes(ui),
+    ...hitRoutes(ui),
+    ...overrideRoutes(ui),
+    ...rollbackRoutes(ui),
+    // ---- end issue 7 ----
   ];
 }
 

@@ -9,6 +9,11 @@ const NAV: { href: string; label: string; admin?: boolean }[] = [
   { href: '/packages', label: 'Packages' },
   { href: '/lookup', label: 'Lookup' },
   { href: '/keys', label: 'Trusted keys' },
+  // ---- issue 7: upstreams, hits, overrides ----
+  { href: '/upstreams', label: 'Upstreams' },
+  { href: '/hits', label: 'Hits' },
+  { href: '/overrides', label: 'Overrides', admin: true },
+  // ---- end issue 7 ----
   { href: '/tokens', label: 'API clients', admin: true },
   { href: '/audit', label: 'Audit log', admin: true },
   { href: '/users', label: 'Users', admin: true },
@@ -16,7 +21,8 @@ const NAV: { href: string; label: string; admin?: boolean }[] = [
 
 export const Csrf: FC<{ session: Session }> = ({ session }) => <input type="hidden" name="_csrf" value={session.csrf} />;
 
-export const Page: FC<PropsWithChildren<{ title: string; session?: Session | null; active?: string; notice?: string | null }>> = ({ title, session, active, notice, children }) => (
+/** `refresh`: seconds after which the browser reloads the page by itself (progress pages; no script needed). */
+export const Page: FC<PropsWithChildren<{ title: string; session?: Session | null; active?: string; notice?: string | null; refresh?: number }>> = ({ title, session, active, notice, refresh, children }) => (
   <>
     {raw('<!doctype html>')}
     <html lang="en">
@@ -24,6 +30,7 @@ export const Page: FC<PropsWithChildren<{ title: string; session?: Session | nul
         <meta charset="utf-8" />
         <meta name="viewport" content="width=device-width, initial-scale=1" />
         <meta name="referrer" content="no-referrer" />
+        {refresh ? <meta http-equiv="refresh" content={String(refresh)} /> : null}
         <title>{`${title} · Outpost`}</title>
         <link rel="stylesheet" href="/assets/console.css" />
       </head>

@@ -8,6 +8,12 @@ import { importPackage } from '../../sync/import.ts';
 import type { PageStatus, RouteDef, UiContext } from '../context.ts';
 import { field, type Ctx } from '../guard.ts';
 import { Csrf, ErrorBox, fmtInt, fmtTime, Page, Pager, parsePage, Table } from '../layout.tsx';
+// ---- issue 7: dry-run diff samples, per-feed rollback ----
+import { isReferenceManifest } from '../../sync/reference.ts';
+import type { FeedRow } from '../../sync/apply.ts';
+import { diffPackage, DiffSummary, type PackageDiff } from './package-diff.tsx';
+import { FeedRollbacks } from './rollback.tsx';
+// ---- end issue 7 ----
 
 export interface PackageRow {
   id: number;
@@ -204,6 +210,10 @@ export function packageRoutes(ui: UiContext): RouteDef[] {
         </nav>
         {rows.length ? <PackageRows rows={rows} /> : <p class="muted">No packages.</p>}
         <Pager page={page} pages={pages} href={href} />
+        {/* ---- issue 7: feeds with their rollback links ---- */}
+        <h2>Feeds</h2>
+        <FeedRollbacks feeds={ui.db.prepare('SELECT * FROM feeds ORDER BY name').all() as FeedRow[]} admin={session.user.role === 'admin'} />
+        {/* ---- end issue 7 ---- */}
       </Page>,
       extra?.status ?? 200,
     );
@@ -273,6 +283,17 @@ export function packageRoutes(ui: UiContext): RouteDef[] {
           audit(ui.db, session.user.name, 'package.dry-run', { subject: `${r.feed}@${r.version}`, detail: { file: filename, sha256: r.sha256 } });
           const current = ui.db.prepare('SELECT version, count, kind FROM feeds WHERE name = ?').get(r.feed) as { version: number; count: number; kind: string } | undefined;
           const m = r.manifest;
+          // ---- issue 7: what the package changes, row by row (read-only; a failure here only hides the diff) ----
+          let diff: PackageDiff | null = null;
+          let diffError: OutpostError | null = null;
+          if (!isReferenceManifest(m)) {
+            try {
+              diff = await diffPackage(ui.cfg, ui.db, saved.path);
+            } catch (e) {
+              diffError = asOutpostError(e);
+            }
+          }
+          // ---- end issue 7 ----
           return c.html(
             <Page title="Confirm package" session={session} active="/packages">
               <p class="notice ok">
@@ -293,6 +314,10 @@ export function packageRoutes(ui: UiContext): RouteDef[] {
                   </>
                 )}
               </p>
+              {/* ---- issue 7 ---- */}
+              {diff ? <DiffSummary diff={diff} /> : null}
+              {diffError ? <ErrorBox code={diffError.code} message={`row comparison unavailable: ${diffError.message}`} /> : null}
+              {/* ---- end issue 7 ---- */}
               <h2>Source report</h2>
               <SourceReports sources={m.sources} />
               <div class="actions">
