@@ -1,5 +1,6 @@
 // `outpost <command>`: the CLI. Exit codes: 0 success, 1 failure (stderr starts with a stable E_ code), 2 usage.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, type Config } from './config.ts';
@@ -125,7 +126,8 @@ export function buildCli(): Command {
       const { LookupEngine } = await import('../lookup/engine.ts');
       const { FeedPolicy } = await import('./freshness.ts');
       const { expiryDaysOf } = await import('../sync/expiry.ts');
-      const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate, feedPolicy: new FeedPolicy(db, { expiryDays: expiryDaysOf(cfg), staleAfterS: cfg.staleAfterS }) });
+      const { policyFrom } = await import('../lookup/verdict.ts');
+      const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate, verdict: policyFrom(cfg), feedPolicy: new FeedPolicy(db, { expiryDays: expiryDaysOf(cfg), staleAfterS: cfg.staleAfterS }) });
       await engine.reload();
       for (const r of engine.lookupMany(values)) print(JSON.stringify(r));
       db.close();
@@ -624,6 +626,120 @@ export function buildCli(): Command {
       const { benchHttp } = await import('../scripts/bench-http.ts');
       await runBench({ size: opts.size, json: Boolean(opts.json), out: print, http: opts.http === false ? null : benchHttp });
     });
+
+  // ---- verdict tuning: overrides, hits, selftest (lookup/overrides.ts, lookup/sightings.ts, lookup/selftest.ts) ----
+  const cliActor = () => {
+    try {
+      return `cli:${os.userInfo().username}`;
+    } catch {
+      return 'cli';
+    }
+  };
+  const override = program.command('override').description('local allow/block decisions for a value, a network or a domain subtree (kept apart from feed data)');
+  override
+    .command('add')
+    .argument('<action>', 'allow or block')
+    .argument('<value>', 'IP, network, domain (covers its subdomains), URL, hash or email; defanged accepted')
+    .requiredOption('--reason <text>', 'why (shown in every lookup result it decides)')
+    .option('--expires <iso-date>', 'expiry time (ISO 8601)')
+    .option('--days <n>', 'expire after n days', (v) => Number(v))
+    .option('--json', 'print the override as JSON')
+    .action(async (action: string, value: string, opts, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      try {
+        const { addOverride } = await import('../lookup/overrides.ts');
+        const row = addOverride(db, { action, value, reason: opts.reason, createdBy: cliActor(), expiresAt: opts.expires ?? null, days: opts.days ?? null });
+        print(opts.json ? JSON.stringify(row) : `override ${row.id}: ${row.action} ${row.type} ${row.value}${row.expires_at ? ` until ${row.expires_at}` : ''} — ${row.reason}`);
+      } finally {
+        db.close();
+      }
+    });
+  override
+    .command('list')
+    .option('--all', 'include removed and expired overrides')
+    .option('--json', 'one JSON object per line')
+    .action(async (opts, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      const { listOverrides } = await import('../lookup/overrides.ts');
+      const rows = listOverrides(db, { all: Boolean(opts.all) });
+      db.close();
+      for (const r of rows) {
+        print(opts.json ? JSON.stringify(r) : `${r.id}  ${r.action}  ${r.type}  ${r.value}  by ${r.created_by} at ${r.created_at}  expires ${r.expires_at ?? 'never'}${r.revoked_at ? `  REMOVED ${r.revoked_at}` : ''}  — ${r.reason}`);
+      }
+    });
+  override
+    .command('remove')
+    .argument('<id>')
+    .action(async (id: string, _o, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      try {
+        const { removeOverride } = await import('../lookup/overrides.ts');
+        const row = removeOverride(db, Number(id), cliActor());
+        print(`removed override ${row.id} (${row.action} ${row.value})`);
+      } finally {
+        db.close();
+      }
+    });
+
+  const hits = program
+    .command('hits')
+    .description('local sightings: values that matched in lookups, most seen first')
+    .option('--since <time>', 'only sightings since an ISO time or a duration (24h, 7d)')
+    .option('--top <n>', 'how many values', (v) => Number(v), 50)
+    .option('--json', 'one JSON object per line')
+    .action(async (opts, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      const { listHits, parseSince } = await import('../lookup/sightings.ts');
+      try {
+        const rows = listHits(db, { since: opts.since ? parseSince(opts.since) : undefined, top: opts.top });
+        for (const h of rows) {
+          print(opts.json ? JSON.stringify(h) : `${String(h.hits).padStart(7)}  ${h.type}  ${h.value}  ${h.last_verdict ?? '-'}  feeds ${h.feeds.join(',') || '-'}  clients ${h.clients.join(',')}  first ${h.first_seen}  last ${h.last_seen}${h.false_positive_at ? '  FALSE POSITIVE' : ''}`);
+        }
+      } finally {
+        db.close();
+      }
+    });
+  hits
+    .command('fp')
+    .description('mark a sighted value as a false positive: adds a local allow override for it')
+    .argument('<value>')
+    .requiredOption('--reason <text>', 'why it is not malicious here')
+    .action(async (value: string, opts, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      try {
+        const { markFalsePositive } = await import('../lookup/sightings.ts');
+        const r = markFalsePositive(db, value, opts.reason, cliActor());
+        print(`marked ${r.value} as a false positive: allow override ${r.override.id}`);
+      } finally {
+        db.close();
+      }
+    });
+
+  program
+    .command('selftest')
+    .description('false positives of current block data against allowlists, and recall on its own listed values')
+    .option('--json', 'one JSON object')
+    .option('--sample <n>', 'values sampled per block feed and type (0 = all)', (v) => Number(v), 200)
+    .action(async (opts, cmd) => {
+      const cfg = config(cmd);
+      const db = openDb(cfg.dataDir);
+      const { LookupEngine } = await import('../lookup/engine.ts');
+      const { policyFrom } = await import('../lookup/verdict.ts');
+      const { runSelftest, formatSelftest } = await import('../lookup/selftest.ts');
+      const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate, verdict: policyFrom(cfg) });
+      await engine.reload();
+      const report = runSelftest(db, engine, { sample: opts.sample });
+      db.close();
+      if (opts.json) print(JSON.stringify(report));
+      else for (const line of formatSelftest(report)) print(line);
+      if (!report.ok) process.exitCode = 1;
+    });
+  // ---- end verdict tuning ----
 
   return program;
 }

@@ -91,6 +91,11 @@ export interface Config {
   /** Do not verify the TLS receiver's certificate. */
   siemTlsInsecure: boolean;
   // ---- end SIEM push ----
+  // ---- verdicts (lookup/verdict.ts, docs/verdicts.md) ----
+  /** Listed IPv4 networks wider than this prefix never make a value malicious by themselves. */
+  maxBlockPrefixV4: number;
+  /** The same for IPv6. */
+  maxBlockPrefixV6: number;
 }
 
 const DEFAULTS: Config = {
@@ -141,6 +146,8 @@ const DEFAULTS: Config = {
   siemTlsCa: '',
   siemTlsInsecure: false,
   // ---- end SIEM push ----
+  maxBlockPrefixV4: 16,
+  maxBlockPrefixV6: 32,
 };
 
 const ENV: Record<keyof Config, string> = {
@@ -191,6 +198,8 @@ const ENV: Record<keyof Config, string> = {
   siemTlsCa: 'OUTPOST_SIEM_TLS_CA',
   siemTlsInsecure: 'OUTPOST_SIEM_TLS_INSECURE',
   // ---- end SIEM push ----
+  maxBlockPrefixV4: 'OUTPOST_MAX_BLOCK_PREFIX_V4',
+  maxBlockPrefixV6: 'OUTPOST_MAX_BLOCK_PREFIX_V6',
 };
 
 function coerce<K extends keyof Config>(key: K, raw: string | number | boolean): Config[K] {
@@ -217,6 +226,8 @@ export function loadConfig(
     if (raw !== undefined) (cfg as Record<string, unknown>)[key] = coerce(key, raw);
   }
   cfg.dataDir = path.resolve(cfg.dataDir);
+  if (!Number.isInteger(cfg.maxBlockPrefixV4) || cfg.maxBlockPrefixV4 > 32) throw new OutpostError('E_CONFIG', `${ENV.maxBlockPrefixV4} must be an integer 0-32`);
+  if (!Number.isInteger(cfg.maxBlockPrefixV6) || cfg.maxBlockPrefixV6 > 128) throw new OutpostError('E_CONFIG', `${ENV.maxBlockPrefixV6} must be an integer 0-128`);
   // ---- sync and mirror ----
   for (const k of ['syncDeadlineS', 'syncMinBps', 'syncWindowS'] as const) if (!(cfg[k] > 0)) throw new OutpostError('E_CONFIG', `${ENV[k]} must be a positive number, got "${cfg[k]}"`);
   if (!['none', 'token', 'off'].includes(cfg.mirrorAuth)) throw new OutpostError('E_CONFIG', `${ENV.mirrorAuth} must be none, token or off, got "${cfg.mirrorAuth}"`);

@@ -199,6 +199,51 @@ const MIGRATIONS: string[] = [
   CREATE INDEX indicators_expires ON indicators(feed, expires_at) WHERE expires_at IS NOT NULL;
   ALTER TABLE feeds ADD COLUMN floor_version INTEGER;
   `,
+  // Verdicts (lookup/overrides.ts, lookup/sightings.ts): local overrides live apart from feed data so a
+  // sync never erases them; sightings keep per-indicator counts and first/last local sighting, and a
+  // log of (value, client, count) per flush window for --since queries. Sighting times are unix seconds.
+  `
+  CREATE TABLE overrides (
+    id INTEGER PRIMARY KEY,
+    action TEXT NOT NULL CHECK (action IN ('allow','block')),
+    type TEXT NOT NULL,
+    value TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT,
+    revoked_at TEXT,
+    revoked_by TEXT
+  );
+  CREATE INDEX overrides_value ON overrides(type, value);
+
+  CREATE TABLE sightings (
+    type TEXT NOT NULL,
+    value TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    last_client TEXT,
+    last_verdict TEXT,
+    feeds TEXT,
+    false_positive_at TEXT,
+    false_positive_override INTEGER,
+    PRIMARY KEY (type, value)
+  ) WITHOUT ROWID;
+  CREATE INDEX sightings_last ON sightings(last_seen);
+
+  CREATE TABLE sighting_log (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    value TEXT NOT NULL,
+    client TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    feeds TEXT,
+    count INTEGER NOT NULL
+  );
+  CREATE INDEX sighting_log_ts ON sighting_log(ts);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

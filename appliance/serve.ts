@@ -12,6 +12,8 @@ import { answerClientError } from '../lookup/limits.ts';
 import type { Hono } from 'hono';
 import { LookupEngine } from '../lookup/engine.ts';
 import { Metrics } from '../lookup/metrics.ts';
+import { SightingsWriter } from '../lookup/sightings.ts';
+import { policyFrom } from '../lookup/verdict.ts';
 import { mountExports } from '../lookup/exports/routes.ts';
 import { runWorker } from './worker.ts';
 import { ensureDemo, type DemoInfo } from '../scripts/demo.ts';
@@ -48,10 +50,12 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     db = openCheckedDb(cfg.dataDir, cfg.startCheck);
     clearStaging(cfg.dataDir);
     const demo = cfg.noDemo ? null : await ensureDemo(cfg, db, log);
-    const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate, feedPolicy: new FeedPolicy(db, { expiryDays: expiryDaysOf(cfg), staleAfterS: cfg.staleAfterS }) });
+    const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate, verdict: policyFrom(cfg), feedPolicy: new FeedPolicy(db, { expiryDays: expiryDaysOf(cfg), staleAfterS: cfg.staleAfterS }) });
     await engine.reload();
     const metrics = new Metrics();
-    const app = createApi({ cfg, db, engine, log, metrics, mounts: [mountExports(db), createConsole({ cfg, db, engine, log }).mount, mountMirror({ cfg, db, log })] });
+    // Hit log on its own connection: its flushes never wait for (or hold up) an apply's write lock.
+    const sightings = SightingsWriter.forDataDir(cfg.dataDir);
+    const app = createApi({ cfg, db, engine, log, metrics, sightings, mounts: [mountExports(db), createConsole({ cfg, db, engine, log }).mount, mountMirror({ cfg, db, log })] });
     const server: ServerType = await new Promise((resolve, reject) => {
       // Slow clients cannot hold connections: limits from config.ts; the checking interval bounds how late
       // an expired headers/request timeout is noticed (Node's default is 30 s).
@@ -80,6 +84,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     let reloading = false;
     let exportedGeneration = -1;
     const follow = setInterval(() => {
+      engine.refreshOverrides(); // overrides added by the CLI in another process
       if (reloading || currentGeneration(db!) === engine.generation) return;
       reloading = true;
       engine
@@ -126,6 +131,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
         await scheduler.stop();
         await jobs.stop();
         await new Promise<void>((r) => server.close(() => r()));
+        await sightings.close();
         theDb.close();
         release();
       },

@@ -124,6 +124,8 @@ export interface LookupResult {
   confidence: number;
   matches: Match[];
   rule?: string;
+  /** Human-readable explanation of the verdict (lookup/verdict.ts, docs/verdicts.md). */
+  reasons?: string[];
   /** Threat actors / malware families the matched indicators link to (lookup/actors.ts, docs/context.md). */
   actors?: LinkedEntity[];
   families?: LinkedEntity[];

@@ -15,6 +15,8 @@ import type { LookupResult } from '../appliance/types.ts';
 import type { LookupEngine } from './engine.ts';
 import { jsonTooDeep, rateLimit, scopeGuard } from './limits.ts';
 import { Metrics } from './metrics.ts';
+import { mountVerdictRoutes } from './verdict-routes.ts';
+import type { SightingsWriter } from './sightings.ts';
 
 export type AppEnv = { Variables: { token: TokenRow } };
 
@@ -29,6 +31,8 @@ export interface ApiDeps {
   metrics?: Metrics;
   /** Further route groups (console, exports, TAXII, mirror …) mounted before the 404 handler. */
   mounts?: ((app: Hono<AppEnv>) => void)[];
+  /** Hit log (lookup/sightings.ts): lookups that matched are counted per value and client token. */
+  sightings?: SightingsWriter | null;
 }
 
 export function errorBody(code: ErrorCode, message?: string) {
@@ -44,6 +48,7 @@ const MAX_NDJSON_LINE = 64 * 1024;
 
 export function createApi(deps: ApiDeps): Hono<AppEnv> {
   const { cfg, db, engine, log } = deps;
+  const sightings = deps.sightings ?? null;
   const metrics = deps.metrics ?? new Metrics();
   const tokens = new TokenVerifier(db);
   const app = new Hono<AppEnv>();
@@ -92,6 +97,7 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
     const t0 = process.hrtime.bigint();
     const result = engine.lookup(value);
     metrics.observe([result], t0);
+    sightings?.record(result, c.get('token').name);
     return c.json(result);
   });
 
@@ -107,7 +113,7 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
     },
     async (c) => {
       const ctype = c.req.header('content-type') ?? '';
-      if (ctype.startsWith('application/x-ndjson')) return streamNdjson(c, engine, metrics, log, cfg);
+      if (ctype.startsWith('application/x-ndjson')) return streamNdjson(c, engine, metrics, log, cfg, sightings);
       if (!ctype.startsWith('application/json')) {
         return errorResponse(c, 'E_INPUT', 'Content-Type must be application/json ({"values":[...]}) or application/x-ndjson', 415);
       }
@@ -127,9 +133,13 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
       const t0 = process.hrtime.bigint();
       const results = engine.lookupMany(values as string[]);
       metrics.observe(results, t0);
+      sightings?.recordMany(results, c.get('token').name);
       return c.json({ results });
     },
   );
+
+  // Overrides, hits and false-positive marking (admin scope in lookup/limits.ts API_SCOPES).
+  mountVerdictRoutes(app, { db, engine, sightings });
 
   for (const mount of deps.mounts ?? []) mount(app);
 
@@ -150,7 +160,8 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
  * NDJSON in, NDJSON out, streamed: each input line is a JSON string, {"value": "..."} or a bare value.
  * Lines are answered in order, a chunk at a time, so memory stays flat for any batch size.
  */
-function streamNdjson(c: Context, engine: LookupEngine, metrics: Metrics, log: Logger, cfg: Config): Response {
+function streamNdjson(c: Context<AppEnv>, engine: LookupEngine, metrics: Metrics, log: Logger, cfg: Config, sightings: SightingsWriter | null = null): Response {
+  const client = c.get('token').name;
   const input = c.req.raw.body;
   if (!input) return errorResponse(c, 'E_INPUT', 'empty body');
   const decoder = new TextDecoder('utf-8', { fatal: false });
@@ -207,6 +218,7 @@ function streamNdjson(c: Context, engine: LookupEngine, metrics: Metrics, log: L
           const t0 = process.hrtime.bigint();
           const results = engine.lookupMany(values);
           metrics.observe(results, t0);
+          sightings?.recordMany(results, client);
           let s = '';
           for (const r of results) s += JSON.stringify(r) + '\n';
           controller.enqueue(encoder.encode(s));

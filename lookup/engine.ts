@@ -19,7 +19,8 @@ import {
   storeFingerprint, v4Network, type FilterSet, type TypedFilter,
 } from './filters.ts';
 import { cidrKey, normalize, parentDomains, urlHost } from './normalize.ts';
-import { decide } from './verdict.ts';
+import { OverrideIndex } from './overrides.ts';
+import { decide, DEFAULT_POLICY, type VerdictPolicy } from './verdict.ts';
 import { FeedPolicy } from '../appliance/freshness.ts';
 
 /** Confidence of a match whose row and feed both leave it unset. */
@@ -37,6 +38,10 @@ export interface EngineOptions {
    * null to disable (in-memory databases never persist).
    */
   filterDir?: string | null;
+  /** Verdict policy (lookup/verdict.ts); default DEFAULT_POLICY. */
+  verdict?: VerdictPolicy;
+  /** Local overrides; default: an OverrideIndex on the same database, false to ignore overrides. */
+  overrides?: OverrideIndex | false;
   /** Default expiry per type and fail-closed stale feeds (appliance/freshness.ts); default: built-in defaults. */
   feedPolicy?: FeedPolicy;
 }
@@ -86,6 +91,13 @@ export class LookupEngine {
   private readonly useWorker: boolean;
   private readonly filterDir: string | null;
   private readonly confirmStmt;
+  // ---- verdicts (lookup/verdict.ts, lookup/overrides.ts) ----
+  /** Local overrides, matched in memory after the feed matches; refreshOverrides() follows other writers. */
+  readonly overrides: OverrideIndex | null;
+  private readonly policy: VerdictPolicy;
+  private feedCreated = new Map<string, number>();
+  private readonly feedCreatedOf = (feed: string): number | undefined => this.feedCreated.get(feed);
+  // ---- end verdicts ----
   private readonly feedPolicy: FeedPolicy;
   private newestCreated: number | null = null;
   private reloading: Promise<void> | null = null;
@@ -106,6 +118,8 @@ export class LookupEngine {
     const fileDb = Boolean(db.name) && db.name !== ':memory:' && !db.memory;
     this.useWorker = opts.worker ?? fileDb;
     this.filterDir = opts.filterDir !== undefined ? opts.filterDir : fileDb ? path.join(path.dirname(db.name), 'filters') : null;
+    this.policy = opts.verdict ?? DEFAULT_POLICY;
+    this.overrides = opts.overrides === false ? null : (opts.overrides ?? new OverrideIndex(db));
     this.feedPolicy = opts.feedPolicy ?? new FeedPolicy(db);
     this.confirmStmt = db.prepare(
       `SELECT i.type, i.value, i.feed, i.kind, i.category, i.confidence, i.first_seen, i.last_seen, i.expires_at, i.extra,
@@ -171,8 +185,10 @@ export class LookupEngine {
       default:
         this.check(type, type, value, 'exact');
     }
+    // Local overrides (in memory) join the feed matches; decide() lets them take precedence.
+    if (this.overrides !== null && this.overrides.size > 0) this.overrides.collect(type, value, matches, this.now());
     const found = matches.length ? matches.slice() : [];
-    const d = decide(found);
+    const d = decide(found, { now: this.now(), feedCreated: this.feedCreatedOf, type, normalized: value, policy: this.policy });
     const result: LookupResult = {
       value: raw,
       type,
@@ -181,6 +197,7 @@ export class LookupEngine {
       confidence: d.confidence,
       matches: found,
       rule: d.rule,
+      reasons: d.reasons,
       generation: this.generation,
       data_age_s: this.dataAge(),
     };
@@ -395,7 +412,20 @@ export class LookupEngine {
   }
 
   /** data_age_s counts from the creation time of the newest applied package (feeds.created). */
+  /** Picks up override changes made by another process (cheap: one meta read when nothing changed). */
+  refreshOverrides(): boolean {
+    return this.overrides?.refresh() ?? false;
+  }
+
   private refreshFeedInfo(): void {
+    // Package creation time per feed: the age of rows that carry no first/last-seen dates (verdict decay).
+    const created = new Map<string, number>();
+    for (const f of this.db.prepare('SELECT name, created FROM feeds').all() as { name: string; created: string }[]) {
+      const t = Date.parse(f.created);
+      if (Number.isFinite(t)) created.set(f.name, t / 1000);
+    }
+    this.feedCreated = created;
+    this.overrides?.refresh();
     const row = this.db.prepare('SELECT max(created) AS created FROM feeds').get() as { created: string | null } | undefined;
     const t = row?.created ? Date.parse(row.created) : NaN;
     this.newestCreated = Number.isFinite(t) ? t / 1000 : null;

@@ -16,6 +16,12 @@ export const API_SCOPES: Readonly<Record<string, Scope>> = {
   'GET /api/v1/lookup': 'lookup',
   'POST /api/v1/lookup': 'lookup',
   'GET /api/v1/export/:format': 'export',
+  // verdict tuning (lookup/verdict-routes.ts): site-wide decisions and who saw what → admin only
+  'GET /api/v1/overrides': 'admin',
+  'POST /api/v1/overrides': 'admin',
+  'DELETE /api/v1/overrides/:id': 'admin',
+  'GET /api/v1/hits': 'admin',
+  'POST /api/v1/hits/false-positive': 'admin',
 };
 
 /** Route entries that are middleware for all of /api (method ALL, path ending in *), not endpoints. */

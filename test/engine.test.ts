@@ -80,7 +80,7 @@ afterAll(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-const CONTRACT_KEYS = ['confidence', 'data_age_s', 'generation', 'matches', 'normalized', 'rule', 'type', 'value', 'verdict'];
+const CONTRACT_KEYS = ['confidence', 'data_age_s', 'generation', 'matches', 'normalized', 'reasons', 'rule', 'type', 'value', 'verdict'];
 
 function expectShape(r: LookupResult): void {
   expect(Object.keys(r).sort()).toEqual(r.type === 'invalid'
@@ -273,9 +273,10 @@ describe('verdict rule', () => {
     expect(cidrIsCapped('2a00:1450::/32')).toBe(false);
     expect(cidrIsCapped('2a00::/16')).toBe(true);
     expect(decide([{ ...base, indicator: '1.10.16.0/20', kind: 'cidr', confidence: 90 }]).verdict).toBe('malicious');
-    expect(decide([{ ...base, indicator: '1.0.0.0/8', kind: 'cidr', confidence: 90 }])).toEqual({ verdict: 'suspicious', confidence: 69, rule: 'cidr:broad-or-reserved' });
-    expect(decide([{ ...base, indicator: 'x.example', kind: 'exact', confidence: 40 }])).toEqual({ verdict: 'suspicious', confidence: 40, rule: 'block:low-confidence' });
-    expect(decide([])).toEqual({ verdict: 'unknown', confidence: 0, rule: 'none' });
+    // Rules and weights: lookup/verdict.ts, docs/verdicts.md (test/verdicts.test.ts covers them in depth).
+    expect(decide([{ ...base, indicator: '1.0.0.0/8', kind: 'cidr', confidence: 90 }])).toMatchObject({ verdict: 'suspicious', rule: 'cidr:broad-or-reserved' });
+    expect(decide([{ ...base, indicator: 'x.example', kind: 'exact', confidence: 40 }])).toMatchObject({ verdict: 'suspicious', confidence: 40, rule: 'block:low-confidence' });
+    expect(decide([])).toMatchObject({ verdict: 'unknown', confidence: 0, rule: 'none' });
   });
 });
 
