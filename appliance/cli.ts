@@ -124,9 +124,9 @@ export function buildCli(): Command {
       const cfg = config(cmd);
       const db = openDb(cfg.dataDir);
       const { LookupEngine } = await import('../lookup/engine.ts');
+      const { policyFrom } = await import('../lookup/verdict.ts');
       const { FeedPolicy } = await import('./freshness.ts');
       const { expiryDaysOf } = await import('../sync/expiry.ts');
-      const { policyFrom } = await import('../lookup/verdict.ts');
       const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate, verdict: policyFrom(cfg), feedPolicy: new FeedPolicy(db, { expiryDays: expiryDaysOf(cfg), staleAfterS: cfg.staleAfterS }) });
       await engine.reload();
       for (const r of engine.lookupMany(values)) print(JSON.stringify(r));

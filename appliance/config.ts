@@ -71,6 +71,11 @@ export interface Config {
   inboxScanMs: number;
   /** A dropped file is taken once its size and mtime stayed unchanged this long, ms (slow removable media). */
   inboxStableMs: number;
+  // ---- verdicts (lookup/verdict.ts, docs/verdicts.md) ----
+  /** Listed IPv4 networks wider than this prefix never make a value malicious by themselves. */
+  maxBlockPrefixV4: number;
+  /** The same for IPv6. */
+  maxBlockPrefixV6: number;
   // ---- SIEM push (lookup/push.ts; docs/integrations.md) ----
   /** Syslog receiver for hits; empty = push off. */
   siemHost: string;
@@ -91,11 +96,6 @@ export interface Config {
   /** Do not verify the TLS receiver's certificate. */
   siemTlsInsecure: boolean;
   // ---- end SIEM push ----
-  // ---- verdicts (lookup/verdict.ts, docs/verdicts.md) ----
-  /** Listed IPv4 networks wider than this prefix never make a value malicious by themselves. */
-  maxBlockPrefixV4: number;
-  /** The same for IPv6. */
-  maxBlockPrefixV6: number;
 }
 
 const DEFAULTS: Config = {
@@ -135,6 +135,8 @@ const DEFAULTS: Config = {
   purgeIntervalS: 3600,
   inboxScanMs: 2000,
   inboxStableMs: 1000,
+  maxBlockPrefixV4: 16,
+  maxBlockPrefixV6: 32,
   // ---- SIEM push ----
   siemHost: '',
   siemPort: 0,
@@ -146,8 +148,6 @@ const DEFAULTS: Config = {
   siemTlsCa: '',
   siemTlsInsecure: false,
   // ---- end SIEM push ----
-  maxBlockPrefixV4: 16,
-  maxBlockPrefixV6: 32,
 };
 
 const ENV: Record<keyof Config, string> = {
@@ -187,6 +187,8 @@ const ENV: Record<keyof Config, string> = {
   purgeIntervalS: 'OUTPOST_PURGE_INTERVAL_S',
   inboxScanMs: 'OUTPOST_INBOX_SCAN_MS',
   inboxStableMs: 'OUTPOST_INBOX_STABLE_MS',
+  maxBlockPrefixV4: 'OUTPOST_MAX_BLOCK_PREFIX_V4',
+  maxBlockPrefixV6: 'OUTPOST_MAX_BLOCK_PREFIX_V6',
   // ---- SIEM push ----
   siemHost: 'OUTPOST_SIEM_HOST',
   siemPort: 'OUTPOST_SIEM_PORT',
@@ -198,8 +200,6 @@ const ENV: Record<keyof Config, string> = {
   siemTlsCa: 'OUTPOST_SIEM_TLS_CA',
   siemTlsInsecure: 'OUTPOST_SIEM_TLS_INSECURE',
   // ---- end SIEM push ----
-  maxBlockPrefixV4: 'OUTPOST_MAX_BLOCK_PREFIX_V4',
-  maxBlockPrefixV6: 'OUTPOST_MAX_BLOCK_PREFIX_V6',
 };
 
 function coerce<K extends keyof Config>(key: K, raw: string | number | boolean): Config[K] {
@@ -226,8 +226,6 @@ export function loadConfig(
     if (raw !== undefined) (cfg as Record<string, unknown>)[key] = coerce(key, raw);
   }
   cfg.dataDir = path.resolve(cfg.dataDir);
-  if (!Number.isInteger(cfg.maxBlockPrefixV4) || cfg.maxBlockPrefixV4 > 32) throw new OutpostError('E_CONFIG', `${ENV.maxBlockPrefixV4} must be an integer 0-32`);
-  if (!Number.isInteger(cfg.maxBlockPrefixV6) || cfg.maxBlockPrefixV6 > 128) throw new OutpostError('E_CONFIG', `${ENV.maxBlockPrefixV6} must be an integer 0-128`);
   // ---- sync and mirror ----
   for (const k of ['syncDeadlineS', 'syncMinBps', 'syncWindowS'] as const) if (!(cfg[k] > 0)) throw new OutpostError('E_CONFIG', `${ENV[k]} must be a positive number, got "${cfg[k]}"`);
   if (!['none', 'token', 'off'].includes(cfg.mirrorAuth)) throw new OutpostError('E_CONFIG', `${ENV.mirrorAuth} must be none, token or off, got "${cfg.mirrorAuth}"`);
@@ -237,6 +235,8 @@ export function loadConfig(
   if (cfg.requestTimeoutMs > 0 && cfg.headersTimeoutMs > cfg.requestTimeoutMs) {
     throw new OutpostError('E_CONFIG', `${ENV.headersTimeoutMs} (${cfg.headersTimeoutMs}) must not exceed ${ENV.requestTimeoutMs} (${cfg.requestTimeoutMs})`);
   }
+  if (!Number.isInteger(cfg.maxBlockPrefixV4) || cfg.maxBlockPrefixV4 > 32) throw new OutpostError('E_CONFIG', `${ENV.maxBlockPrefixV4} must be an integer 0-32`);
+  if (!Number.isInteger(cfg.maxBlockPrefixV6) || cfg.maxBlockPrefixV6 > 128) throw new OutpostError('E_CONFIG', `${ENV.maxBlockPrefixV6} must be an integer 0-128`);
   if (cfg.rateLimitRps > 0 && cfg.rateLimitBurst < 1) throw new OutpostError('E_CONFIG', `${ENV.rateLimitBurst} must be at least 1 when a rate limit is set`);
   // ---- SIEM push ----
   if (!['tcp', 'tls', 'udp'].includes(cfg.siemTransport)) throw new OutpostError('E_CONFIG', `${ENV.siemTransport} must be tcp, tls or udp, got "${cfg.siemTransport}"`);

@@ -244,6 +244,45 @@ const MIGRATIONS: string[] = [
   );
   CREATE INDEX sighting_log_ts ON sighting_log(ts);
   `,
+  // Reference data (sync/reference.ts, lookup/actors.ts): signed sets of actors, families and techniques,
+  // their aliases by normalized key, and the indicator → entity links computed per data generation.
+  `
+  CREATE TABLE reference_sets (
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    package_sha256 TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    created TEXT NOT NULL,
+    expires TEXT NOT NULL,
+    applied_at TEXT NOT NULL,
+    count INTEGER NOT NULL
+  );
+
+  CREATE TABLE reference_entities (
+    id TEXT PRIMARY KEY,
+    set_name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    data TEXT NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX reference_entities_set ON reference_entities(set_name);
+
+  CREATE TABLE reference_aliases (
+    key TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    PRIMARY KEY (key, entity_id)
+  ) WITHOUT ROWID;
+
+  CREATE TABLE reference_links (
+    entity_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    value TEXT NOT NULL,
+    feed TEXT NOT NULL,
+    via TEXT NOT NULL,
+    PRIMARY KEY (entity_id, type, value, feed)
+  ) WITHOUT ROWID;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

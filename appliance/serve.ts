@@ -15,13 +15,16 @@ import { Metrics } from '../lookup/metrics.ts';
 import { SightingsWriter } from '../lookup/sightings.ts';
 import { policyFrom } from '../lookup/verdict.ts';
 import { mountExports } from '../lookup/exports/routes.ts';
+import { mountTaxii } from '../lookup/taxii.ts';
+import { mountCompat } from '../lookup/compat.ts';
+import { SiemPush, pushConfigFrom } from '../lookup/push.ts';
 import { runWorker } from './worker.ts';
 import { ensureDemo, type DemoInfo } from '../scripts/demo.ts';
 import { SyncScheduler } from '../sync/scheduler.ts';
+import { mountMirror, prefetchMirror } from '../sync/mirror.ts';
 import { startBackgroundJobs } from '../sync/background.ts';
 import { FeedPolicy } from './freshness.ts';
 import { expiryDaysOf } from '../sync/expiry.ts';
-import { mountMirror, prefetchMirror } from '../sync/mirror.ts';
 import { createConsole } from '../ui/console.tsx';
 
 export interface RunningAppliance {
@@ -55,7 +58,26 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     const metrics = new Metrics();
     // Hit log on its own connection: its flushes never wait for (or hold up) an apply's write lock.
     const sightings = SightingsWriter.forDataDir(cfg.dataDir);
-    const app = createApi({ cfg, db, engine, log, metrics, sightings, mounts: [mountExports(db), createConsole({ cfg, db, engine, log }).mount, mountMirror({ cfg, db, log })] });
+    // ---- integrations: TAXII 2.1, VirusTotal-compatible lookups, SIEM push (docs/integrations.md) ----
+    const pushCfg = pushConfigFrom(cfg);
+    const push = pushCfg ? new SiemPush(pushCfg, log) : null;
+    if (push) {
+      metrics.extra.push(() => push.renderMetrics());
+      // Every result the hit log records (the API's lookups with matches) is offered to the push as well;
+      // offer() only enqueues, so the lookup path never waits for the receiver.
+      const record = sightings.record.bind(sightings);
+      sightings.record = (r, client) => {
+        record(r, client);
+        push.offer(r, client);
+      };
+    }
+    const limits = { rps: cfg.rateLimitRps, burst: cfg.rateLimitBurst };
+    const integrations = [
+      mountTaxii(db, { rateLimit: limits }),
+      mountCompat(db, engine, { rateLimit: limits, metrics, onResult: (r, client) => sightings.record(r, client) }),
+    ];
+    // ---- end integrations ----
+    const app = createApi({ cfg, db, engine, log, metrics, sightings, mounts: [mountExports(db), createConsole({ cfg, db, engine, log }).mount, ...integrations, mountMirror({ cfg, db, log })] });
     const server: ServerType = await new Promise((resolve, reject) => {
       // Slow clients cannot hold connections: limits from config.ts; the checking interval bounds how late
       // an expired headers/request timeout is noticed (Node's default is 30 s).
@@ -132,6 +154,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
         await jobs.stop();
         await new Promise<void>((r) => server.close(() => r()));
         await sightings.close();
+        await push?.close(); // integrations: SIEM push
         theDb.close();
         release();
       },

@@ -15,6 +15,8 @@ import type { LookupResult } from '../appliance/types.ts';
 import type { LookupEngine } from './engine.ts';
 import { jsonTooDeep, rateLimit, scopeGuard } from './limits.ts';
 import { Metrics } from './metrics.ts';
+import { mountActors } from './actors.ts';
+import { parseFields, pickFields } from './fields.ts';
 import { mountVerdictRoutes } from './verdict-routes.ts';
 import type { SightingsWriter } from './sightings.ts';
 
@@ -42,9 +44,6 @@ export function errorBody(code: ErrorCode, message?: string) {
 function errorResponse(c: Context, code: ErrorCode, message?: string, status?: number): Response {
   return c.json(errorBody(code, message), (status ?? ERRORS[code].status) as 400);
 }
-
-/** Largest NDJSON line accepted in a streamed batch. */
-const MAX_NDJSON_LINE = 64 * 1024;
 
 export function createApi(deps: ApiDeps): Hono<AppEnv> {
   const { cfg, db, engine, log } = deps;
@@ -94,11 +93,12 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
   app.get('/api/v1/lookup', (c) => {
     const value = c.req.query('value');
     if (value === undefined || value === '') return errorResponse(c, 'E_INPUT', 'query parameter "value" is required');
+    const fields = parseFields(c.req.query('fields')); // ?fields= trims results (lookup/fields.ts)
     const t0 = process.hrtime.bigint();
     const result = engine.lookup(value);
     metrics.observe([result], t0);
     sightings?.record(result, c.get('token').name);
-    return c.json(result);
+    return c.json(pickFields(result, fields));
   });
 
   app.post(
@@ -130,16 +130,20 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
       if (!body || typeof body !== 'object' || !Array.isArray(values)) return errorResponse(c, 'E_INPUT', 'body must be {"values":[...]}');
       if (values.length > cfg.maxBatch) return errorResponse(c, 'E_TOO_LARGE', `at most ${cfg.maxBatch} values per request; use application/x-ndjson for more`);
       if (!values.every((v) => typeof v === 'string')) return errorResponse(c, 'E_INPUT', 'every entry of "values" must be a string');
+      const fields = parseFields(c.req.query('fields'));
       const t0 = process.hrtime.bigint();
       const results = engine.lookupMany(values as string[]);
       metrics.observe(results, t0);
       sightings?.recordMany(results, c.get('token').name);
-      return c.json({ results });
+      return c.json({ results: fields ? results.map((r) => pickFields(r, fields)) : results });
     },
   );
 
   // Overrides, hits and false-positive marking (admin scope in lookup/limits.ts API_SCOPES).
   mountVerdictRoutes(app, { db, engine, sightings });
+
+  // Actors and families by any alias with their indicators here (lookup/actors.ts).
+  mountActors(db)(app);
 
   for (const mount of deps.mounts ?? []) mount(app);
 
@@ -162,6 +166,7 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
  */
 function streamNdjson(c: Context<AppEnv>, engine: LookupEngine, metrics: Metrics, log: Logger, cfg: Config, sightings: SightingsWriter | null = null): Response {
   const client = c.get('token').name;
+  const fields = parseFields(c.req.query('fields'));
   const input = c.req.raw.body;
   if (!input) return errorResponse(c, 'E_INPUT', 'empty body');
   const decoder = new TextDecoder('utf-8', { fatal: false });
@@ -220,7 +225,7 @@ function streamNdjson(c: Context<AppEnv>, engine: LookupEngine, metrics: Metrics
           metrics.observe(results, t0);
           sightings?.recordMany(results, client);
           let s = '';
-          for (const r of results) s += JSON.stringify(r) + '\n';
+          for (const r of results) s += JSON.stringify(pickFields(r, fields)) + '\n';
           controller.enqueue(encoder.encode(s));
         }
         if (tooLong) throw new OutpostError('E_TOO_LARGE', `NDJSON line longer than ${MAX_NDJSON_LINE} characters`);

@@ -18,10 +18,11 @@ import {
   buildFilters, buildFiltersInWorker, loadFilters, parseV4, probe, probeRange, probeV4Net, serializeFilters,
   storeFingerprint, v4Network, type FilterSet, type TypedFilter,
 } from './filters.ts';
+import { annotateResult } from './actors.ts';
 import { cidrKey, normalize, parentDomains, urlHost } from './normalize.ts';
 import { OverrideIndex } from './overrides.ts';
-import { decide, DEFAULT_POLICY, type VerdictPolicy } from './verdict.ts';
 import { FeedPolicy } from '../appliance/freshness.ts';
+import { decide, DEFAULT_POLICY, type VerdictPolicy } from './verdict.ts';
 
 /** Confidence of a match whose row and feed both leave it unset. */
 export const DEFAULT_CONFIDENCE = 50;
@@ -91,6 +92,7 @@ export class LookupEngine {
   private readonly useWorker: boolean;
   private readonly filterDir: string | null;
   private readonly confirmStmt;
+  private readonly feedPolicy: FeedPolicy;
   // ---- verdicts (lookup/verdict.ts, lookup/overrides.ts) ----
   /** Local overrides, matched in memory after the feed matches; refreshOverrides() follows other writers. */
   readonly overrides: OverrideIndex | null;
@@ -98,7 +100,6 @@ export class LookupEngine {
   private feedCreated = new Map<string, number>();
   private readonly feedCreatedOf = (feed: string): number | undefined => this.feedCreated.get(feed);
   // ---- end verdicts ----
-  private readonly feedPolicy: FeedPolicy;
   private newestCreated: number | null = null;
   private reloading: Promise<void> | null = null;
   private counters = {
@@ -188,7 +189,8 @@ export class LookupEngine {
     // Local overrides (in memory) join the feed matches; decide() lets them take precedence.
     if (this.overrides !== null && this.overrides.size > 0) this.overrides.collect(type, value, matches, this.now());
     const found = matches.length ? matches.slice() : [];
-    const d = decide(found, { now: this.now(), feedCreated: this.feedCreatedOf, type, normalized: value, policy: this.policy });
+    // A miss (the common case) needs no verdict context: decide() answers an empty list before reading it.
+    const d = found.length === 0 ? decide(found) : decide(found, { now: this.now(), feedCreated: this.feedCreatedOf, type, normalized: value, policy: this.policy });
     const result: LookupResult = {
       value: raw,
       type,
@@ -201,6 +203,8 @@ export class LookupEngine {
       generation: this.generation,
       data_age_s: this.dataAge(),
     };
+    // Actors/families the matches' context links to (lookup/actors.ts); misses never get here with work to do.
+    if (found.length) annotateResult(this.db, result);
     return this.feedPolicy.flag(result, this.now()); // fail-closed stale feeds: `stale: true` (freshness.ts)
   }
 

@@ -22,6 +22,8 @@ export const API_SCOPES: Readonly<Record<string, Scope>> = {
   'DELETE /api/v1/overrides/:id': 'admin',
   'GET /api/v1/hits': 'admin',
   'POST /api/v1/hits/false-positive': 'admin',
+  // actors and families by alias with their indicators here (lookup/actors.ts): read-only, like a lookup
+  'GET /api/v1/actors': 'lookup',
 };
 
 /** Route entries that are middleware for all of /api (method ALL, path ending in *), not endpoints. */
