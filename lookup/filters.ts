@@ -4,9 +4,8 @@
 // scheme (no per-call arrays). Built from one streaming scan, persisted per generation, buildable in a worker.
 import fs from 'node:fs';
 import path from 'node:path';
-import { createRequire } from 'node:module';
-import { pathToFileURL } from 'node:url';
-import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { startWorker } from '../appliance/worker.ts';
 import Database from 'better-sqlite3';
 import bloomFilters from 'bloom-filters';
 import type { DB } from '../appliance/db.ts';
@@ -396,25 +395,12 @@ export function loadFilters(file: string): FilterSet {
 const WORKER_TAG = 'outpost:build-filters';
 
 /**
- * The worker runs this .ts file from source. On Node 20, loader hooks passed to a worker as
- * `execArgv: ['--import', tsx]` are not applied to the worker's own imports ("Unknown file extension
- * .ts"), so the worker is a tiny eval'd script that registers tsx's ESM API in its own thread and then
- * imports this module — which works under `node bin/outpost.js`, under vitest and from compiled JS alike.
- */
-function workerBootstrap(): string {
-  const require = createRequire(import.meta.url);
-  const tsxDir = path.dirname(require.resolve('tsx/package.json'));
-  const api = pathToFileURL(path.join(tsxDir, 'dist', 'esm', 'api', 'index.mjs')).href;
-  return `import(${JSON.stringify(api)}).then(({ register }) => { register(); return import(${JSON.stringify(import.meta.url)}); });`;
-}
-
-/**
  * Builds the filters of the database file at dbPath in a worker thread (its own read-only connection),
  * transferring the bit arrays back without copying; the caller's thread keeps answering meanwhile.
  */
 export function buildFiltersInWorker(dbPath: string, fpRate: number): Promise<FilterSet> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(workerBootstrap(), { eval: true, workerData: { tag: WORKER_TAG, dbPath, fpRate } });
+    const worker = startWorker(new URL(import.meta.url), { workerData: { tag: WORKER_TAG, dbPath, fpRate } });
     let settled = false;
     worker.once('message', (msg: { ok: true; parts: FilterParts } | { ok: false; code: string; message: string }) => {
       settled = true;

@@ -19,6 +19,7 @@ import { generateKeyPair } from '../sync/keys.ts';
 import { importPackage } from '../sync/import.ts';
 import { buildPackage } from '../sync/provider-build.ts';
 import { trustAdd } from '../sync/trust.ts';
+import { mulberry32 as rng } from './prng.ts';
 
 /** What the HTTP phase gets: a data dir holding the imported store, values to ask for, and the run's bounds. */
 export interface HttpBenchInput {
@@ -56,17 +57,6 @@ const SHARE: [IndicatorType, number][] = [
   ['ipv4', 0.55], ['ipv4-cidr', 0.02], ['domain', 0.2], ['url', 0.15], ['md5', 0.03], ['sha256', 0.05],
 ];
 
-/** Deterministic PRNG (mulberry32): the same run generates the same store. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function dataDir(): string | null {
   const here = path.dirname(fileURLToPath(import.meta.url));

@@ -217,7 +217,7 @@ export async function applyStaged(
       now, meta.source, m.feed, m.version, m.type, staged.sha256, 'accepted', `applied as generation ${generation}`,
       JSON.stringify({ added, removed, total, sources: m.sources ?? [] }),
     );
-    audit(db, meta.actor, 'package.apply', { subject: `${m.feed}@${m.version}`, detail: { type: m.type, added, removed, total, generation, sha256: staged.sha256, source: meta.source } });
+    audit(db, meta.actor, 'package.apply', { subject: `${m.feed}@${m.version}`, detail: { type: m.type, added, removed, total, generation, sha256: staged.sha256, key_id: m.key_id, source: meta.source } });
     db.exec('COMMIT');
     onProgress?.({ done: totalLines, total: totalLines });
     return { feed: m.feed, version: m.version, type: m.type, generation, added, removed, total, state };

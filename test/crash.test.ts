@@ -8,20 +8,10 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, ROOT, cli, tmpDir } from './helpers.ts';
 import { BIG_SOURCES, copyDb, feedDigest, grow, makeKeys, realIndicators, writeFull } from './sync-b-fixture.ts';
+import { mulberry32 as prng } from '../scripts/prng.ts';
 
 const KILLS = 22;
 
-/** mulberry32: a small seeded PRNG, so a failing run can be repeated exactly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function runImport(dataDir: string, pkg: string, killAfterMs: number | null): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number; stderr: string }> {
   return new Promise((resolve) => {

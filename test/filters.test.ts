@@ -11,6 +11,7 @@ import {
   probeV4Net, serializeFilters, v4Network, type FilterSet,
 } from '../lookup/filters.ts';
 import { cidrKey, normalize } from '../lookup/normalize.ts';
+import { mulberry32 as rng } from '../scripts/prng.ts';
 
 const DATA = path.resolve(__dirname, '../../shared/data');
 
@@ -48,17 +49,6 @@ function realValues(): [IndicatorType, string][] {
   return out;
 }
 
-/** Deterministic PRNG (mulberry32) so the statistical test is reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 let values: [IndicatorType, string][];
 let set: FilterSet;

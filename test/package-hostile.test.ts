@@ -16,6 +16,7 @@ import { serializeManifest, writePackage } from '../sync/package-writer.ts';
 import { compareIndicators } from '../sync/records.ts';
 import { verifyPackage, type TrustedKey } from '../sync/verify.ts';
 import { DATA, tmpDir } from './helpers.ts';
+import { mulberry32 } from '../scripts/prng.ts';
 
 const LIMITS: Limits = { maxPackageBytes: 16 * 1024 * 1024, maxUncompressedBytes: 16 * 1024 * 1024 };
 const EXPIRES = '2099-01-01T00:00:00.000Z';
@@ -95,16 +96,6 @@ function signed(key: crypto.KeyObject, m: Manifest): RawEntry[] {
   ];
 }
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('hostile packages', () => {
   const work = tmpDir();
