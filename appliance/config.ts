@@ -96,6 +96,15 @@ export interface Config {
   /** Do not verify the TLS receiver's certificate. */
   siemTlsInsecure: boolean;
   // ---- end SIEM push ----
+  // ---- webhook push (lookup/webhook.ts; docs/integrations.md) ----
+  /** POST target for signed JSON batches of hits and sync events; empty = off. */
+  webhookUrl: string;
+  /** File (mode 0600) holding the HMAC secret. */
+  webhookSecretFile: string;
+  /** Most batches kept in the persistent retry queue; beyond it the oldest are dropped and counted. */
+  webhookQueue: number;
+  webhookMinVerdict: string;
+  // ---- end webhook push ----
 }
 
 const DEFAULTS: Config = {
@@ -148,6 +157,12 @@ const DEFAULTS: Config = {
   siemTlsCa: '',
   siemTlsInsecure: false,
   // ---- end SIEM push ----
+  // ---- webhook push ----
+  webhookUrl: '',
+  webhookSecretFile: '',
+  webhookQueue: 1_000,
+  webhookMinVerdict: 'suspicious',
+  // ---- end webhook push ----
 };
 
 const ENV: Record<keyof Config, string> = {
@@ -200,6 +215,12 @@ const ENV: Record<keyof Config, string> = {
   siemTlsCa: 'OUTPOST_SIEM_TLS_CA',
   siemTlsInsecure: 'OUTPOST_SIEM_TLS_INSECURE',
   // ---- end SIEM push ----
+  // ---- webhook push ----
+  webhookUrl: 'OUTPOST_WEBHOOK_URL',
+  webhookSecretFile: 'OUTPOST_WEBHOOK_SECRET_FILE',
+  webhookQueue: 'OUTPOST_WEBHOOK_QUEUE',
+  webhookMinVerdict: 'OUTPOST_WEBHOOK_MIN_VERDICT',
+  // ---- end webhook push ----
 };
 
 function coerce<K extends keyof Config>(key: K, raw: string | number | boolean): Config[K] {
@@ -246,6 +267,15 @@ export function loadConfig(
   if (cfg.siemPort > 65535 || !Number.isInteger(cfg.siemPort)) throw new OutpostError('E_CONFIG', `${ENV.siemPort} must be 0-65535`);
   if (cfg.siemHost && cfg.siemQueue < 1) throw new OutpostError('E_CONFIG', `${ENV.siemQueue} must be at least 1`);
   // ---- end SIEM push ----
+  // ---- webhook push ----
+  if (cfg.webhookUrl) {
+    if (!/^https?:\/\/[^\s]+$/.test(cfg.webhookUrl)) throw new OutpostError('E_CONFIG', `${ENV.webhookUrl} must be an http(s) URL`);
+    if (!cfg.webhookSecretFile) throw new OutpostError('E_CONFIG', `${ENV.webhookSecretFile} is required with ${ENV.webhookUrl}`);
+    if (!Number.isInteger(cfg.webhookQueue) || cfg.webhookQueue < 1) throw new OutpostError('E_CONFIG', `${ENV.webhookQueue} must be an integer of at least 1`);
+    if (!['malicious', 'suspicious', 'benign'].includes(cfg.webhookMinVerdict)) throw new OutpostError('E_CONFIG', `${ENV.webhookMinVerdict} must be malicious, suspicious or benign, got "${cfg.webhookMinVerdict}"`);
+    cfg.webhookSecretFile = path.resolve(cfg.webhookSecretFile);
+  }
+  // ---- end webhook push ----
   return cfg;
 }
 
