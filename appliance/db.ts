@@ -283,6 +283,15 @@ const MIGRATIONS: string[] = [
     PRIMARY KEY (entity_id, type, value, feed)
   ) WITHOUT ROWID;
   `,
+  // Lookup volume (lookup/sightings.ts, dashboard chart): lookups answered and lookups that matched,
+  // per UTC day, added up in memory by the sightings writer and flushed with its batches.
+  `
+  CREATE TABLE lookup_counts (
+    day TEXT PRIMARY KEY,
+    lookups INTEGER NOT NULL,
+    matches INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

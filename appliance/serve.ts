@@ -77,7 +77,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
       mountCompat(db, engine, { rateLimit: limits, metrics, onResult: (r, client) => sightings.record(r, client) }),
     ];
     // ---- end integrations ----
-    const app = createApi({ cfg, db, engine, log, metrics, sightings, mounts: [mountExports(db), createConsole({ cfg, db, engine, log }).mount, ...integrations, mountMirror({ cfg, db, log })] });
+    const app = createApi({ cfg, db, engine, log, metrics, sightings, mounts: [mountExports(db), createConsole({ cfg, db, engine, log, sightings }).mount, ...integrations, mountMirror({ cfg, db, log })] });
     const server: ServerType = await new Promise((resolve, reject) => {
       // Slow clients cannot hold connections: limits from config.ts; the checking interval bounds how late
       // an expired headers/request timeout is noticed (Node's default is 30 s).

@@ -3,7 +3,8 @@
 // an in-memory map (bounded; overflow is counted, never blocks); a timer flushes it every ~1 s, or sooner
 // when it holds `flushRows` values, in one transaction on its own connection with no busy wait, so a long
 // apply holding the write lock delays the flush, never a lookup. `outpost hits`, GET /api/v1/hits and
-// the false-positive action read and use what was flushed.
+// the false-positive action read and use what was flushed. Every recorded lookup, matched or not, also
+// bumps an in-memory per-day counter (lookups, matches) flushed to lookup_counts with the same batch.
 import Database from 'better-sqlite3';
 import { audit, layout, type DB } from '../appliance/db.ts';
 import { OutpostError } from '../appliance/errors.ts';
@@ -58,6 +59,9 @@ export class SightingsWriter {
   private closed = false;
   private readonly upsert;
   private readonly insertLog;
+  private readonly bumpCount;
+  /** UTC day (YYYY-MM-DD) → lookups and matches not yet flushed. */
+  private dayCounts = new Map<string, { lookups: number; matches: number }>();
   private readonly counters = { recorded: 0, written: 0, dropped: 0, flushes: 0, busy: 0 };
 
   constructor(db: DB, opts: SightingsOptions & { ownsDb?: boolean } = {}) {
@@ -81,6 +85,10 @@ export class SightingsWriter {
     this.insertLog = db.prepare(
       'INSERT INTO sighting_log(ts, type, value, client, verdict, feeds, count) VALUES (@last, @type, @value, @client, @verdict, @feeds, @count)',
     );
+    this.bumpCount = db.prepare(
+      `INSERT INTO lookup_counts(day, lookups, matches) VALUES (?, ?, ?)
+       ON CONFLICT(day) DO UPDATE SET lookups = lookups + excluded.lookups, matches = matches + excluded.matches`,
+    );
     const every = opts.flushMs ?? 1000;
     this.timer = setInterval(() => this.flush(), every);
     this.timer.unref();
@@ -93,12 +101,18 @@ export class SightingsWriter {
     return new SightingsWriter(db, { ...opts, ownsDb: true });
   }
 
-  /** Counts one lookup result when it matched anything. Memory only. */
+  /** Counts one lookup in the per-day totals, and as a sighting when it matched anything. Memory only. */
   record(r: LookupResult, client: string): void {
-    if (r.matches.length === 0 || r.type === 'invalid' || this.closed) return;
+    if (this.closed) return;
+    const t = this.now();
+    const day = dayOf(t);
+    const dc = this.dayCounts.get(day) ?? { lookups: 0, matches: 0 };
+    dc.lookups++;
+    if (r.matches.length > 0) dc.matches++;
+    this.dayCounts.set(day, dc);
+    if (r.matches.length === 0 || r.type === 'invalid') return;
     const value = r.normalized ?? r.value;
     const key = `${r.type}\u0000${value}\u0000${client}`;
-    const t = this.now();
     const p = this.pending.get(key);
     this.counters.recorded++;
     if (p) {
@@ -131,15 +145,18 @@ export class SightingsWriter {
    * batch stays queued for the next tick. Returns the number of pairs written.
    */
   flush(): number {
-    if (this.pending.size === 0) return 0;
+    if (this.pending.size === 0 && this.dayCounts.size === 0) return 0;
     const batch = this.pending;
+    const days = this.dayCounts;
     this.pending = new Map();
+    this.dayCounts = new Map();
     try {
       this.db.transaction(() => {
         for (const p of batch.values()) {
           this.upsert.run(p);
           this.insertLog.run(p);
         }
+        for (const [day, d] of days) this.bumpCount.run(day, d.lookups, d.matches);
         const t = this.now();
         if (t - this.lastPrune > 3600) {
           this.lastPrune = t;
@@ -148,6 +165,10 @@ export class SightingsWriter {
       }).immediate();
     } catch (e) {
       // Put the batch back (merged with anything recorded meanwhile); drop only what does not fit.
+      for (const [day, d] of days) {
+        const q = this.dayCounts.get(day) ?? { lookups: 0, matches: 0 };
+        this.dayCounts.set(day, { lookups: q.lookups + d.lookups, matches: q.matches + d.matches });
+      }
       for (const [k, p] of batch) {
         const q = this.pending.get(k);
         if (q) {
@@ -175,9 +196,9 @@ export class SightingsWriter {
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    for (let i = 0; i < 50 && this.pending.size; i++) {
+    for (let i = 0; i < 50 && (this.pending.size || this.dayCounts.size); i++) {
       this.flush();
-      if (this.pending.size) await new Promise((r) => setTimeout(r, 100));
+      if (this.pending.size || this.dayCounts.size) await new Promise((r) => setTimeout(r, 100));
     }
     this.closed = true;
     if (this.ownsDb) this.db.close();
@@ -201,6 +222,27 @@ export interface Hit {
 }
 
 const iso = (s: number) => new Date(s * 1000).toISOString().replace('.000Z', 'Z');
+/** UTC day of a unix time, YYYY-MM-DD (the lookup_counts key). */
+const dayOf = (s: number) => new Date(s * 1000).toISOString().slice(0, 10);
+
+export interface DayCount {
+  day: string;
+  lookups: number;
+  matches: number;
+}
+
+/** Lookups and matches per UTC day for the last `days` days ending today, oldest first; days without lookups are 0. */
+export function lookupsPerDay(db: DB, days = 14, now = Date.now() / 1000): DayCount[] {
+  const first = dayOf(now - (days - 1) * 86_400);
+  const rows = db.prepare('SELECT day, lookups, matches FROM lookup_counts WHERE day >= ? ORDER BY day').all(first) as DayCount[];
+  const byDay = new Map(rows.map((r) => [r.day, r]));
+  const out: DayCount[] = [];
+  for (let i = days - 1; i >= 0; i--) {
+    const day = dayOf(now - i * 86_400);
+    out.push(byDay.get(day) ?? { day, lookups: 0, matches: 0 });
+  }
+  return out;
+}
 
 /** `--since`: an ISO 8601 time, or a duration back from now: 90s, 30m, 24h, 7d, 2w. Unix seconds. */
 export function parseSince(s: string, now = Date.now() / 1000): number {

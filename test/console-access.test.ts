@@ -3,6 +3,7 @@
 // logout, and no secrets in the appliance's log.
 import fs from 'node:fs';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../appliance/config.ts';
 import { openDb } from '../appliance/db.ts';
@@ -11,7 +12,7 @@ import { LookupEngine } from '../lookup/engine.ts';
 import { createConsole } from '../ui/console.tsx';
 import type { RouteDef } from '../ui/context.ts';
 import { ADMIN, VIEWER, get, login, post, startAppliance, type Appliance, type Signed } from './console-fixture.ts';
-import { cli, tmpDir } from './helpers.ts';
+import { DATA, cli, tmpDir } from './helpers.ts';
 
 /** The registered route table, from a throwaway store (handlers are not called here). */
 function routeTable(): RouteDef[] {
@@ -269,6 +270,32 @@ describe('console access control (real appliance)', () => {
     expect(csv.split('\r\n')[0]).toBe('id,ts,actor,action,code,subject,detail');
     expect(csv).toContain(`"'=HYPERLINK(""http://evil.example"")"`);
     expect(csv).not.toMatch(/,=HYPERLINK/);
+  });
+
+  it('console lookups go to the hit log as console:<user>; the dashboard charts lookups and hits per day', async () => {
+    const ip = fs.readFileSync(path.join(DATA, 'ipsum/levels/3.txt'), 'utf8').split('\n').map((l) => l.trim()).find((l) => l && !l.startsWith('#'))!;
+    const res = await post(url, '/lookup', admin, { values: `${ip}\nnot-listed-console.example` });
+    expect(res.status).toBe(200);
+    expect(await res.text()).toContain('malicious');
+    const r = cli(['hits', '--json', '--top', '1000'], { dataDir: app.dataDir });
+    expect(r.code, r.stderr).toBe(0);
+    const rows = r.stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    expect(rows.find((h) => h.value === ip)).toMatchObject({ clients: expect.arrayContaining([`console:${ADMIN.name}`]) });
+    expect(rows.some((h) => h.value === 'not-listed-console.example')).toBe(false);
+    const ro = new Database(path.join(app.dataDir, 'outpost.db'), { readonly: true });
+    const counted = ro.prepare('SELECT coalesce(sum(lookups), 0) AS lookups, coalesce(sum(matches), 0) AS matches FROM lookup_counts').get() as { lookups: number; matches: number };
+    ro.close();
+    expect(counted.lookups).toBeGreaterThanOrEqual(2);
+    expect(counted.matches).toBeGreaterThanOrEqual(1);
+
+    const dash = await (await get(url, '/', viewer)).text();
+    const chart = /<svg[^>]*aria-label="Lookups and hits over time[^"]*"[\s\S]*?<\/svg>/.exec(dash);
+    expect(chart, 'lookups chart on the dashboard').toBeTruthy();
+    expect(chart![0]).toContain('data-series="lookups"');
+    expect(chart![0]).toContain('data-series="hits"');
+    const today = new Date().toISOString().slice(5, 10);
+    // Today's lookups bar is non-empty (its tooltip carries the count).
+    expect(chart![0]).toMatch(new RegExp(`<title>${today} lookups: [1-9]`));
   });
 
   it('no passwords, session cookies or CSRF tokens in the appliance log', () => {

@@ -150,7 +150,9 @@ describe('console in Chromium (real appliance, real data)', () => {
     expect(await text(feedRow)).toContain(String(status.feeds[0].version));
     expect(await text(page.locator('.tile', { hasText: 'Indicators' }).first())).toContain(status.indicators.toLocaleString('en-US'));
     expect(await text(page.locator('.tile', { hasText: 'Generation' }))).toContain(String(status.generation));
-    expect(await page.locator('svg.chart rect').count()).toBe(1 + Object.keys(status.by_type).length);
+    expect(await page.locator('svg.chart:not([aria-label^="Lookups"]) rect').count()).toBe(1 + Object.keys(status.by_type).length);
+    // Lookups and hits per day: 14 days × 2 series of bars, plus the 2 legend swatches.
+    expect(await page.locator('svg.chart[aria-label^="Lookups and hits over time"] rect[data-series="lookups"]').count()).toBe(14);
     expect(await (page.locator('text=Stale data')).count()).toBe(0);
     await shot('dashboard');
   });

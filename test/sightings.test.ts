@@ -12,7 +12,7 @@ import { createLogger } from '../appliance/log.ts';
 import { startAppliance, type RunningAppliance } from '../appliance/serve.ts';
 import { createToken } from '../appliance/tokens.ts';
 import type { LookupResult } from '../appliance/types.ts';
-import { listHits, parseSince, SightingsWriter } from '../lookup/sightings.ts';
+import { listHits, lookupsPerDay, parseSince, SightingsWriter } from '../lookup/sightings.ts';
 import { cli, getJson, postJson, tmpDir } from './helpers.ts';
 import { prepare, realFeeds, type Prepared } from './verdicts-fixture.ts';
 
@@ -110,6 +110,28 @@ describe('hit log through the API', () => {
     const missing = cli(['hits', 'fp', 'x.example'], { dataDir: p.dataDir });
     expect(missing.code).toBe(2); // --reason is required
   });
+
+  it('every API lookup, matched or not, adds to the per-day lookup counter (no row per lookup)', async () => {
+    const c = listed[2];
+    const totals = () => {
+      const ro = new Database(path.join(p.dataDir, 'outpost.db'), { readonly: true });
+      try {
+        return ro.prepare('SELECT coalesce(sum(lookups), 0) AS lookups, coalesce(sum(matches), 0) AS matches, count(*) AS rows FROM lookup_counts').get() as { lookups: number; matches: number; rows: number };
+      } finally {
+        ro.close();
+      }
+    };
+    await getJson(`${running.url}/api/v1/hits`, admin); // flushes what earlier tests queued
+    const before = totals();
+    expect(before.lookups).toBeGreaterThan(0); // the earlier tests' lookups were counted
+    for (let i = 0; i < 2; i++) expect((await getJson(`${running.url}/api/v1/lookup?value=${c}`, siem)).body.verdict).toBe('malicious');
+    await postJson(`${running.url}/api/v1/lookup`, { values: [c, 'never-listed-11.example', 'bad value'] }, proxy);
+    await getJson(`${running.url}/api/v1/hits`, admin); // flush
+    const after = totals();
+    expect(after.lookups - before.lookups).toBe(5);
+    expect(after.matches - before.matches).toBe(3);
+    expect(after.rows).toBeLessThanOrEqual(before.rows + 1); // one row per day, not per lookup
+  });
 });
 
 describe('SightingsWriter', () => {
@@ -153,6 +175,28 @@ describe('SightingsWriter', () => {
     expect(w.flush()).toBe(1);
     expect(listHits(db, { top: 100 }).find((h) => h.value === 'busy.example')).toMatchObject({ hits: 2 });
     await w.close();
+  });
+
+  it('counts lookups and matches per UTC day, flushed in the same batch; busy keeps them queued', async () => {
+    const day = Date.parse('2026-03-10T12:00:00Z') / 1000;
+    let t = day;
+    const w = SightingsWriter.forDataDir(dir, { flushMs: 3_600_000, now: () => t });
+    w.record(result('d1.example'), 'c');
+    w.record(result('d1-miss.example', false), 'c');
+    w.record({ ...result('not a value', false), type: 'invalid' }, 'c');
+    t = day + 86_400;
+    w.record(result('d2.example'), 'c');
+    const other = new Database(path.join(dir, 'outpost.db'));
+    other.exec('BEGIN IMMEDIATE');
+    expect(w.flush()).toBe(0);
+    other.exec('COMMIT');
+    other.close();
+    expect(lookupsPerDay(db, 3, t)).toEqual([{ day: '2026-03-09', lookups: 0, matches: 0 }, { day: '2026-03-10', lookups: 0, matches: 0 }, { day: '2026-03-11', lookups: 0, matches: 0 }]);
+    w.flush();
+    expect(lookupsPerDay(db, 3, t)).toEqual([{ day: '2026-03-09', lookups: 0, matches: 0 }, { day: '2026-03-10', lookups: 3, matches: 1 }, { day: '2026-03-11', lookups: 1, matches: 1 }]);
+    w.record(result('d2-miss.example', false), 'c');
+    await w.close(); // close writes counts even with no sightings queued
+    expect(lookupsPerDay(db, 1, t)).toEqual([{ day: '2026-03-11', lookups: 2, matches: 1 }]);
   });
 
   it('--since accepts ISO times and durations', () => {

@@ -12,6 +12,7 @@ import { ERRORS, OutpostError } from '../appliance/errors.ts';
 import type { Logger } from '../appliance/log.ts';
 import { DEFAULT_LOGIN_POLICY, DEFAULT_SESSION_POLICY, type LoginPolicy, type SessionPolicy } from '../appliance/users.ts';
 import type { LookupEngine } from '../lookup/engine.ts';
+import type { SightingsWriter } from '../lookup/sightings.ts';
 import type { PageStatus, RouteDef, UiContext } from './context.ts';
 import { guard, type ConsoleEnv, type Ctx } from './guard.ts';
 import { ErrorBox, Page } from './layout.tsx';
@@ -40,6 +41,8 @@ export interface ConsoleDeps {
   loginPolicy?: LoginPolicy;
   /** Default: 256 MiB, or the package limit when that is smaller. */
   maxUploadBytes?: number;
+  /** The appliance's hit log: console lookups are recorded as client `console:<username>`. */
+  sightings?: SightingsWriter | null;
 }
 
 const ASSETS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'assets');
@@ -56,6 +59,7 @@ function uiContext(deps: ConsoleDeps): UiContext {
     loginPolicy: deps.loginPolicy ?? DEFAULT_LOGIN_POLICY,
     maxUploadBytes: deps.maxUploadBytes ?? Math.min(DEFAULT_MAX_UPLOAD, deps.cfg.maxPackageBytes),
     uploads: new UploadStore(layout(deps.cfg.dataDir).staging),
+    sightings: deps.sightings ?? null,
   };
 }
 

@@ -4,6 +4,7 @@ import type { DB } from '../appliance/db.ts';
 import type { Logger } from '../appliance/log.ts';
 import type { LoginPolicy, SessionPolicy } from '../appliance/users.ts';
 import type { LookupEngine } from '../lookup/engine.ts';
+import type { SightingsWriter } from '../lookup/sightings.ts';
 import type { Access, Ctx } from './guard.ts';
 import type { UploadStore } from './uploads.ts';
 
@@ -17,6 +18,8 @@ export interface UiContext {
   /** Largest package accepted through the browser (bigger ones: `outpost import` on the host). */
   maxUploadBytes: number;
   uploads: UploadStore;
+  /** Hit log writer (null when the console runs without one, e.g. in route-table tests). */
+  sightings: SightingsWriter | null;
 }
 
 export interface RouteDef {

@@ -1,8 +1,10 @@
 // Dashboard: generation, per-feed version and data age (stale/expired warnings), counts by type and
-// feed with SVG charts, and the latest package results.
+// feed with SVG charts, lookups and hits per day (lookup_counts, flushed by the sightings writer), and
+// the latest package results.
 import { currentGeneration } from '../../appliance/db.ts';
 import { applianceStatus, type ApplianceStatus } from '../../appliance/status.ts';
-import { BarChart } from '../chart.tsx';
+import { lookupsPerDay } from '../../lookup/sightings.ts';
+import { BarChart, TimeChart } from '../chart.tsx';
 import type { RouteDef, UiContext } from '../context.ts';
 import { fmtAge, fmtInt, fmtTime, Page, Table } from '../layout.tsx';
 import { PackageRows, type PackageRow } from './packages.tsx';
@@ -53,6 +55,7 @@ export function dashboardRoutes(ui: UiContext): RouteDef[] {
         const expired = s.feeds.filter((f) => Date.parse(f.expires) <= now);
         const recent = ui.db.prepare('SELECT * FROM packages ORDER BY id DESC LIMIT 8').all() as PackageRow[];
         const stats = ui.engine.stats();
+        const perDay = lookupsPerDay(ui.db, 14);
         const types = Object.entries(s.by_type).sort((a, b) => b[1] - a[1]);
         const feedTypes = new Map<string, Record<string, number>>();
         for (const r of byFeedType) feedTypes.set(r.feed, { ...(feedTypes.get(r.feed) ?? {}), [r.type]: r.n });
@@ -102,6 +105,18 @@ export function dashboardRoutes(ui: UiContext): RouteDef[] {
                 <span class="v">{fmtInt(stats.lookups)}</span>
                 <small>{fmtInt(stats.confirmedMatches)} matches</small>
               </div>
+            </section>
+
+            <section>
+              <h2>Lookups and hits over time</h2>
+              <TimeChart
+                title="Lookups and hits over time (last 14 days, UTC)"
+                labels={perDay.map((d) => d.day.slice(5))}
+                series={[
+                  { name: 'lookups', values: perDay.map((d) => d.lookups) },
+                  { name: 'hits', tone: 'block', values: perDay.map((d) => d.matches) },
+                ]}
+              />
             </section>
 
             <h2>Feeds</h2>

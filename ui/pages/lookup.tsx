@@ -1,5 +1,6 @@
 // Lookup: paste one or many values (defanged accepted), see each verdict with the matches behind it.
-// Values are POSTed, never put in a URL, so they stay out of proxy logs and browser history.
+// Values are POSTed, never put in a URL, so they stay out of proxy logs and browser history. Results go
+// to the hit log as client `console:<username>`, like the API's lookups under their token name.
 import type { FC } from 'hono/jsx';
 import type { LookupResult } from '../../appliance/types.ts';
 import type { RouteDef, UiContext } from '../context.ts';
@@ -106,6 +107,15 @@ export function lookupRoutes(ui: UiContext): RouteDef[] {
           );
         }
         const results = ui.engine.lookupMany(values);
+        if (ui.sightings) {
+          ui.sightings.recordMany(results, `console:${session.user.name}`);
+          // Flushed now so the hits page shows what was just looked up; a busy database only defers it.
+          try {
+            ui.sightings.flush();
+          } catch (err) {
+            ui.log.warn({ err }, 'sightings flush after console lookup failed; retried by the writer');
+          }
+        }
         const tally: Record<string, number> = {};
         for (const r of results) tally[r.type === 'invalid' ? 'invalid' : r.verdict] = (tally[r.type === 'invalid' ? 'invalid' : r.verdict] ?? 0) + 1;
         const gen = results[0]?.generation;
