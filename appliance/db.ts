@@ -292,6 +292,18 @@ const MIGRATIONS: string[] = [
     matches INTEGER NOT NULL
   ) WITHOUT ROWID;
   `,
+  // Platform push (lookup/webhook.ts): batches waiting for delivery survive restarts; next_at is epoch ms.
+  `
+  CREATE TABLE push_queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    target TEXT NOT NULL,
+    body TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+  );
+  CREATE INDEX push_queue_due ON push_queue(target, next_at);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -18,6 +18,7 @@ import { mountExports } from '../lookup/exports/routes.ts';
 import { mountTaxii } from '../lookup/taxii.ts';
 import { mountCompat } from '../lookup/compat.ts';
 import { SiemPush, pushConfigFrom } from '../lookup/push.ts';
+import { WebhookPush, webhookConfigFrom } from '../lookup/webhook.ts';
 import { runWorker } from './worker.ts';
 import { ensureDemo, type DemoInfo } from '../scripts/demo.ts';
 import { SyncScheduler } from '../sync/scheduler.ts';
@@ -69,6 +70,17 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
       sightings.record = (r, client) => {
         record(r, client);
         push.offer(r, client);
+      };
+    }
+    // Signed webhooks (lookup/webhook.ts): hits as above plus sync events, through a persistent retry queue.
+    const webhookCfg = webhookConfigFrom(cfg);
+    const webhook = webhookCfg ? new WebhookPush(db, webhookCfg, log) : null;
+    if (webhook) {
+      metrics.extra.push(() => webhook.renderMetrics());
+      const record = sightings.record.bind(sightings);
+      sightings.record = (r, client) => {
+        record(r, client);
+        webhook.offer(r, client);
       };
     }
     const limits = { rps: cfg.rateLimitRps, burst: cfg.rateLimitBurst };
@@ -155,6 +167,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
         await new Promise<void>((r) => server.close(() => r()));
         await sightings.close();
         await push?.close(); // integrations: SIEM push
+        await webhook?.close(); // integrations: webhook push
         theDb.close();
         release();
       },
