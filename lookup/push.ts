@@ -12,6 +12,7 @@ import os from 'node:os';
 import tls from 'node:tls';
 import type { Logger } from '../appliance/log.ts';
 import type { LookupResult, Verdict } from '../appliance/types.ts';
+import { hitEvent } from './webhook.ts';
 
 export type PushTransport = 'tcp' | 'tls' | 'udp';
 export type PushFormat = 'cef' | 'json';
@@ -91,19 +92,7 @@ export function cefMessage(r: LookupResult, client: string, at: number): string 
 }
 
 export function jsonMessage(r: LookupResult, client: string, at: number): string {
-  return JSON.stringify({
-    time: new Date(at).toISOString(),
-    event: 'lookup.hit',
-    client,
-    value: r.value,
-    type: r.type,
-    normalized: r.normalized,
-    verdict: r.verdict,
-    confidence: r.confidence,
-    rule: r.rule,
-    matches: r.matches.map((m) => ({ feed: m.feed, kind: m.kind, indicator: m.indicator, category: m.category, confidence: m.confidence, feed_kind: m.feed_kind })),
-    generation: r.generation,
-  });
+  return JSON.stringify(hitEvent(r, client, at));
 }
 
 // ---- RFC 5424 ----

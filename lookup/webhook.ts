@@ -66,6 +66,7 @@ export function readSecretFile(file: string): Buffer {
   return secret;
 }
 
+/** One lookup hit as an event: the webhook's batch entries and the syslog JSON body share this shape. */
 export function hitEvent(r: LookupResult, client: string, at: number): Record<string, unknown> {
   return {
     event: 'lookup.hit',
@@ -77,7 +78,7 @@ export function hitEvent(r: LookupResult, client: string, at: number): Record<st
     verdict: r.verdict,
     confidence: r.confidence,
     rule: r.rule,
-    matches: r.matches.map((m) => ({ feed: m.feed, kind: m.kind, indicator: m.indicator, category: m.category, confidence: m.confidence })),
+    matches: r.matches.map((m) => ({ feed: m.feed, kind: m.kind, indicator: m.indicator, category: m.category, confidence: m.confidence, feed_kind: m.feed_kind })),
     generation: r.generation,
   };
 }
