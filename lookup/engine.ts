@@ -19,6 +19,7 @@ import {
   storeFingerprint, v4Network, type FilterSet, type TypedFilter,
 } from './filters.ts';
 import { annotateResult } from './actors.ts';
+import type { IndicatorRow } from '../sync/records.ts';
 import { cidrKey, normalize, parentDomains, urlHost } from './normalize.ts';
 import { OverrideIndex } from './overrides.ts';
 import { FeedPolicy } from '../appliance/freshness.ts';
@@ -47,17 +48,8 @@ export interface EngineOptions {
   feedPolicy?: FeedPolicy;
 }
 
-interface Row {
-  type: string;
-  value: string;
-  feed: string;
-  kind: string;
-  category: string | null;
-  confidence: number | null;
-  first_seen: number | null;
-  last_seen: number | null;
-  expires_at: number | null;
-  extra: string | null;
+/** A stored indicator row joined with its feed's defaults. */
+interface Row extends IndicatorRow {
   feed_category: string | null;
   feed_confidence: number | null;
   feed_created?: string | null;

@@ -9,19 +9,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportFormat, writeExportFiles } from '../lookup/exports/index.ts';
 import { addFeed, addRow, buildFixture, collect, NOW, type Fixture } from './exports-fixture.ts';
+import { freePort } from './helpers.ts';
 
 const UNBOUND = fs.existsSync('/usr/sbin/unbound') ? '/usr/sbin/unbound' : 'unbound';
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 interface DigAnswer { status: string; answer: string[] }
 

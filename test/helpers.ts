@@ -1,6 +1,7 @@
 // Test helpers: temp data dirs, the real CLI as a child process, a real server on a loopback port.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
+import net from 'node:net';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -118,4 +119,16 @@ export async function postJson(url: string, body: unknown, token?: string): Prom
     body: JSON.stringify(body),
   });
   return { status: res.status, body: await res.json() };
+}
+
+/** A free TCP port on 127.0.0.1 for a consumer process the test starts. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
 }

@@ -12,19 +12,10 @@ import type { LookupResult } from '../appliance/types.ts';
 import { LookupEngine } from '../lookup/engine.ts';
 import { cefHeader, cefValue, SiemPush, type PushConfig } from '../lookup/push.ts';
 import { buildFixture, NOW, type Fixture } from './exports-fixture.ts';
+import { freePort } from './helpers.ts';
 
 const RSYSLOGD = fs.existsSync('/usr/sbin/rsyslogd') ? '/usr/sbin/rsyslogd' : 'rsyslogd';
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 const until = async (cond: () => boolean, what: string, ms = 20_000) => {
   const end = Date.now() + ms;

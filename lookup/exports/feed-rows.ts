@@ -3,7 +3,7 @@
 // into the same effective row the whole-store exports use (merged across feeds, allowlists applied),
 // so an indicator has one id and one content whichever feed it is reached through.
 import type { IndicatorType } from '../../appliance/types.ts';
-import { DEFAULT_CONFIDENCE, finish, type ExportRow, type RawRow, type SourceContext } from './source.ts';
+import { ROW_SELECT, finish, type ExportRow, type RawRow, type SourceContext } from './source.ts';
 
 /** Position in a feed's (type, value) order; rows strictly after it are read. */
 export interface FeedCursor {
@@ -27,12 +27,7 @@ export function blockFeeds(ctx: SourceContext): FeedInfo[] {
     .all() as FeedInfo[];
 }
 
-const GROUP_SQL = `
-  SELECT i.value, i.feed, i.kind,
-         COALESCE(i.category, f.category) AS category,
-         COALESCE(i.confidence, f.confidence, ${DEFAULT_CONFIDENCE}) AS confidence,
-         i.first_seen, i.last_seen, i.expires_at, i.extra
-    FROM indicators i LEFT JOIN feeds f ON f.name = i.feed
+const GROUP_SQL = `${ROW_SELECT}
    WHERE i.type = ? AND i.value = ? AND (i.expires_at IS NULL OR i.expires_at > ?)
    ORDER BY i.feed`;
 

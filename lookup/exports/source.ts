@@ -108,12 +108,15 @@ export function sourceContext(db: DB, now: number, stats: ExportStats = newStats
   return { db, now, stats, allow: new AllowIndex(db, now) };
 }
 
-const ROWS_SQL = `
+/** Indicator rows with their feed's category/confidence defaults applied; callers add WHERE/ORDER BY. */
+export const ROW_SELECT = `
   SELECT i.value, i.feed, i.kind,
          COALESCE(i.category, f.category) AS category,
          COALESCE(i.confidence, f.confidence, ${DEFAULT_CONFIDENCE}) AS confidence,
          i.first_seen, i.last_seen, i.expires_at, i.extra
-    FROM indicators i LEFT JOIN feeds f ON f.name = i.feed
+    FROM indicators i LEFT JOIN feeds f ON f.name = i.feed`;
+
+const ROWS_SQL = `${ROW_SELECT}
    WHERE i.type = ? AND (i.expires_at IS NULL OR i.expires_at > ?)
    ORDER BY i.type, i.value, i.feed`;
 
