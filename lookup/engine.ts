@@ -23,10 +23,7 @@ import type { IndicatorRow } from '../sync/records.ts';
 import { cidrKey, normalize, parentDomains, urlHost } from './normalize.ts';
 import { OverrideIndex } from './overrides.ts';
 import { FeedPolicy } from '../appliance/freshness.ts';
-import { decide, DEFAULT_POLICY, type VerdictPolicy } from './verdict.ts';
-
-/** Confidence of a match whose row and feed both leave it unset. */
-export const DEFAULT_CONFIDENCE = 50;
+import { decide, DEFAULT_CONFIDENCE, DEFAULT_POLICY, type VerdictPolicy } from './verdict.ts';
 
 export interface EngineOptions {
   /** Target false-positive rate of each filter (config `filterFpRate`). */

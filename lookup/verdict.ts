@@ -29,6 +29,9 @@ export const OVERRIDE_FEED = 'local-override';
 
 export const MALICIOUS_MIN_CONFIDENCE = 70;
 
+/** Confidence of a listing whose row and feed both leave it unset (lookups and exports alike). */
+export const DEFAULT_CONFIDENCE = 50;
+
 /** Evidence classes with their own age decay: IPs fade fastest (reassigned, rented), hashes slowest. */
 export type DecayClass = 'ip' | 'url' | 'domain' | 'email' | 'hash';
 
@@ -259,6 +262,20 @@ interface Scored {
   capped: CidrCap;
 }
 
+/** Of the local-override matches of one lookup, the one that decides: the most specific, newest on a tie. */
+export function decidingOverride(local: readonly Match[], ctx: VerdictContext = {}): Match | null {
+  let best: Match | null = null;
+  for (const m of local) {
+    if (!best) {
+      best = m;
+      continue;
+    }
+    const d = specificity(m, ctx) - specificity(best, ctx);
+    if (d > 0 || (d === 0 && (m.first_seen ?? '') > (best.first_seen ?? ''))) best = m;
+  }
+  return best;
+}
+
 export function decide(matches: readonly Match[], ctx: VerdictContext = {}): Decision {
   const policy = ctx.policy ?? DEFAULT_POLICY;
   if (matches.length === 0) return { verdict: 'unknown', confidence: 0, rule: 'none', reasons: ['no feed or local override lists this value'] };
@@ -267,11 +284,7 @@ export function decide(matches: readonly Match[], ctx: VerdictContext = {}): Dec
   // 1. Local overrides: the site's own decision.
   const local = matches.filter((m) => m.feed === OVERRIDE_FEED);
   if (local.length) {
-    let best = local[0];
-    for (const m of local.slice(1)) {
-      const d = specificity(m, ctx) - specificity(best, ctx);
-      if (d > 0 || (d === 0 && (m.first_seen ?? '') > (best.first_seen ?? ''))) best = m;
-    }
+    const best = decidingOverride(local, ctx)!;
     const others = matches.length - local.length;
     const reason = typeof best.context?.reason === 'string' ? `: ${best.context.reason}` : '';
     reasons.push(`${describe(best)}${reason}`);
