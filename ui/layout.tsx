@@ -21,6 +21,16 @@ const NAV: { href: string; label: string; admin?: boolean }[] = [
 
 export const Csrf: FC<{ session: Session }> = ({ session }) => <input type="hidden" name="_csrf" value={session.csrf} />;
 
+/** A one-button form that POSTs a destructive action (revoke, remove, delete) with the CSRF token. */
+export const DangerButton: FC<{ session: Session; action: string; label: string; ariaLabel?: string }> = ({ session, action, label, ariaLabel }) => (
+  <form method="post" action={action}>
+    <Csrf session={session} />
+    <button type="submit" class="danger small" aria-label={ariaLabel}>
+      {label}
+    </button>
+  </form>
+);
+
 /** `refresh`: seconds after which the browser reloads the page by itself (progress pages; no script needed). */
 export const Page: FC<PropsWithChildren<{ title: string; session?: Session | null; active?: string; notice?: string | null; refresh?: number }>> = ({ title, session, active, notice, refresh, children }) => (
   <>

@@ -8,7 +8,7 @@ import { asOutpostError, ERRORS, OutpostError } from '../../appliance/errors.ts'
 import { trustAdd, trustList, trustRemove } from '../../sync/trust.ts';
 import type { PageStatus, RouteDef, UiContext } from '../context.ts';
 import { field, type Ctx } from '../guard.ts';
-import { Csrf, ErrorBox, fmtTime, Page, Table } from '../layout.tsx';
+import { Csrf, DangerButton, ErrorBox, fmtTime, Page, Table } from '../layout.tsx';
 
 const MAX_PEM = 8 * 1024;
 
@@ -40,12 +40,7 @@ export function keyRoutes(ui: UiContext): RouteDef[] {
                 {admin ? (
                   <td>
                     {!k.revoked_at ? (
-                      <form method="post" action={`/keys/${encodeURIComponent(k.key_id)}/revoke`}>
-                        <Csrf session={session} />
-                        <button type="submit" class="danger small">
-                          Revoke
-                        </button>
-                      </form>
+                      <DangerButton session={session} action={`/keys/${encodeURIComponent(k.key_id)}/revoke`} label="Revoke" />
                     ) : null}
                   </td>
                 ) : null}

@@ -5,7 +5,7 @@ import { asOutpostError, ERRORS, OutpostError } from '../../appliance/errors.ts'
 import { addOverride, listOverrides, removeOverride } from '../../lookup/overrides.ts';
 import type { PageStatus, RouteDef, UiContext } from '../context.ts';
 import { field, type Ctx } from '../guard.ts';
-import { Csrf, ErrorBox, fmtTime, Page, Pager, parsePage, Table } from '../layout.tsx';
+import { Csrf, DangerButton, ErrorBox, fmtTime, Page, Pager, parsePage, Table } from '../layout.tsx';
 
 const PAGE_SIZE = 50;
 
@@ -73,12 +73,7 @@ export function overrideRoutes(ui: UiContext): RouteDef[] {
                   <td>{o.revoked_at ? <span class="badge bad">removed by {o.revoked_by}</span> : expired ? <span class="badge bad">expired</span> : <span class="badge ok">active</span>}</td>
                   <td>
                     {!o.revoked_at && !expired ? (
-                      <form method="post" action={`/overrides/${o.id}/remove`}>
-                        <Csrf session={session} />
-                        <button type="submit" class="danger small" aria-label={`remove override ${o.id}`}>
-                          Remove
-                        </button>
-                      </form>
+                      <DangerButton session={session} action={`/overrides/${o.id}/remove`} label="Remove" ariaLabel={`remove override ${o.id}`} />
                     ) : null}
                   </td>
                 </tr>

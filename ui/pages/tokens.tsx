@@ -4,7 +4,7 @@ import { asOutpostError, OutpostError } from '../../appliance/errors.ts';
 import { createToken, listTokens, revokeToken, SCOPES, type Scope } from '../../appliance/tokens.ts';
 import type { PageStatus, RouteDef, UiContext } from '../context.ts';
 import { field, type Ctx } from '../guard.ts';
-import { Csrf, ErrorBox, fmtTime, Page, Table } from '../layout.tsx';
+import { Csrf, DangerButton, ErrorBox, fmtTime, Page, Table } from '../layout.tsx';
 import { ERRORS } from '../../appliance/errors.ts';
 
 export function tokenRoutes(ui: UiContext): RouteDef[] {
@@ -61,12 +61,7 @@ export function tokenRoutes(ui: UiContext): RouteDef[] {
                   <td>{t.revoked_at ? <span class="badge bad">revoked {fmtTime(t.revoked_at)}</span> : expired ? <span class="badge bad">expired</span> : <span class="badge ok">active</span>}</td>
                   <td>
                     {!t.revoked_at ? (
-                      <form method="post" action={`/tokens/${t.id}/revoke`}>
-                        <Csrf session={session} />
-                        <button type="submit" class="danger small" aria-label={`revoke token ${t.id}`}>
-                          Revoke
-                        </button>
-                      </form>
+                      <DangerButton session={session} action={`/tokens/${t.id}/revoke`} label="Revoke" ariaLabel={`revoke token ${t.id}`} />
                     ) : null}
                   </td>
                 </tr>

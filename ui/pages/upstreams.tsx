@@ -13,7 +13,7 @@ import { syncUpstream, type UpstreamOutcome } from '../../sync/pull.ts';
 import { addUpstream, DEFAULT_SCHEDULE, getUpstream, removeUpstream } from '../../sync/upstreams.ts';
 import type { PageStatus, RouteDef, UiContext } from '../context.ts';
 import { field, type Ctx } from '../guard.ts';
-import { Csrf, ErrorBox, fmtTime, Page, Pager, parsePage, Table } from '../layout.tsx';
+import { Csrf, DangerButton, ErrorBox, fmtTime, Page, Pager, parsePage, Table } from '../layout.tsx';
 
 export interface SyncJob {
   id: string;
@@ -159,12 +159,7 @@ export function upstreamRoutes(ui: UiContext, jobs = new SyncJobs()): RouteDef[]
                           Sync now
                         </button>
                       </form>
-                      <form method="post" action={`/upstreams/${encodeURIComponent(u.name)}/remove`}>
-                        <Csrf session={session} />
-                        <button type="submit" class="danger small" aria-label={`remove upstream ${u.name}`}>
-                          Remove
-                        </button>
-                      </form>
+                      <DangerButton session={session} action={`/upstreams/${encodeURIComponent(u.name)}/remove`} label="Remove" ariaLabel={`remove upstream ${u.name}`} />
                     </div>
                   </td>
                 ) : null}

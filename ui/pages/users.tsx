@@ -4,7 +4,7 @@ import { asOutpostError, ERRORS, OutpostError } from '../../appliance/errors.ts'
 import { addUser, deleteUser, listUsers, MIN_PASSWORD, ROLES, setPassword, setRole, getUser } from '../../appliance/users.ts';
 import type { PageStatus, RouteDef, UiContext } from '../context.ts';
 import { field, type Ctx } from '../guard.ts';
-import { Csrf, ErrorBox, fmtTime, Page, Table } from '../layout.tsx';
+import { Csrf, DangerButton, ErrorBox, fmtTime, Page, Table } from '../layout.tsx';
 
 const DONE: Record<string, string> = {
   added: 'User added.',
@@ -63,12 +63,7 @@ export function userRoutes(ui: UiContext): RouteDef[] {
                 </td>
                 <td>
                   {!self ? (
-                    <form method="post" action={`/users/${u.id}/delete`}>
-                      <Csrf session={session} />
-                      <button type="submit" class="danger small">
-                        Delete
-                      </button>
-                    </form>
+                    <DangerButton session={session} action={`/users/${u.id}/delete`} label="Delete" />
                   ) : null}
                 </td>
               </tr>
