@@ -44,7 +44,10 @@ export interface Served {
 export async function serve(dataDir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Served> {
   const proc = spawn(process.execPath, [BIN, 'serve', '--port', '0', ...extraArgs], {
     cwd: ROOT,
-    env: { ...process.env, OUTPOST_DATA_DIR: dataDir, OUTPOST_LOG_LEVEL: 'info', ...env },
+    // Tests block their own event loop in cli() (spawnSync, seconds under load), longer than the server's 5 s
+    // keep-alive: fetch would then reuse a socket the server already closed ("other side closed"). A long
+    // keep-alive here keeps such tests deterministic; test/limits.test.ts checks the real default separately.
+    env: { ...process.env, OUTPOST_DATA_DIR: dataDir, OUTPOST_LOG_LEVEL: 'info', OUTPOST_KEEPALIVE_TIMEOUT_MS: '120000', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let err = '';
