@@ -15,7 +15,8 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
-import { serve as serveHttp, type ServerType } from '@hono/node-server';
+import http from 'node:http';
+import { getRequestListener } from '@hono/node-server';
 import type { Config } from './config.ts';
 import { currentGeneration, layout, openDb } from './db.ts';
 import { OutpostError } from './errors.ts';
@@ -144,7 +145,8 @@ async function runHttpWorker(): Promise<void> {
   const primary = process.env.OUTPOST_PRIMARY_URL!;
   const log = createLogger(cfg.logLevel).child({ worker: cluster.worker?.id });
   const { LookupEngine } = await import('../lookup/engine.ts');
-  const { createApi } = await import('../lookup/api.ts');
+  const { createApi, lookupFastPath } = await import('../lookup/api.ts');
+  const { answerClientError } = await import('../lookup/limits.ts');
   const { Metrics } = await import('../lookup/metrics.ts');
   const paths = layout(cfg.dataDir);
   // Lookups read through a read-only connection; token bookkeeping (last use) needs a writable one.
@@ -189,16 +191,24 @@ async function runHttpWorker(): Promise<void> {
   }, 1000);
   follow.unref();
 
-  const server: ServerType = serveHttp({
-    fetch: fetchHandler,
-    hostname: cfg.host,
-    port: cfg.port,
-    serverOptions: {
+  // The plain single GET lookup is answered by the API's fast path straight from node:http; everything else
+  // goes through @hono/node-server to the app (or is forwarded to the primary), as in one-process serve.
+  const fast = lookupFastPath(api);
+  const viaHono = getRequestListener(fetchHandler, { hostname: cfg.host });
+  const server = http.createServer(
+    {
       headersTimeout: cfg.headersTimeoutMs,
       requestTimeout: cfg.requestTimeoutMs,
       keepAliveTimeout: cfg.keepAliveTimeoutMs,
+      connectionsCheckingInterval: Math.max(250, Math.min(5_000, Math.floor(cfg.headersTimeoutMs / 4))),
     },
-  });
+    (req, res) => {
+      if (fast === undefined || !fast(req, res)) void viaHono(req, res);
+    },
+  );
+  // Parser-level refusals answer with a catalog code, as in the primary (lookup/limits.ts).
+  server.on('clientError', answerClientError);
+  server.listen(cfg.port, cfg.host);
   server.once('listening', () => log.debug({ port: (server.address() as AddressInfo).port }, 'HTTP worker listening'));
   process.once('SIGTERM', () => {
     clearInterval(follow);

@@ -53,11 +53,14 @@ export function revokeToken(db: DB, id: number, actor = 'cli'): void {
 }
 
 /**
- * Verifies bearer tokens with a short in-memory cache so the lookup path does not hit SQLite per request.
- * last_used_at is written at most once a minute per token.
+ * Verifies bearer tokens with a short in-memory cache so the lookup path does not hit SQLite (or hash the
+ * token) per request: entries are keyed by the presented token and re-read by its sha256 hash at most every
+ * `ttlMs`, so a revocation or a changed expiry in the store takes effect within that time (revoke and
+ * expiry are checked on every call against the cached row). last_used_at is written at most once a minute
+ * per token.
  */
 export class TokenVerifier {
-  private cache = new Map<string, { row: TokenRow | null; at: number }>();
+  private cache = new Map<string, { row: TokenRow | null; at: number; expiresMs: number }>();
   private lastUsedWrite = new Map<number, number>();
   private readonly ttlMs: number;
   private readonly get: Database.Statement<[string]>;
@@ -71,17 +74,18 @@ export class TokenVerifier {
 
   verify(token: string | undefined | null): TokenRow | null {
     if (!token || token.length > 200) return null;
-    const h = hashToken(token);
     const now = Date.now();
-    let hit = this.cache.get(h);
+    let hit = this.cache.get(token);
     if (!hit || now - hit.at > this.ttlMs) {
-      hit = { row: (this.get.get(h) as TokenRow | undefined) ?? null, at: now };
+      const row = (this.get.get(hashToken(token)) as TokenRow | undefined) ?? null;
+      hit = { row, at: now, expiresMs: row?.expires_at ? Date.parse(row.expires_at) : Infinity };
       if (this.cache.size > 10_000) this.cache.clear();
-      this.cache.set(h, hit);
+      this.cache.set(token, hit);
     }
     const row = hit.row;
     if (!row || row.revoked_at) return null;
-    if (row.expires_at && Date.parse(row.expires_at) <= now) return null;
+    // An unparseable expires_at (NaN) counts as expired, as Date.parse(...) <= now did.
+    if (!(hit.expiresMs > now)) return null;
     const last = this.lastUsedWrite.get(row.id) ?? 0;
     if (now - last > 60_000) {
       this.lastUsedWrite.set(row.id, now);

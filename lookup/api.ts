@@ -1,4 +1,5 @@
 // The HTTP surface: /healthz, /metrics and the token-protected /api/v1 routes (single, batch, NDJSON stream).
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Hono, type Context } from 'hono';
 import { bearerAuth } from 'hono/bearer-auth';
 import { bodyLimit } from 'hono/body-limit';
@@ -10,10 +11,10 @@ import { ERRORS, OutpostError, type ErrorCode } from '../appliance/errors.ts';
 import type { Logger } from '../appliance/log.ts';
 import { dataAge } from '../appliance/status.ts';
 import { feedFreshness } from '../appliance/freshness.ts';
-import { type TokenRow, TokenVerifier } from '../appliance/tokens.ts';
+import { scopeAllows, type TokenRow, TokenVerifier } from '../appliance/tokens.ts';
 import type { LookupResult } from '../appliance/types.ts';
 import type { LookupEngine } from './engine.ts';
-import { jsonTooDeep, rateLimit, scopeGuard } from './limits.ts';
+import { API_SCOPES, jsonTooDeep, RateLimiter, rateLimit, scopeGuard } from './limits.ts';
 import { Metrics } from './metrics.ts';
 import { mountActors } from './actors.ts';
 import { parseFields, pickFields } from './fields.ts';
@@ -37,6 +38,13 @@ export interface ApiDeps {
   sightings?: SightingsWriter | null;
 }
 
+/** The one request form lookupFastPath answers (anything after it is the value). */
+const FAST_PREFIX = '/api/v1/lookup?value=';
+/** Host headers @hono/node-server builds the request URL from without parsing (its reValidHost). */
+const PLAIN_HOST = /^[a-z0-9._-]+(?::(?:[1-5]\d{3,4}|[6-9]\d{3}))?$/;
+/** bearerAuth's token syntax (RFC 6750 token68). */
+const TOKEN68 = /^[A-Za-z0-9._~+/-]+=*$/;
+
 export function errorBody(code: ErrorCode, message?: string) {
   return { error: { code, message: message ?? ERRORS[code].text } };
 }
@@ -45,11 +53,26 @@ function errorResponse(c: Context, code: ErrorCode, message?: string, status?: n
   return c.json(errorBody(code, message), (status ?? ERRORS[code].status) as 400);
 }
 
+/**
+ * A node:http handler in front of the Hono app for exactly `GET /api/v1/lookup?value=…` (see lookupFastPath):
+ * answers and returns true, or returns false having written nothing, and the caller hands the request to
+ * the app.
+ */
+export type LookupFastPath = (req: IncomingMessage, res: ServerResponse) => boolean;
+
+const fastPaths = new WeakMap<Hono<AppEnv>, LookupFastPath>();
+
+/** The fast path of an app made by createApi (undefined for any other app). */
+export function lookupFastPath(app: Hono<AppEnv>): LookupFastPath | undefined {
+  return fastPaths.get(app);
+}
+
 export function createApi(deps: ApiDeps): Hono<AppEnv> {
   const { cfg, db, engine, log } = deps;
   const sightings = deps.sightings ?? null;
   const metrics = deps.metrics ?? new Metrics();
   const tokens = new TokenVerifier(db);
+  const limiter = new RateLimiter({ rps: cfg.rateLimitRps, burst: cfg.rateLimitBurst });
   const app = new Hono<AppEnv>();
 
   // Health is cached for a second so a monitoring storm never turns into SQLite load.
@@ -88,17 +111,74 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
   );
 
   // After auth: per-token rate limit, then the one route → scope table (lookup/limits.ts).
-  app.use('/api/*', rateLimit({ rps: cfg.rateLimitRps, burst: cfg.rateLimitBurst }), scopeGuard());
+  app.use('/api/*', rateLimit(limiter), scopeGuard());
+
+  /** One GET lookup after auth, rate limit and scope: the result, counted in the metrics and the hit log. */
+  const lookupOne = (value: string, fields: string[] | undefined, client: string) => {
+    const t0 = process.hrtime.bigint();
+    const result = engine.lookup(value);
+    metrics.observe([result], t0);
+    sightings?.record(result, client);
+    return pickFields(result, fields);
+  };
 
   app.get('/api/v1/lookup', (c) => {
     const value = c.req.query('value');
     if (value === undefined || value === '') return errorResponse(c, 'E_INPUT', 'query parameter "value" is required');
     const fields = parseFields(c.req.query('fields')); // ?fields= trims results (lookup/fields.ts)
-    const t0 = process.hrtime.bigint();
-    const result = engine.lookup(value);
-    metrics.observe([result], t0);
-    sightings?.record(result, c.get('token').name);
-    return c.json(pickFields(result, fields));
+    return c.json(lookupOne(value, fields, c.get('token').name));
+  });
+
+  // The same GET lookup without Hono's per-request work (Request object, routing, middleware chain,
+  // Response object): for the plain `?value=` form with one well-formed bearer header of a valid token whose
+  // scope the one scope table allows, and a request the rate limit lets through. Everything else (other
+  // query parameters, a missing or bad token, wrong scope, 429, undecodable value) is left to the app, which
+  // answers exactly as before; test/lookup-fast-path.test.ts compares both byte for byte.
+  fastPaths.set(app, (req, res) => {
+    const url = req.url;
+    if (req.method !== 'GET' || url === undefined || !url.startsWith(FAST_PREFIX) || url.length === FAST_PREFIX.length) return false;
+    let value = url.slice(FAST_PREFIX.length);
+    if (value.includes('&') || value.includes('#')) return false;
+    // A Host header @hono/node-server takes as is (other forms it parses as a URL, or refuses with 400).
+    const host = req.headers.host;
+    if (host === undefined || !PLAIN_HOST.test(host)) return false;
+    if (value.includes('%') || value.includes('+')) {
+      try {
+        value = decodeURIComponent(value.replace(/\+/g, ' ')); // as Hono's query(): '+' is a space
+      } catch {
+        return false; // Hono keeps undecodable escapes as they are
+      }
+    }
+    // Exactly one Authorization header (duplicates are joined by the app's Headers and refused there).
+    const raw = req.rawHeaders;
+    let header: string | undefined;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i];
+      if (name.length === 13 && name.toLowerCase() === 'authorization') {
+        if (header !== undefined) return false;
+        header = raw[i + 1];
+      }
+    }
+    // bearerAuth's parsing: case-insensitive "Bearer", one space, then a token68.
+    if (header === undefined || header.length < 8 || header.charCodeAt(6) !== 32 || header.slice(0, 6).toLowerCase() !== 'bearer') return false;
+    const token = header.slice(7).trimStart();
+    if (!TOKEN68.test(token)) return false;
+    const row = tokens.verify(token);
+    const need = API_SCOPES['GET /api/v1/lookup'];
+    if (row === null || need === undefined || !scopeAllows(row.scope, need)) return false;
+    if (limiter.enabled && limiter.take(row.id) > 0) return false; // the app takes again and answers 429
+    let body: string;
+    try {
+      body = JSON.stringify(lookupOne(value, undefined, row.name));
+    } catch (err) {
+      log.error({ err, path: '/api/v1/lookup' }, 'unhandled error');
+      body = JSON.stringify(errorBody('E_INTERNAL', 'internal error'));
+      res.statusCode = 500;
+    }
+    // Same head as the app's c.json(): Content-Type, then Node's Date/Connection/Keep-Alive/Content-Length.
+    res.setHeader('Content-Type', 'application/json');
+    res.end(body);
+    return true;
   });
 
   app.post(

@@ -75,33 +75,64 @@ interface Bucket {
 
 /**
  * Per-token token bucket. One Map lookup and a few float operations per request; the bucket object is
- * mutated in place, so after a token's first request nothing is allocated. Over the limit: 429 E_RATE
- * with Retry-After (whole seconds until one request is allowed again).
+ * mutated in place, so after a token's first request nothing is allocated. Shared by the /api middleware
+ * (rateLimit) and the GET lookup fast path (lookup/api.ts), so both count against one bucket per token.
  */
-export function rateLimit(opts: RateLimitOptions): MiddlewareHandler<TokenEnv> {
-  const { rps, burst } = opts;
-  if (!(rps > 0)) return (_c, next) => next();
-  const now = opts.now ?? Date.now;
-  const perMs = rps / 1000;
-  const buckets = new Map<number, Bucket>();
-  return async (c, next) => {
-    const id = c.get('token').id;
-    const t = now();
-    let b = buckets.get(id);
+export class RateLimiter {
+  readonly rps: number;
+  readonly burst: number;
+  private readonly now: () => number;
+  private readonly perMs: number;
+  private readonly buckets = new Map<number, Bucket>();
+
+  constructor(opts: RateLimitOptions) {
+    this.rps = opts.rps;
+    this.burst = opts.burst;
+    this.now = opts.now ?? Date.now;
+    this.perMs = opts.rps / 1000;
+  }
+
+  get enabled(): boolean {
+    return this.rps > 0;
+  }
+
+  /** Takes one request from the token's bucket: 0 when allowed, else the whole seconds until one is (Retry-After). */
+  take(id: number): number {
+    if (!(this.rps > 0)) return 0;
+    const t = this.now();
+    let b = this.buckets.get(id);
     if (b === undefined) {
       // Token ids are few (created by an admin), so the map stays small; no eviction needed.
-      b = { tokens: burst, at: t };
-      buckets.set(id, b);
+      b = { tokens: this.burst, at: t };
+      this.buckets.set(id, b);
     } else {
-      b.tokens = Math.min(burst, b.tokens + (t - b.at) * perMs);
+      b.tokens = Math.min(this.burst, b.tokens + (t - b.at) * this.perMs);
       b.at = t;
     }
-    if (b.tokens < 1) {
-      const retry = Math.max(1, Math.ceil((1 - b.tokens) / rps));
-      c.header('Retry-After', String(retry));
-      return deny(c, 429, 'E_RATE', `rate limit of ${rps} requests/s (burst ${burst}) for this token exceeded; retry after ${retry} s`);
-    }
+    if (b.tokens < 1) return Math.max(1, Math.ceil((1 - b.tokens) / this.rps));
     b.tokens -= 1;
+    return 0;
+  }
+
+  /** The 429 message for a refused request. */
+  message(retry: number): string {
+    return `rate limit of ${this.rps} requests/s (burst ${this.burst}) for this token exceeded; retry after ${retry} s`;
+  }
+}
+
+/**
+ * The rate limit as /api middleware (a RateLimiter, or options for a new one). Over the limit: 429 E_RATE
+ * with Retry-After (whole seconds until one request is allowed again).
+ */
+export function rateLimit(opts: RateLimitOptions | RateLimiter): MiddlewareHandler<TokenEnv> {
+  const limiter = opts instanceof RateLimiter ? opts : new RateLimiter(opts);
+  if (!limiter.enabled) return (_c, next) => next();
+  return async (c, next) => {
+    const retry = limiter.take(c.get('token').id);
+    if (retry > 0) {
+      c.header('Retry-After', String(retry));
+      return deny(c, 429, 'E_RATE', limiter.message(retry));
+    }
     return next();
   };
 }
