@@ -20,10 +20,13 @@ import {
 } from './filters.ts';
 import { annotateResult } from './actors.ts';
 import type { IndicatorRow } from '../sync/records.ts';
-import { cidrKey, normalize, parentDomains, urlHost } from './normalize.ts';
+import { canonicalType, cidrKey, normalizeGeneral, parentDomains } from './normalize.ts';
 import { OverrideIndex } from './overrides.ts';
 import { FeedPolicy } from '../appliance/freshness.ts';
 import { decide, DEFAULT_CONFIDENCE, DEFAULT_POLICY, type VerdictPolicy } from './verdict.ts';
+
+/** decide()'s answer for no matches: every miss carries it (copied, so results never share an array). */
+const NO_MATCH = decide([]);
 
 export interface EngineOptions {
   /** Target false-positive rate of each filter (config `filterFpRate`). */
@@ -81,6 +84,8 @@ export class LookupEngine {
   private readonly useWorker: boolean;
   private readonly filterDir: string | null;
   private readonly confirmStmt;
+  private readonly beginStmt;
+  private readonly commitStmt;
   private readonly feedPolicy: FeedPolicy;
   // ---- verdicts (lookup/verdict.ts, lookup/overrides.ts) ----
   /** Local overrides, matched in memory after the feed matches; refreshOverrides() follows other writers. */
@@ -100,6 +105,8 @@ export class LookupEngine {
   private seen = new Set<string>();
   /** Candidate keys of one match step (network prefixes, domain parents); emptied before confirmation. */
   private keyScratch: string[] = [];
+  /** URL key end offsets of one lookup (urlKeyEnds), reused. */
+  private endScratch: number[] = [];
 
   constructor(db: DB, opts: EngineOptions) {
     this.db = db;
@@ -117,6 +124,8 @@ export class LookupEngine {
          FROM indicators i LEFT JOIN feeds f ON f.name = i.feed
         WHERE i.type = ? AND i.value = ?`,
     );
+    this.beginStmt = db.prepare('BEGIN');
+    this.commitStmt = db.prepare('COMMIT');
     // Start answering at once: a persisted set of the current content, else a synchronous build.
     this.set = this.loadPersisted() ?? this.persist(buildFilters(db, this.fpRate));
     this.adopt(this.set);
@@ -152,12 +161,49 @@ export class LookupEngine {
   }
 
   lookup(raw: string): LookupResult {
+    const now = this.now();
+    return this.answer(raw, now, this.dataAge(now), this.feedPolicy.withheld(now).size !== 0);
+  }
+
+  /**
+   * Same results as lookup() per value, answered at one instant: the clock, data age and fail-closed state
+   * are read once per batch, and a value already in canonical form is typed without a normalize result.
+   */
+  lookupMany(raws: readonly string[]): LookupResult[] {
+    const out = new Array<LookupResult>(raws.length);
+    if (raws.length === 0) return out;
+    const now = this.now();
+    const age = this.dataAge(now);
+    const stale = this.feedPolicy.withheld(now).size !== 0;
+    // Filter hits are confirmed inside one read transaction: one snapshot for the batch, and SQLite takes
+    // its WAL read lock once instead of per statement. (Deferred: costs nothing until the first hit.)
+    const txn = raws.length > 1 && !this.db.inTransaction;
+    if (txn) this.beginStmt.run();
+    try {
+      for (let i = 0; i < raws.length; i++) out[i] = this.answer(raws[i], now, age, stale);
+    } finally {
+      if (txn && this.db.inTransaction) this.commitStmt.run();
+    }
+    return out;
+  }
+
+  /** One lookup at time `now` (unix s); `stale`: fail-closed feeds are withheld now (results get flagged). */
+  private answer(raw: string, now: number, age: number | null, stale: boolean): LookupResult {
     this.counters.lookups++;
-    const n = normalize(raw);
-    if (!n.ok) return this.invalid(raw, n.error);
-    if (n.type === 'ipv4-cidr' || n.type === 'ipv6-cidr') return this.invalid(raw, 'a network is not a lookup value; look up an address');
-    const type = n.type as Exclude<LookupType, 'invalid'>;
-    const value = n.value;
+    let type: Exclude<LookupType, 'invalid'>;
+    let value: string;
+    // canonicalType() answers exactly what normalize() would for canonical input, without allocating.
+    const fast = typeof raw === 'string' ? canonicalType(raw) : null;
+    if (fast !== null) {
+      type = fast as Exclude<LookupType, 'invalid'>;
+      value = raw;
+    } else {
+      const n = normalizeGeneral(raw);
+      if (!n.ok) return this.invalid(raw, n.error, age);
+      if (n.type === 'ipv4-cidr' || n.type === 'ipv6-cidr') return this.invalid(raw, 'a network is not a lookup value; look up an address', age);
+      type = n.type as Exclude<LookupType, 'invalid'>;
+      value = n.value;
+    }
     const matches = this.matches;
     if (matches.length !== 0) matches.length = 0; // setting length costs even when it is already 0
     if (this.seen.size !== 0) this.seen.clear();
@@ -176,31 +222,46 @@ export class LookupEngine {
         this.check(type, type, value, 'exact');
     }
     // Local overrides (in memory) join the feed matches; decide() lets them take precedence.
-    if (this.overrides !== null && this.overrides.size > 0) this.overrides.collect(type, value, matches, this.now());
-    const found = matches.length ? matches.slice() : [];
-    // A miss (the common case) needs no verdict context: decide() answers an empty list before reading it.
-    const d = found.length === 0 ? decide(found) : decide(found, { now: this.now(), feedCreated: this.feedCreatedOf, type, normalized: value, policy: this.policy });
-    const result: LookupResult = {
-      value: raw,
-      type,
-      normalized: value,
-      verdict: d.verdict,
-      confidence: d.confidence,
-      matches: found,
-      rule: d.rule,
-      reasons: d.reasons,
-      generation: this.generation,
-      data_age_s: this.dataAge(),
-    };
-    // Actors/families the matches' context links to (lookup/actors.ts); misses never get here with work to do.
-    if (found.length) annotateResult(this.db, result);
-    return this.feedPolicy.flag(result, this.now()); // fail-closed stale feeds: `stale: true` (freshness.ts)
-  }
-
-  lookupMany(raws: readonly string[]): LookupResult[] {
-    const out = new Array<LookupResult>(raws.length);
-    for (let i = 0; i < raws.length; i++) out[i] = this.lookup(raws[i]);
-    return out;
+    if (this.overrides !== null && this.overrides.size > 0) this.overrides.collect(type, value, matches, now);
+    let result: LookupResult;
+    if (matches.length === 0) {
+      // A miss (the common case): decide()'s answer for no matches, without a verdict context.
+      result = {
+        value: raw,
+        type,
+        normalized: value,
+        verdict: NO_MATCH.verdict,
+        confidence: NO_MATCH.confidence,
+        matches: [],
+        rule: NO_MATCH.rule,
+        reasons: NO_MATCH.reasons.slice(),
+        generation: this.generation,
+        data_age_s: age,
+      };
+    } else {
+      const found = matches.slice();
+      const d = decide(found, { now, feedCreated: this.feedCreatedOf, type, normalized: value, policy: this.policy });
+      result = {
+        value: raw,
+        type,
+        normalized: value,
+        verdict: d.verdict,
+        confidence: d.confidence,
+        matches: found,
+        rule: d.rule,
+        reasons: d.reasons,
+        generation: this.generation,
+        data_age_s: age,
+      };
+      // Actors/families the matches' context links to (lookup/actors.ts); only matches with context link any.
+      for (let i = 0; i < found.length; i++) {
+        if (found[i].context) {
+          annotateResult(this.db, result);
+          break;
+        }
+      }
+    }
+    return stale ? this.feedPolicy.flag(result, now) : result; // fail-closed stale feeds: `stale: true` (freshness.ts)
   }
 
   /**
@@ -295,28 +356,33 @@ export class LookupEngine {
   }
 
   /**
-   * Probes the domain and every suffix of ≥ 2 labels straight from the string (no slicing, no public
-   * suffix parsing). Only when something hits are the hits checked against parentDomains(), so a listed
-   * public suffix (`github.io`, `co.uk`) never matches. Returns the number of accepted candidates.
+   * Probes the domain d[start, end) and every suffix of ≥ 2 labels straight from the string (no slicing, no
+   * public suffix parsing). Only when something hits are the hits checked against parentDomains(), so a
+   * listed public suffix (`github.io`, `co.uk`) never matches. Returns the number of accepted candidates.
+   * (A range lets a URL's host be probed inside the URL.)
    */
-  private domainCandidates(f: TypedFilter, d: string, out: string[] | null): number {
+  private domainCandidates(f: TypedFilter, s: string, out: string[] | null, start = 0, end = s.length): number {
     let hits = 0;
+    let selfHit = false;
     let hitStarts: number[] | null = null;
     this.counters.filterProbes++;
-    if (probe(f, d)) {
+    if (probeRange(f, s, start, end)) {
       hits++;
-      out?.push(d);
+      selfHit = true;
     }
-    const len = d.length;
-    for (let i = d.indexOf('.'); i >= 0; i = d.indexOf('.', i + 1)) {
-      if (d.indexOf('.', i + 1) < 0) break; // the remainder is a single label (a TLD)
+    for (let i = s.indexOf('.', start); i >= 0 && i < end; i = s.indexOf('.', i + 1)) {
+      const next = s.indexOf('.', i + 1);
+      if (next < 0 || next >= end) break; // the remainder is a single label (a TLD)
       this.counters.filterProbes++;
-      if (probeRange(f, d, i + 1, len)) (hitStarts ??= []).push(i + 1);
+      if (probeRange(f, s, i + 1, end)) (hitStarts ??= []).push(i + 1);
     }
+    if (!selfHit && hitStarts === null) return 0;
+    const d = start === 0 && end === s.length ? s : s.slice(start, end);
+    if (selfHit) out?.push(d);
     if (hitStarts) {
       const parents = parentDomains(d);
-      for (const s of hitStarts) {
-        const suffix = d.slice(s);
+      for (const st of hitStarts) {
+        const suffix = d.slice(st - start);
         if (parents.includes(suffix)) {
           hits++;
           out?.push(suffix);
@@ -333,17 +399,40 @@ export class LookupEngine {
     for (const k of keys.splice(0)) this.confirm('domain', k, k === d ? selfKind : parentKind);
   }
 
+  /**
+   * The keys of urlKeyEnds() (the URL, without its query, up to 4 path prefixes), probed as ranges of the
+   * URL in that order, then the host — a domain probed inside the URL, sliced only when a filter hits.
+   */
   private matchUrl(url: string): void {
     const f = this.set.filters.get('url')!;
-    const ends = urlKeyEnds(url);
+    const ends = urlKeyEnds(url, this.endScratch); // confirm() never re-enters matchUrl: the scratch stays ours
     for (let i = 0; i < ends.length; i++) {
       this.counters.filterProbes++;
-      if (probeRange(f, url, 0, ends[i])) this.confirm('url', url.slice(0, ends[i]), i === 0 ? 'exact' : 'url');
+      if (probeRange(f, url, 0, ends[i])) this.confirm('url', i === 0 ? url : url.slice(0, ends[i]), i === 0 ? 'exact' : 'url');
     }
-    const host = urlHost(url);
-    if (parseV4(host) >= 0) this.matchIp(host, 'ipv4', 'exact');
-    else if (host.includes(':')) this.matchIp(host, 'ipv6', 'exact');
-    else this.matchDomain(host, 'subdomain', 'subdomain');
+    const len = url.length;
+    const sep = url.indexOf('://');
+    // The host as urlHost() finds it: bracketed IPv6, else up to the first ':' before the path.
+    let hs = sep < 0 ? 0 : sep + 3;
+    let he = url.indexOf('/', hs);
+    if (he < 0) he = len;
+    let s = url;
+    if (url.charCodeAt(hs) === 91) {
+      const close = url.indexOf(']', hs);
+      s = url.slice(hs + 1, close < 0 ? he : close); // rare: the bracketed host on its own
+      hs = 0;
+      he = s.length;
+    } else {
+      const colon = url.indexOf(':', hs);
+      if (colon >= 0 && colon < he) he = colon;
+    }
+    if (parseV4(s, hs, he) >= 0) this.matchIp(s.slice(hs, he), 'ipv4', 'exact');
+    else if (s.indexOf(':', hs) >= 0 && s.indexOf(':', hs) < he) this.matchIp(s.slice(hs, he), 'ipv6', 'exact');
+    else {
+      const keys = this.keyScratch; // always left empty (splice below)
+      if (this.domainCandidates(this.set.filters.get('domain')!, s, keys, hs, he) === 0) return;
+      for (const k of keys.splice(0)) this.confirm('domain', k, 'subdomain');
+    }
   }
 
   private check(filterType: IndicatorType, storeType: IndicatorType, value: string, kind: MatchKind): void {
@@ -380,7 +469,8 @@ export class LookupEngine {
 
   // ------------------------------------------------------------------ helpers
 
-  private invalid(raw: string, error: string): LookupResult {
+  /** Refused input: never flagged stale (nothing was looked up). */
+  private invalid(raw: string, error: string, age: number | null): LookupResult {
     this.counters.invalid++;
     return {
       value: typeof raw === 'string' ? raw : String(raw),
@@ -390,13 +480,13 @@ export class LookupEngine {
       confidence: 0,
       matches: [],
       generation: this.generation,
-      data_age_s: this.dataAge(),
+      data_age_s: age,
     };
   }
 
-  private dataAge(): number | null {
+  private dataAge(now: number): number | null {
     if (this.newestCreated == null) return null;
-    return Math.max(0, Math.floor(this.now() - this.newestCreated));
+    return Math.max(0, Math.floor(now - this.newestCreated));
   }
 
   private adopt(set: FilterSet): void {
@@ -462,19 +552,22 @@ export class LookupEngine {
  * its query, base + path prefixes), so they are probed as ranges of the one string — no slicing unless
  * the filter hits. Returns the end offsets in urlMatchKeys' order; a test checks both agree on real URLs.
  */
-export function urlKeyEnds(url: string): number[] {
+export function urlKeyEnds(url: string, ends: number[] = []): number[] {
+  // `ends` is filled from empty (the engine passes a reused scratch array).
+  if (ends.length !== 0) ends.length = 0;
+  ends.push(url.length);
   const sep = url.indexOf('://');
   const pathStart = url.indexOf('/', sep + 3);
-  if (sep < 0 || pathStart < 0) return [url.length];
+  if (sep < 0 || pathStart < 0) return ends;
   const q = url.indexOf('?', pathStart);
   const pathEnd = q >= 0 ? q : url.length;
-  const ends = [url.length];
   if (q >= 0) ends.push(q);
   let prefixes = 0;
   for (let i = pathStart; i < pathEnd && prefixes < 4; i++) {
     if (url.charCodeAt(i) !== 47) continue;
     prefixes++;
-    if (!ends.includes(i + 1)) ends.push(i + 1);
+    // Earlier prefix ends are all ≤ i, so only the URL's and the query's ends can repeat.
+    if (i + 1 !== url.length && i + 1 !== q) ends.push(i + 1);
   }
   return ends;
 }

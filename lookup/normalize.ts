@@ -938,21 +938,26 @@ function isCanonicalUrl(s: string): boolean {
   return q !== len - 1; // an empty query is dropped by the general path
 }
 
-const IPV4_TYPE = 'ipv4' as const;
-
-/** The general path's result when `s` is already canonical (see above); null to take the general path. */
-export function canonicalFast(s: string): NormalizeResult | null {
+/**
+ * The type of `s` when it is already canonical (see above): the general path would return `s` itself with
+ * this type. null to take the general path. Allocates nothing (the batch lookup path calls it per value).
+ */
+export function canonicalType(s: string): IndicatorType | null {
   const len = s.length;
   if (len === 0 || len > MAX_VALUE_LENGTH) return null;
   const c0 = s.charCodeAt(0);
-  if ((len === 32 || len === 40 || len === 64) && hexKind(s) === 1) return { ok: true, type: HASH_BY_LENGTH[len], value: s };
+  if ((len === 32 || len === 40 || len === 64) && hexKind(s) === 1) return HASH_BY_LENGTH[len];
   if (c0 >= 48 && c0 <= 57) {
-    if (len <= 15 && parseV4(s, 0, len) >= 0) return { ok: true, type: IPV4_TYPE, value: s };
+    if (len <= 15 && parseV4(s, 0, len) >= 0) return 'ipv4';
   } else if (c0 < 97 || c0 > 122) return null;
-  if (c0 === 104 && (s.startsWith('http://') || s.startsWith('https://'))) {
-    return isCanonicalUrl(s) ? { ok: true, type: 'url', value: s } : null;
-  }
-  return isCanonicalDomain(s, 0, len) ? { ok: true, type: 'domain', value: s } : null;
+  if (c0 === 104 && (s.startsWith('http://') || s.startsWith('https://'))) return isCanonicalUrl(s) ? 'url' : null;
+  return isCanonicalDomain(s, 0, len) ? 'domain' : null;
+}
+
+/** The general path's result when `s` is already canonical (see above); null to take the general path. */
+export function canonicalFast(s: string): NormalizeResult | null {
+  const type = canonicalType(s);
+  return type === null ? null : { ok: true, type, value: s };
 }
 
 /** Normalize one raw value. Never throws; see the header for the rules. */

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDb, type DB } from '../appliance/db.ts';
 import type { IndicatorType, LookupResult } from '../appliance/types.ts';
 import { LookupEngine, urlKeyEnds } from '../lookup/engine.ts';
-import { normalize, urlMatchKeys } from '../lookup/normalize.ts';
+import { normalize, urlHost, urlMatchKeys } from '../lookup/normalize.ts';
 import { cidrIsCapped, decide } from '../lookup/verdict.ts';
 
 const DATA = path.resolve(__dirname, '../../shared/data');
@@ -223,9 +223,67 @@ describe('matching on real data', () => {
 describe('key derivation agrees with normalize.ts', () => {
   it('URL keys probed as ranges are exactly urlMatchKeys() on every real URL', () => {
     const urls = [...feeds.urlhaus.values, ...feeds.emotet.values, ...feeds.lazarus.values].filter((v) => v.type === 'url').map((v) => v.value);
-    urls.push('http://a.example/x/y/z/w/v/u?q=1/2', 'http://a.example/', 'http://a.example/?q');
+    urls.push('http://a.example/x/y/z/w/v/u?q=1/2', 'http://a.example/', 'http://a.example/?q', 'http://a.example/x/?q', 'http://a.example//x');
     expect(urls.length).toBeGreaterThan(15_000);
-    for (const u of urls) expect(urlKeyEnds(u).map((e) => u.slice(0, e))).toEqual(urlMatchKeys(u));
+    const scratch = [7, 7, 7]; // a reused array is refilled from empty
+    for (const u of urls) {
+      expect(urlKeyEnds(u).map((e) => u.slice(0, e))).toEqual(urlMatchKeys(u));
+      expect(urlKeyEnds(u, scratch)).toEqual(urlKeyEnds(u));
+    }
+  });
+
+  it("a URL's host matches (probed inside the URL) are exactly the host's own matches, on every real URL", () => {
+    const urls = [...feeds.urlhaus.values, ...feeds.emotet.values, ...feeds.lazarus.values].filter((v) => v.type === 'url').map((v) => v.value);
+    // URLs on listed domains, their subdomains and listed IPs, with ports, queries and an IPv6 host.
+    const domains = [...feeds.lummac2.values, ...feeds.emotet.values, ...feeds.tranco.values].filter((v) => v.type === 'domain').slice(0, 3000).map((v) => v.value);
+    for (const d of domains) urls.push(`http://${d}/x`, `https://www.${d}:8443/a/b?c=d`);
+    for (const ip of feeds.ipsum.values.slice(0, 2000)) urls.push(`http://${ip.value}:8080/bins/x.sh`);
+    const v6 = feeds.aws.values.find((v) => v.type === 'ipv6-cidr')!.value.split('/')[0].replace(/::$/, '::abcd:1');
+    urls.push(`http://[${v6}]/x`, `http://[${v6}]:8080/y?z`);
+    let hostMatches = 0;
+    for (const u of urls) {
+      const host = urlHost(u);
+      const r = engine.lookup(u);
+      expect(r.type).toBe('url');
+      const fromUrl = r.matches.filter((m) => !m.indicator.includes('://')).map((m) => `${m.feed} ${m.indicator}`);
+      const own = engine.lookup(host).matches.map((m) => `${m.feed} ${m.indicator}`);
+      expect(fromUrl, u).toEqual(own);
+      hostMatches += own.length;
+    }
+    expect(hostMatches).toBeGreaterThan(5000);
+  });
+});
+
+describe('batches', () => {
+  it('lookupMany answers a real mixed set exactly as lookup() does value by value', () => {
+    const raws: string[] = [];
+    for (const f of Object.values(feeds)) {
+      for (const [i, v] of f.values.entries()) {
+        if (i % 7 !== 0) continue;
+        raws.push(v.value);
+        // Raw forms that take the general normalize path, and values that are not listed.
+        if (i % 5 === 0) raws.push(v.value.toUpperCase(), ` ${v.value.replace(/\./g, '[.]')} `, `"${v.value}"`);
+        if (v.type === 'domain' && i % 3 === 0) raws.push(`sub.${v.value}`, `http://${v.value}/p?q=1`, `not-listed-${i}.${v.value.split('.').pop()}`);
+        if (v.type === 'ipv4' && i % 3 === 0) raws.push(`${v.value.split('.').slice(0, 3).join('.')}.${(Number(v.value.split('.')[3]) + 1) % 256}`);
+      }
+    }
+    raws.push('', 'not a value', '10.0.0.0/8', '1.2.3', 'repocket.com', 'repocket.com', '8.8.4.4', 'x'.repeat(70_000), '2001:db8::1', '198.51.100.7');
+    expect(raws.length).toBeGreaterThan(10_000);
+    const many = engine.lookupMany(raws);
+    expect(many).toHaveLength(raws.length);
+    const single = raws.map((r) => engine.lookup(r));
+    expect(many).toEqual(single);
+    // Same bytes too (key order included), and a real share of hits and of every verdict.
+    expect(many.map((r) => JSON.stringify(r))).toEqual(single.map((r) => JSON.stringify(r)));
+    const verdicts = new Set(many.map((r) => r.verdict));
+    expect([...verdicts].sort()).toEqual(['benign', 'malicious', 'suspicious', 'unknown']);
+    expect(many.filter((r) => r.matches.length > 0).length).toBeGreaterThan(3000);
+    expect(many.filter((r) => r.type === 'invalid').length).toBeGreaterThan(3);
+    // Misses never share arrays with each other.
+    const misses = many.filter((r) => r.matches.length === 0 && r.type !== 'invalid');
+    expect(misses[0].reasons).not.toBe(misses[1].reasons);
+    expect(misses[0].matches).not.toBe(misses[1].matches);
+    expect(engine.lookupMany([])).toEqual([]);
   });
 });
 
