@@ -567,12 +567,14 @@ export function buildCli(): Command {
     .action(async (format: string, opts, cmd) => {
       const cfg = config(cmd);
       const db = openDb(cfg.dataDir);
+      const { expiryDaysOf } = await import('../sync/expiry.ts'); // the default lifetimes lookups apply
+      const expiryDays = expiryDaysOf(cfg);
       // ---- misp-feed is a directory layout (lookup/exports/misp-feed.ts) ----
       if (format === 'misp-feed') {
         try {
           if (!opts.out) throw new OutpostError('E_USAGE', 'misp-feed writes a directory: give --out <dir>');
           const { writeMispFeed } = await import('../lookup/exports/misp-feed.ts');
-          const r = await writeMispFeed(db, opts.out);
+          const r = await writeMispFeed(db, opts.out, { expiryDays });
           process.stderr.write(`wrote ${r.events} event(s), ${r.attributes} attribute(s) to ${opts.out}\n`);
         } finally {
           db.close();
@@ -581,7 +583,7 @@ export function buildCli(): Command {
       }
       // ---- end misp-feed ----
       const { exportFormat, writeAtomic } = await import('../lookup/exports/index.ts');
-      const chunks = exportFormat(db, format);
+      const chunks = exportFormat(db, format, { expiryDays });
       if (opts.out) {
         await writeAtomic(opts.out, chunks);
         process.stderr.write(`wrote ${opts.out}\n`);

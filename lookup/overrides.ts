@@ -9,7 +9,7 @@ import { audit, getMeta, setMeta, type DB } from '../appliance/db.ts';
 import { OutpostError } from '../appliance/errors.ts';
 import type { IndicatorType, LookupType, Match, MatchKind } from '../appliance/types.ts';
 import { normalize, urlHost, urlMatchKeys } from './normalize.ts';
-import { OVERRIDE_FEED } from './verdict.ts';
+import { decidingOverride, OVERRIDE_FEED } from './verdict.ts';
 
 export type OverrideAction = 'allow' | 'block';
 
@@ -38,6 +38,9 @@ export interface AddOverrideInput {
 }
 
 const REV_KEY = 'overrides_rev';
+
+/** Category an override's match carries (results, and exports of block-overridden values). */
+export const OVERRIDE_CATEGORY: Record<OverrideAction, string> = { allow: 'local-allow', block: 'local-block' };
 const MAX_REASON = 1000;
 const isoSec = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 
@@ -112,6 +115,27 @@ function bump(db: DB): void {
   setMeta(db, REV_KEY, String(Number(getMeta(db, REV_KEY) ?? 0) + 1));
 }
 
+/**
+ * Changes whenever the set of active overrides changes: on add/remove by any writer (the revision) and
+ * when one passes its expiry (the count of expired, unrevoked ones). Serve regenerates the export files
+ * when it moves (appliance/serve.ts); one meta read and one indexed count.
+ */
+export function overridesState(db: DB, now: Date = new Date()): string {
+  try {
+    const rev = getMeta(db, REV_KEY) ?? '0';
+    const expired = (db.prepare('SELECT count(*) AS n FROM overrides WHERE revoked_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ?').get(isoSec(now)) as { n: number }).n;
+    return `${rev}:${expired}`;
+  } catch {
+    return '0:0'; // a store without the overrides table: none
+  }
+}
+
+/** Which override decides a value, and how (lookup/verdict.ts decidingOverride). */
+export interface OverrideDecision {
+  action: OverrideAction;
+  row: OverrideRow;
+}
+
 // ------------------------------------------------------------------------------------------ index
 
 interface Net {
@@ -129,10 +153,14 @@ export class OverrideIndex {
   private rev: string | null = null;
   private byKey = new Map<string, OverrideRow[]>();
   private nets: Net[] = [];
+  private ids = new Map<number, OverrideRow>();
   private count = 0;
+  /** Unix seconds the active set is loaded for; default: the wall clock at each reload. */
+  private readonly loadAt: number | undefined;
 
-  constructor(db: DB) {
+  constructor(db: DB, opts: { now?: number } = {}) {
     this.db = db;
+    this.loadAt = opts.now;
     this.refresh(true);
   }
 
@@ -151,13 +179,15 @@ export class OverrideIndex {
     if (!force && rev === this.rev) return false;
     let rows: OverrideRow[] = [];
     try {
-      rows = listOverrides(this.db);
+      rows = listOverrides(this.db, { now: this.loadAt === undefined ? undefined : new Date(this.loadAt * 1000) });
     } catch {
       /* schema without overrides (older database opened read-only): none */
     }
     const byKey = new Map<string, OverrideRow[]>();
     const nets: Net[] = [];
+    const ids = new Map<number, OverrideRow>();
     for (const r of rows) {
+      ids.set(r.id, r);
       if (r.type === 'ipv4-cidr' || r.type === 'ipv6-cidr') {
         const [addr, prefix] = ipaddr.parseCIDR(r.value);
         nets.push({ addr, prefix, row: r });
@@ -170,6 +200,7 @@ export class OverrideIndex {
     }
     this.byKey = byKey;
     this.nets = nets;
+    this.ids = ids;
     this.count = rows.length;
     this.rev = rev;
     return true;
@@ -199,6 +230,47 @@ export class OverrideIndex {
         return;
       default:
         this.take(type, value, 'exact', out, now);
+    }
+  }
+
+  /**
+   * The override that decides a stored value exactly as a lookup of it would be decided (collect() and
+   * decide()'s override rule), or null when no override applies. A listed network (which is not a lookup
+   * value) is decided by an override of that network or of a network containing it whole; an address or
+   * smaller network inside it does not decide the whole network.
+   */
+  decision(type: IndicatorType, value: string, now: number): OverrideDecision | null {
+    if (this.count === 0) return null;
+    const out: Match[] = [];
+    if (type === 'ipv4-cidr' || type === 'ipv6-cidr') this.network(type, value, out, now);
+    else this.collect(type, value, out, now);
+    if (!out.length) return null;
+    const best = decidingOverride(out, { type: type as LookupType, normalized: value });
+    const id = best?.context?.override_id;
+    const row = typeof id === 'number' ? this.ids.get(id) : undefined;
+    return row ? { action: row.action, row } : null;
+  }
+
+  /** Active overrides of one type and action (e.g. block overrides of domains, for the exports). */
+  values(type: IndicatorType, action: OverrideAction, now: number): OverrideRow[] {
+    const out: OverrideRow[] = [];
+    for (const r of this.ids.values()) if (r.type === type && r.action === action && live(r, now)) out.push(r);
+    return out;
+  }
+
+  /** Overrides of the network itself (`exact`) and of networks containing it whole (`cidr`). */
+  private network(type: 'ipv4-cidr' | 'ipv6-cidr', value: string, out: Match[], now: number): void {
+    let addr: ipaddr.IPv4 | ipaddr.IPv6;
+    let prefix: number;
+    try {
+      [addr, prefix] = ipaddr.parseCIDR(value);
+    } catch {
+      return;
+    }
+    for (const n of this.nets) {
+      if (n.addr.kind() !== addr.kind() || !live(n.row, now)) continue;
+      if (n.prefix === prefix && n.row.type === type && n.row.value === value) out.push(toMatch(n.row, 'exact'));
+      else if (n.prefix <= prefix && addr.match(n.addr, n.prefix)) out.push(toMatch(n.row, 'cidr'));
     }
   }
 
@@ -239,7 +311,7 @@ function toMatch(r: OverrideRow, kind: MatchKind): Match {
     feed_kind: r.action,
     indicator: r.value,
     kind,
-    category: r.action === 'allow' ? 'local-allow' : 'local-block',
+    category: OVERRIDE_CATEGORY[r.action],
     confidence: 100,
     first_seen: r.created_at,
     last_seen: null,

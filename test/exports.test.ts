@@ -106,7 +106,12 @@ describe('shared export rules on real data', () => {
     expect(row[3]).toBe('scanner');
     expect(row[4]).toBe('99');
     expect(row[5]).toBe(new Date((NOW - 90 * DAY) * 1000).toISOString().replace('.000Z', 'Z'));
-    expect(row[7]).toBe(''); // one listing never expires → the value never expires
+    // The ipsum listing has no expiry of its own: like a lookup, it lasts the IPv4 default (30 days) from
+    // the package's creation (2026-09-01), so the value expires with the later threatfox listing.
+    expect(row[7]).toBe(new Date((NOW + 30 * DAY) * 1000).toISOString().replace('.000Z', 'Z'));
+    // With no default lifetime configured for addresses, that listing never expires, nor does the value.
+    const noDefault = parseCsv(collect(exportFormat(fx.db, 'csv', { now: NOW, expiryDays: { ip: 0, url: 60, domain: 180, hash: 365 } })));
+    expect(noDefault.find((r) => r[0] === ip)![7]).toBe('');
   });
 
   it('uses the feed default confidence when a row has none', () => {

@@ -8,6 +8,8 @@ import { OutpostError } from '../../appliance/errors.ts';
 import { csvExport } from './csv.ts';
 import { policyTarget, rpzZone, type RpzPolicy } from './rpz.ts';
 import { newStats, sourceContext, type ExportStats } from './source.ts';
+import type { ExpiryDays } from '../../sync/expiry.ts';
+import { overridesState } from '../overrides.ts';
 import { stixBundle } from './stix.ts';
 import { iprepList, suricataFiles } from './suricata.ts';
 import { tarStream } from './tar.ts';
@@ -28,6 +30,8 @@ export interface ExportOptions {
   rpzIpTriggers?: boolean;
   /** Filled while the export streams: rows written and rows left out, by reason. */
   stats?: ExportStats;
+  /** Default lifetime per type, as the lookup engine is configured (sync/expiry.ts expiryDaysOf(cfg)). */
+  expiryDays?: ExpiryDays;
 }
 
 const CONTENT_TYPES: Record<ExportFormat, string> = {
@@ -71,7 +75,7 @@ export function exportFormat(db: DB, format: ExportFormat | string, opts: Export
   if (!Number.isFinite(now)) throw new OutpostError('E_INPUT', 'export time must be a number of unix seconds');
   if (f === 'rpz') policyTarget(opts.rpzPolicy); // throws E_INPUT on a bad walled-garden name
   const stats = opts.stats ?? newStats();
-  const ctx = () => sourceContext(db, now, stats);
+  const ctx = () => sourceContext(db, now, stats, { expiryDays: opts.expiryDays });
   switch (f) {
     case 'suricata-dataset':
       return { [Symbol.iterator]: () => tarStream(suricataFiles(ctx()), now) };
@@ -105,12 +109,12 @@ export async function writeAtomic(file: string, chunks: Iterable<string> | Async
 }
 
 /**
- * Regenerates every export in `dir` (called after each apply):
+ * Regenerates every export in `dir` (called after each apply and, debounced, after override changes):
  *   dir/suricata/  domains.lst ipv4.lst ipv6.lst md5.lst sha1.lst sha256.lst outpost.rules
  *                  categories.txt outpost.list outpost-iprep.rules
  *   dir/outpost.intel  dir/outpost.rpz  dir/outpost.csv  dir/outpost.stix.json
  *   dir/misp-feed/     manifest.json <uuid>.json (one event per block feed) hashes.csv
- *   dir/exports.json   what was written and skipped, per file
+ *   dir/exports.json   what was written and skipped, per file; the overrides state it reflects
  * Each file is replaced atomically; within the Suricata set the rules file is replaced last.
  * Returns the paths written.
  */
@@ -120,9 +124,10 @@ export async function writeExportFiles(db: DB, dir: string, opts: ExportOptions 
   await fs.promises.mkdir(suricataDir, { recursive: true, mode: 0o755 });
   const written: string[] = [];
   const report: Record<string, ExportStats> = {};
+  const overrides = overridesState(db, new Date(now * 1000));
 
   const surStats = newStats();
-  for (const f of suricataFiles(sourceContext(db, now, surStats))) {
+  for (const f of suricataFiles(sourceContext(db, now, surStats, { expiryDays: opts.expiryDays }))) {
     const file = path.join(suricataDir, f.name);
     await writeAtomic(file, f.chunks());
     written.push(file);
@@ -138,13 +143,23 @@ export async function writeExportFiles(db: DB, dir: string, opts: ExportOptions 
   }
 
   // ---- MISP feed (lookup/exports/misp-feed.ts): a directory, not one stream ----
-  const misp = await writeMispFeed(db, path.join(dir, 'misp-feed'), { now });
+  const misp = await writeMispFeed(db, path.join(dir, 'misp-feed'), { now, expiryDays: opts.expiryDays });
   written.push(...misp.files);
   report['misp-feed/'] = misp.stats;
   // ---- end MISP feed ----
 
   const summary = path.join(dir, 'exports.json');
-  await writeAtomic(summary, [JSON.stringify({ generated_at: new Date(now * 1000).toISOString(), files: report }, null, 2) + '\n']);
+  await writeAtomic(summary, [JSON.stringify({ generated_at: new Date(now * 1000).toISOString(), overrides, files: report }, null, 2) + '\n']);
   written.push(summary);
   return written;
+}
+
+/** The overrides state (lookup/overrides.ts overridesState) the files in `dir` were written for; null if unknown. */
+export function exportedOverridesState(dir: string): string | null {
+  try {
+    const v = (JSON.parse(fs.readFileSync(path.join(dir, 'exports.json'), 'utf8')) as { overrides?: unknown }).overrides;
+    return typeof v === 'string' ? v : null;
+  } catch {
+    return null;
+  }
 }

@@ -16,6 +16,8 @@ import { blockFeeds, feedRows, type FeedInfo } from './feed-rows.ts';
 import { writeAtomic } from './index.ts';
 import { chunked, newStats, sourceContext, type ExportRow, type ExportStats } from './source.ts';
 import { uuidv5 } from './stix.ts';
+import type { ExpiryDays } from '../../sync/expiry.ts';
+import { OVERRIDE_FEED } from '../verdict.ts';
 
 export const MISP_TYPES: Record<IndicatorType, { type: string; category: string }> = {
   ipv4: { type: 'ip-dst', category: 'Network activity' },
@@ -36,6 +38,8 @@ export interface MispFeedOptions {
   now?: number;
   /** Creator organisation shown in MISP. Default "Outpost". */
   orgName?: string;
+  /** Default lifetime per type, as the lookup engine is configured. */
+  expiryDays?: ExpiryDays;
 }
 
 export interface MispFeedResult {
@@ -57,6 +61,7 @@ const misoTime = (unix: number | null) => (unix == null ? undefined : new Date(u
 
 /** MISP threat levels: 1 high, 2 medium, 3 low (4 undefined), from the feed's confidence. */
 function threatLevel(db: DB, feed: string): string {
+  if (feed === OVERRIDE_FEED) return '1'; // the site's own block decisions (confidence 100)
   const r = db.prepare('SELECT confidence FROM feeds WHERE name = ?').get(feed) as { confidence: number | null } | undefined;
   const c = r?.confidence ?? 50;
   return c >= 80 ? '1' : c >= 50 ? '2' : '3';
@@ -89,7 +94,11 @@ export function mispAttribute(feed: string, r: ExportRow, fallbackTime: number):
     to_ids: true,
     distribution: '5',
     timestamp: String(r.last_seen ?? fallbackTime),
-    comment: [r.category, r.feeds.length > 1 ? `also listed by ${r.feeds.filter((x) => x !== feed).join(', ')}` : null].filter(Boolean).join('; '),
+    comment: [
+      r.category,
+      r.feeds.length > 1 ? `also listed by ${r.feeds.filter((x) => x !== feed).join(', ')}` : null,
+      r.reason ? `local block override: ${r.reason}` : null,
+    ].filter(Boolean).join('; '),
   };
   const fs_ = misoTime(r.first_seen);
   const ls = misoTime(r.last_seen);
@@ -99,11 +108,11 @@ export function mispAttribute(feed: string, r: ExportRow, fallbackTime: number):
   return a;
 }
 
-function* eventChunks(db: DB, f: FeedInfo, now: number, org: { name: string; uuid: string }, stats: ExportStats, counter: { n: number }): Generator<string> {
+function* eventChunks(db: DB, f: FeedInfo, now: number, org: { name: string; uuid: string }, stats: ExportStats, counter: { n: number }, expiryDays?: ExpiryDays): Generator<string> {
   const head = JSON.stringify({ Event: eventHead(db, f, org) });
   // {"Event":{…,"Tag":[…]}} → open an Attribute array before the two closing braces.
   yield `${head.slice(0, -2)},"Attribute":[`;
-  const ctx = sourceContext(db, now, stats);
+  const ctx = sourceContext(db, now, stats, { expiryDays });
   const applied = secs(f.applied_at);
   function* body() {
     let first = true;
@@ -118,8 +127,8 @@ function* eventChunks(db: DB, f: FeedInfo, now: number, org: { name: string; uui
   yield '\n]}}\n';
 }
 
-function* hashLines(db: DB, feeds: FeedInfo[], now: number): Generator<string> {
-  const ctx = sourceContext(db, now, newStats());
+function* hashLines(db: DB, feeds: FeedInfo[], now: number, expiryDays?: ExpiryDays): Generator<string> {
+  const ctx = sourceContext(db, now, newStats(), { expiryDays });
   for (const f of feeds) {
     const uuid = mispEventUuid(f.name);
     function* lines() {
@@ -136,7 +145,7 @@ export async function writeMispFeed(db: DB, dir: string, opts: MispFeedOptions =
   const now = opts.now ?? Math.floor(Date.now() / 1000);
   const org = { name: opts.orgName ?? 'Outpost', uuid: uuidv5(`misp-org:${opts.orgName ?? 'Outpost'}`) };
   await fs.promises.mkdir(dir, { recursive: true, mode: 0o755 });
-  const feeds = blockFeeds(sourceContext(db, now));
+  const feeds = blockFeeds(sourceContext(db, now, newStats(), { expiryDays: opts.expiryDays }));
   const stats = newStats();
   const files: string[] = [];
   const manifest: Record<string, unknown> = {};
@@ -145,13 +154,13 @@ export async function writeMispFeed(db: DB, dir: string, opts: MispFeedOptions =
     const counter = { n: 0 };
     const head = eventHead(db, f, org);
     const file = path.join(dir, `${head.uuid}.json`);
-    await writeAtomic(file, eventChunks(db, f, now, org, stats, counter));
+    await writeAtomic(file, eventChunks(db, f, now, org, stats, counter, opts.expiryDays));
     files.push(file);
     attributes += counter.n;
     manifest[head.uuid] = { Orgc: head.Orgc, Tag: head.Tag, info: head.info, date: head.date, analysis: head.analysis, threat_level_id: head.threat_level_id, timestamp: head.timestamp };
   }
   const hashes = path.join(dir, 'hashes.csv');
-  await writeAtomic(hashes, hashLines(db, feeds, now));
+  await writeAtomic(hashes, hashLines(db, feeds, now, opts.expiryDays));
   files.push(hashes);
   const man = path.join(dir, 'manifest.json');
   await writeAtomic(man, [JSON.stringify(manifest, null, 1) + '\n']);

@@ -1,12 +1,24 @@
 // The one query behind every export: unexpired indicators of block feeds, one row per value
-// (deduplicated across feeds, highest confidence wins), minus anything an allow feed covers.
-// Streams with iterate() in primary-key order, so memory stays flat whatever the store holds.
+// (deduplicated across feeds, highest confidence wins), minus anything an allow feed covers, with local
+// overrides applied exactly as lookups apply them. Streams with iterate() in primary-key order, so memory
+// stays flat whatever the store holds.
+//
+// Agreement with lookups (docs/integrations.md, "What every export contains"):
+//  - expiry: a row's own `expires_at`, else its feed package's creation + the type's default lifetime —
+//    the engine's rule, through the same FeedPolicy.expiresAt (appliance/freshness.ts → sync/expiry.ts);
+//  - local overrides: OverrideIndex.decision() runs the lookup's override matching and decide()'s override
+//    rule on each exported value; an allow decision leaves the value out, a block decision exports it
+//    (also when no feed lists it, or an allow feed does) with the override's reason.
 import type { DB } from '../../appliance/db.ts';
+import { FeedPolicy } from '../../appliance/freshness.ts';
 import type { IndicatorType } from '../../appliance/types.ts';
+import type { ExpiryDays } from '../../sync/expiry.ts';
+import { OVERRIDE_CATEGORY, OverrideIndex, type OverrideRow } from '../overrides.ts';
+import { DEFAULT_CONFIDENCE, OVERRIDE_FEED } from '../verdict.ts';
 import { ipRange, RangeSet, specialUse } from './ranges.ts';
 
-/** Confidence used when neither the indicator nor its feed gives one. */
-export const DEFAULT_CONFIDENCE = 50;
+/** Confidence of a value a local block override decides: a lookup answers it malicious at 100. */
+export const OVERRIDE_CONFIDENCE = 100;
 
 export interface ExportRow {
   type: IndicatorType;
@@ -22,6 +34,8 @@ export interface ExportRow {
   expires_at: number | null;
   tags: string[];
   ports: number[];
+  /** The reason of the local block override that decides the value; null when feeds alone list it. */
+  reason: string | null;
 }
 
 /** What an export left out and why, so nothing is dropped silently. */
@@ -48,6 +62,47 @@ export interface RawRow {
   last_seen: number | null;
   expires_at: number | null;
   extra: string | null;
+  /** The feed package's creation time (ISO): rows without `expires_at` age from it. */
+  feed_created: string | null;
+}
+
+/**
+ * Whether a stored row still counts, by the lookup engine's rule: its own `expires_at`, else its feed
+ * package's creation + the type's default lifetime (FeedPolicy.expiresAt, the function the engine calls).
+ * The SQL of every export already drops rows whose own expiry has passed; this adds the default.
+ */
+export class Liveness {
+  private readonly policy: FeedPolicy;
+  private readonly defaults = new Map<string, number | null>();
+
+  constructor(db: DB, private readonly now: number, expiryDays?: ExpiryDays) {
+    this.policy = new FeedPolicy(db, { expiryDays });
+  }
+
+  /** Unix seconds at which the row stops counting, or null for never. */
+  expiresAt(type: string, feed: string, expiresAt: number | null, feedCreated: string | null): number | null {
+    if (expiresAt != null) return expiresAt;
+    const key = `${feed}\u0000${type}`;
+    let exp = this.defaults.get(key);
+    if (exp === undefined) {
+      exp = this.policy.expiresAt(type, null, feedCreated);
+      this.defaults.set(key, exp);
+    }
+    return exp;
+  }
+
+  /** Expiring at or before the export time means left out (as the SQL filters own expiries). */
+  live(type: string, feed: string, expiresAt: number | null, feedCreated: string | null): boolean {
+    const exp = this.expiresAt(type, feed, expiresAt, feedCreated);
+    return exp == null || exp > this.now;
+  }
+}
+
+interface AllowRow {
+  value: string;
+  feed: string;
+  expires_at: number | null;
+  feed_created: string | null;
 }
 
 /** Allow data needed beyond exact (type, value) matches: allowed networks and allowed parent domains. */
@@ -55,10 +110,11 @@ export class AllowIndex {
   private networks: RangeSet | null = null;
   private readonly domainStmt;
 
-  constructor(private readonly db: DB, private readonly now: number) {
+  constructor(private readonly db: DB, private readonly now: number, private readonly liveness: Liveness = new Liveness(db, now)) {
     this.domainStmt = db.prepare(
-      `SELECT 1 FROM indicators WHERE type = 'domain' AND value = ? AND kind = 'allow'
-         AND (expires_at IS NULL OR expires_at > ?) LIMIT 1`,
+      `SELECT i.value, i.feed, i.expires_at, f.created AS feed_created
+         FROM indicators i LEFT JOIN feeds f ON f.name = i.feed
+        WHERE i.type = 'domain' AND i.value = ? AND i.kind = 'allow' AND (i.expires_at IS NULL OR i.expires_at > ?)`,
     );
   }
 
@@ -68,11 +124,13 @@ export class AllowIndex {
     const set = new RangeSet();
     const rows = this.db
       .prepare(
-        `SELECT value FROM indicators WHERE type IN ('ipv4-cidr', 'ipv6-cidr') AND kind = 'allow'
-           AND (expires_at IS NULL OR expires_at > ?)`,
+        `SELECT i.type, i.value, i.feed, i.expires_at, f.created AS feed_created
+           FROM indicators i LEFT JOIN feeds f ON f.name = i.feed
+          WHERE i.type IN ('ipv4-cidr', 'ipv6-cidr') AND i.kind = 'allow' AND (i.expires_at IS NULL OR i.expires_at > ?)`,
       )
-      .iterate(this.now) as Iterable<{ value: string }>;
+      .iterate(this.now) as Iterable<AllowRow & { type: string }>;
     for (const r of rows) {
+      if (!this.liveness.live(r.type, r.feed, r.expires_at, r.feed_created)) continue;
       const range = ipRange(r.value);
       if (range) set.add(range);
     }
@@ -90,8 +148,15 @@ export class AllowIndex {
     let dot = domain.indexOf('.');
     while (dot >= 0) {
       const parent = domain.slice(dot + 1);
-      if (parent && this.domainStmt.get(parent, this.now)) return true;
+      if (parent && this.domainAllowed(parent)) return true;
       dot = domain.indexOf('.', dot + 1);
+    }
+    return false;
+  }
+
+  private domainAllowed(domain: string): boolean {
+    for (const r of this.domainStmt.iterate(domain, this.now) as Iterable<AllowRow>) {
+      if (this.liveness.live('domain', r.feed, r.expires_at, r.feed_created)) return true;
     }
     return false;
   }
@@ -102,10 +167,20 @@ export interface SourceContext {
   now: number;
   stats: ExportStats;
   allow: AllowIndex;
+  /** Default-lifetime expiry, as lookups apply it. */
+  live: Liveness;
+  /** Active local overrides at `now`, as lookups apply them. */
+  overrides: OverrideIndex;
 }
 
-export function sourceContext(db: DB, now: number, stats: ExportStats = newStats()): SourceContext {
-  return { db, now, stats, allow: new AllowIndex(db, now) };
+export interface SourceOptions {
+  /** Default lifetime per type (config OUTPOST_EXPIRY_*_DAYS, sync/expiry.ts expiryDaysOf); default: built-in. */
+  expiryDays?: ExpiryDays;
+}
+
+export function sourceContext(db: DB, now: number, stats: ExportStats = newStats(), opts: SourceOptions = {}): SourceContext {
+  const live = new Liveness(db, now, opts.expiryDays);
+  return { db, now, stats, allow: new AllowIndex(db, now, live), live, overrides: new OverrideIndex(db, { now }) };
 }
 
 /** Indicator rows with their feed's category/confidence defaults applied; callers add WHERE/ORDER BY. */
@@ -113,42 +188,74 @@ export const ROW_SELECT = `
   SELECT i.value, i.feed, i.kind,
          COALESCE(i.category, f.category) AS category,
          COALESCE(i.confidence, f.confidence, ${DEFAULT_CONFIDENCE}) AS confidence,
-         i.first_seen, i.last_seen, i.expires_at, i.extra
+         i.first_seen, i.last_seen, i.expires_at, i.extra, f.created AS feed_created
     FROM indicators i LEFT JOIN feeds f ON f.name = i.feed`;
 
 const ROWS_SQL = `${ROW_SELECT}
    WHERE i.type = ? AND (i.expires_at IS NULL OR i.expires_at > ?)
    ORDER BY i.type, i.value, i.feed`;
 
+/** SQLite's BINARY order (memcmp of UTF-8), which the store's primary key iterates in. */
+function byteOrder(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
 /**
  * Yields the effective block indicators of the given types, type by type, values in byte order.
  * Rows of one value are adjacent in primary-key order, so grouping needs only the current group.
+ * Values that only a local block override names (few, held in memory) are merged into that order.
  */
 export function* effectiveIndicators(ctx: SourceContext, types: readonly IndicatorType[]): Generator<ExportRow> {
   const stmt = ctx.db.prepare(ROWS_SQL);
   for (const type of types) {
+    const extra = [...new Set(ctx.overrides.values(type, 'block', ctx.now).map((o) => o.value))].sort(byteOrder);
+    let k = 0;
+    // The group of `value`, after every override-only value that sorts before it.
+    function* emit(value: string, group: RawRow[]): Generator<ExportRow> {
+      while (k < extra.length && byteOrder(extra[k], value) < 0) {
+        const out = finish(ctx, type, [], extra[k++]);
+        if (out) yield out;
+      }
+      if (k < extra.length && extra[k] === value) k++;
+      const out = finish(ctx, type, group, value);
+      if (out) yield out;
+    }
     let group: RawRow[] = [];
     for (const row of stmt.iterate(type, ctx.now) as Iterable<RawRow>) {
       if (group.length && group[0].value !== row.value) {
-        const out = finish(ctx, type, group);
-        if (out) yield out;
+        yield* emit(group[0].value, group);
         group = [];
       }
       group.push(row);
     }
-    if (group.length) {
-      const out = finish(ctx, type, group);
+    if (group.length) yield* emit(group[0].value, group);
+    while (k < extra.length) {
+      const out = finish(ctx, type, [], extra[k++]);
       if (out) yield out;
     }
   }
 }
 
-/** One value's rows (all feeds) to its effective export row, or null when allowlisted or allow-only (reason counted). */
-export function finish(ctx: SourceContext, type: IndicatorType, group: RawRow[]): ExportRow | null {
-  const blocks = group.filter((r) => r.kind === 'block');
-  if (!blocks.length) return null; // allow-only value: nothing to export
-  if (blocks.length !== group.length) return skipRow(ctx, 'allowlisted');
-  const value = group[0].value;
+/**
+ * One value's rows (all feeds, own expiry already checked) to its effective export row, or null when it
+ * is not to be exported (reason counted). Order of the rules, as in a lookup: a local override decides
+ * (allow → out, block → in); else rows past their default lifetime are dropped, and allowlists win.
+ */
+export function finish(ctx: SourceContext, type: IndicatorType, group: RawRow[], value: string | undefined = group[0]?.value): ExportRow | null {
+  if (value === undefined) return null;
+  const rows: RawRow[] = [];
+  let expired = false;
+  for (const r of group) {
+    const exp = ctx.live.expiresAt(type, r.feed, r.expires_at, r.feed_created);
+    if (exp != null && exp <= ctx.now) expired = true;
+    else rows.push(exp === r.expires_at ? r : { ...r, expires_at: exp }); // as lookups report it: the effective expiry
+  }
+  const blocks = rows.filter((r) => r.kind === 'block');
+  const decision = ctx.overrides.decision(type, value, ctx.now);
+  if (decision?.action === 'allow') return blocks.length ? skipRow(ctx, 'override-allow') : null;
+  if (decision?.action === 'block') return overridden(type, value, blocks, decision.row);
+  if (!blocks.length) return expired && group.some((r) => r.kind === 'block') ? skipRow(ctx, 'expired-default-lifetime') : null; // else allow-only
+  if (blocks.length !== rows.length) return skipRow(ctx, 'allowlisted');
   if (type === 'ipv4' || type === 'ipv6' || type === 'ipv4-cidr' || type === 'ipv6-cidr') {
     const r = ipRange(value);
     if (!r) return skipRow(ctx, 'unparsable');
@@ -158,6 +265,29 @@ export function finish(ctx: SourceContext, type: IndicatorType, group: RawRow[])
     if (ctx.allow.parentDomainAllowed(value)) return skipRow(ctx, 'allowlisted-parent-domain');
   }
   return merge(type, value, blocks);
+}
+
+/**
+ * A value a local block override decides: exported whatever allow feeds or internal-space rules say (a
+ * lookup answers it malicious, confidence 100). Listed too: the feeds' row plus the override; else the
+ * override alone (category local-block, first seen when it was added, expiring with it).
+ */
+function overridden(type: IndicatorType, value: string, blocks: RawRow[], o: OverrideRow): ExportRow {
+  const oExp = o.expires_at ? Math.floor(Date.parse(o.expires_at) / 1000) : null;
+  if (!blocks.length) {
+    return {
+      type, value, feeds: [OVERRIDE_FEED], category: OVERRIDE_CATEGORY.block, confidence: OVERRIDE_CONFIDENCE,
+      first_seen: Math.floor(Date.parse(o.created_at) / 1000), last_seen: null, expires_at: oExp, tags: [], ports: [], reason: o.reason,
+    };
+  }
+  const m = merge(type, value, blocks);
+  return {
+    ...m,
+    feeds: [...m.feeds, OVERRIDE_FEED].sort(),
+    confidence: OVERRIDE_CONFIDENCE,
+    expires_at: m.expires_at == null || oExp == null ? null : Math.max(m.expires_at, oExp),
+    reason: o.reason,
+  };
 }
 
 function skipRow(ctx: SourceContext, reason: string): null {
@@ -199,16 +329,38 @@ function merge(type: IndicatorType, value: string, rows: RawRow[]): ExportRow {
     expires_at: expires,
     tags: [...tags].sort(),
     ports: [...ports].sort((a, b) => a - b),
+    reason: null,
   };
 }
 
-/** Allowed values of one type (deduplicated, unexpired), for formats that publish allowlists (RPZ passthru). */
+/**
+ * Values of one type a lookup answers as allowed, for formats that publish allowlists (RPZ passthru):
+ * live allow-feed values and local allow overrides, minus any a local block override decides.
+ * Deduplicated, in byte order.
+ */
 export function* allowedValues(ctx: SourceContext, type: IndicatorType): Generator<string> {
   const stmt = ctx.db.prepare(
-    `SELECT DISTINCT value FROM indicators WHERE type = ? AND kind = 'allow'
-       AND (expires_at IS NULL OR expires_at > ?) ORDER BY value`,
+    `SELECT i.value, i.feed, i.expires_at, f.created AS feed_created
+       FROM indicators i LEFT JOIN feeds f ON f.name = i.feed
+      WHERE i.type = ? AND i.kind = 'allow' AND (i.expires_at IS NULL OR i.expires_at > ?) ORDER BY i.value`,
   );
-  for (const r of stmt.iterate(type, ctx.now) as Iterable<{ value: string }>) yield r.value;
+  const extra = [...new Set(ctx.overrides.values(type, 'allow', ctx.now).map((o) => o.value))].sort(byteOrder);
+  let k = 0;
+  let last: string | null = null;
+  const allowed = (value: string) => ctx.overrides.decision(type, value, ctx.now)?.action !== 'block';
+  for (const r of stmt.iterate(type, ctx.now) as Iterable<AllowRow>) {
+    if (r.value === last || !ctx.live.live(type, r.feed, r.expires_at, r.feed_created)) continue;
+    while (k < extra.length && byteOrder(extra[k], r.value) <= 0) {
+      const v = extra[k++];
+      if (v !== r.value && allowed(v)) yield v;
+    }
+    last = r.value;
+    if (allowed(r.value)) yield r.value;
+  }
+  while (k < extra.length) {
+    const v = extra[k++];
+    if (v !== last && allowed(v)) yield v;
+  }
 }
 
 /** Joins lines into ~64 KiB chunks: one write per chunk instead of one per line. */

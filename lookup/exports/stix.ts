@@ -76,6 +76,7 @@ export function stixIndicator(r: ExportRow, now: number): Record<string, unknown
     confidence: r.confidence,
     x_outpost_feeds: r.feeds,
   };
+  if (r.reason) ind.description = `Local block override: ${r.reason}`;
   if (r.expires_at != null && r.expires_at > created) ind.valid_until = iso(r.expires_at);
   if (labels.length) ind.labels = labels;
   return ind;

@@ -30,7 +30,7 @@ export function zeekLine(r: ExportRow): string | null {
   if (!t) return null;
   let indicator = r.value;
   if (r.type === 'url') indicator = indicator.replace(/^[a-z][a-z0-9+.-]*:\/\//, '');
-  const desc = [r.category ?? 'listed', `confidence ${r.confidence}`, ...r.tags.map((x) => `tag ${x}`)].join('; ');
+  const desc = [r.category ?? 'listed', `confidence ${r.confidence}`, ...r.tags.map((x) => `tag ${x}`), ...(r.reason ? [`local block override: ${r.reason}`] : [])].join('; ');
   return [field(indicator), t, field(`outpost:${r.feeds.join(',')}`), field(desc), '-'].join('\t') + '\n';
 }
 
