@@ -17,8 +17,7 @@ import { policyFrom } from '../lookup/verdict.ts';
 import { mountExports } from '../lookup/exports/routes.ts';
 import { mountTaxii } from '../lookup/taxii.ts';
 import { mountCompat } from '../lookup/compat.ts';
-import { SiemPush, pushConfigFrom } from '../lookup/push.ts';
-import { WebhookPush, webhookConfigFrom } from '../lookup/webhook.ts';
+import { startPlatformPush } from '../lookup/push.ts';
 import { runWorker } from './worker.ts';
 import { ensureDemo, type DemoInfo } from '../scripts/demo.ts';
 import { SyncScheduler } from '../sync/scheduler.ts';
@@ -59,28 +58,18 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     const metrics = new Metrics();
     // Hit log on its own connection: its flushes never wait for (or hold up) an apply's write lock.
     const sightings = SightingsWriter.forDataDir(cfg.dataDir);
-    // ---- integrations: TAXII 2.1, VirusTotal-compatible lookups, SIEM push (docs/integrations.md) ----
-    const pushCfg = pushConfigFrom(cfg);
-    const push = pushCfg ? new SiemPush(pushCfg, log) : null;
-    if (push) {
-      metrics.extra.push(() => push.renderMetrics());
+    // ---- integrations: TAXII 2.1, VirusTotal-compatible lookups, platform push (docs/integrations.md) ----
+    // Platform push (lookup/push.ts): hits to syslog and the signed webhook through the persistent retry
+    // queue, and sync events of every import (this process or a shell's) followed from the audit log.
+    const platformPush = startPlatformPush(cfg, log);
+    if (platformPush) {
+      metrics.extra.push(() => platformPush.renderMetrics());
       // Every result the hit log records (the API's lookups with matches) is offered to the push as well;
-      // offer() only enqueues, so the lookup path never waits for the receiver.
+      // offer() only buffers, so the lookup path never waits for a receiver or the disk.
       const record = sightings.record.bind(sightings);
       sightings.record = (r, client) => {
         record(r, client);
-        push.offer(r, client);
-      };
-    }
-    // Signed webhooks (lookup/webhook.ts): hits as above plus sync events, through a persistent retry queue.
-    const webhookCfg = webhookConfigFrom(cfg);
-    const webhook = webhookCfg ? new WebhookPush(db, webhookCfg, log) : null;
-    if (webhook) {
-      metrics.extra.push(() => webhook.renderMetrics());
-      const record = sightings.record.bind(sightings);
-      sightings.record = (r, client) => {
-        record(r, client);
-        webhook.offer(r, client);
+        platformPush.offer(r, client);
       };
     }
     const limits = { rps: cfg.rateLimitRps, burst: cfg.rateLimitBurst };
@@ -166,8 +155,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
         await jobs.stop();
         await new Promise<void>((r) => server.close(() => r()));
         await sightings.close();
-        await push?.close(); // integrations: SIEM push
-        await webhook?.close(); // integrations: webhook push
+        await platformPush?.close(); // integrations: syslog and webhook push
         theDb.close();
         release();
       },

@@ -1,18 +1,26 @@
-// SIEM push: lookups that matched (verdict at or above a configured minimum) forwarded as RFC 5424
-// syslog messages with a CEF or JSON body, over TCP with RFC 6587 octet counting, TLS (RFC 5425, same
-// framing) or UDP (RFC 5426, one message per datagram).
-// The lookup path only formats one line and appends it to a bounded in-memory queue (full → the line is
-// dropped and counted); a background loop sends batches, reconnecting with capped backoff while the
-// receiver is away. Delivery is at most once: lines written into a connection that then fails are lost
-// (counted as errors), lines still queued survive a reconnect.
+// Platform push (docs/integrations.md): hits and sync events to a SIEM as RFC 5424 syslog and to a signed
+// webhook (lookup/webhook.ts), both through the persistent bounded retry queue PushQueue (push_queue).
+//
+// Syslog sink: lookups that matched (verdict at or above a configured minimum) and sync events (package
+// applied / rejected, from sync/events.ts) as RFC 5424 messages with a CEF or JSON body, over TCP with
+// RFC 6587 octet counting, TLS (RFC 5425, same framing) or UDP (RFC 5426, one message per datagram).
+// The lookup path only formats one line and buffers it; PushQueue writes it to SQLite and the sender
+// writes batches of the oldest lines, reconnecting with capped backoff while the receiver is away.
+// TCP/TLS: lines leave the queue only after the write to a connected socket completed (at least once: a
+// batch whose write failed is sent again, whole); plain syslog has no receipt, so lines in the kernel's
+// buffers when the receiver dies can still be lost. UDP: lines leave the queue once handed to the kernel;
+// whether a datagram arrived is unknowable.
 import dgram from 'node:dgram';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import tls from 'node:tls';
 import type { Logger } from '../appliance/log.ts';
+import Database from 'better-sqlite3';
+import { layout, type DB } from '../appliance/db.ts';
 import type { LookupResult, Verdict } from '../appliance/types.ts';
-import { hitEvent } from './webhook.ts';
+import { AUDIT_CURSOR_KEY, SyncEventFollower, type SyncEvent } from '../sync/events.ts';
+import { hitEvent, PushQueue, WebhookPush, webhookConfigFrom, type QueueStats } from './webhook.ts';
 
 export type PushTransport = 'tcp' | 'tls' | 'udp';
 export type PushFormat = 'cef' | 'json';
@@ -24,7 +32,7 @@ export interface PushConfig {
   format: PushFormat;
   /** Least verdict forwarded: malicious > suspicious > benign > unknown. */
   minVerdict: Verdict;
-  /** Most lines waiting; beyond it new lines are dropped and counted. */
+  /** Most lines kept in the retry queue; beyond it the oldest are dropped and counted. */
   queueMax: number;
   /** Most lines per write. */
   batchMax: number;
@@ -35,6 +43,10 @@ export interface PushConfig {
   tlsInsecure?: boolean;
   /** HOSTNAME field; default os.hostname(). */
   hostname?: string;
+  /** push_queue.target (default 'syslog') and retry backoff (default 250 ms doubling to 30 s). */
+  target?: string;
+  backoffBaseMs?: number;
+  backoffMaxMs?: number;
 }
 
 const RANK: Record<Verdict, number> = { unknown: 0, benign: 1, suspicious: 2, malicious: 3 };
@@ -121,99 +133,144 @@ export function octetFrame(line: string): Buffer {
   return Buffer.concat([Buffer.from(`${msg.length} `, 'ascii'), msg]);
 }
 
-// ---- the sender ----
+// ---- sync events (sync/events.ts) ----
 
-export interface PushStats {
-  queued: number;
-  sent: number;
-  dropped: number;
-  errors: number;
+/** Refusals that mean tampering or a trust failure rather than a broken or late package. */
+const TRUST_CODES = new Set(['E_SIG', 'E_UNKNOWN_KEY', 'E_REVOKED_KEY', 'E_ROOT', 'E_HASH', 'E_ROLLBACK', 'E_EQUIVOCATION', 'E_STATE', 'E_TAR']);
+
+/** Syslog and CEF severity of a sync event: applied notice/3, refused warning/6, trust refusals critical/9. */
+export function syncSeverity(e: SyncEvent): { syslog: number; cef: number } {
+  if (e.event === 'package.applied') return { syslog: 5, cef: 3 };
+  return e.code && TRUST_CODES.has(e.code) ? { syslog: 2, cef: 9 } : { syslog: 4, cef: 6 };
+}
+
+/** CEF signature ids of sync events: stable per kind, so a SIEM rule can key on them. */
+export const SYNC_SIGNATURE: Record<SyncEvent['event'], string> = { 'package.applied': 'outpost-sync-applied', 'package.rejected': 'outpost-sync-rejected' };
+
+export function cefSyncMessage(e: SyncEvent): string {
+  const ext: [string, string | number][] = [
+    ['rt', Date.parse(e.time)],
+    ['act', e.event === 'package.applied' ? 'applied' : 'rejected'],
+    ['outcome', e.event === 'package.applied' ? 'success' : 'failure'],
+    ['suser', e.actor],
+    ['externalId', e.audit_id],
+  ];
+  if (e.feed !== null) ext.push(['cs1Label', 'feed'], ['cs1', e.feed]);
+  if (e.version !== null) ext.push(['cn1Label', 'version'], ['cn1', e.version]);
+  if (e.type !== null) ext.push(['cs3Label', 'type'], ['cs3', e.type]);
+  if (e.code) ext.push(['cs4Label', 'code'], ['cs4', e.code]);
+  if (e.source !== null) ext.push(['cs5Label', 'source'], ['cs5', e.source]);
+  if (e.added !== undefined) ext.push(['cn2Label', 'added'], ['cn2', e.added]);
+  if (e.removed !== undefined) ext.push(['cn3Label', 'removed'], ['cn3', e.removed]);
+  if (e.generation !== undefined) ext.push(['cs6Label', 'generation'], ['cs6', e.generation]);
+  if (e.message) ext.push(['msg', e.message]);
+  const name = e.event === 'package.applied' ? 'package applied' : `package rejected: ${e.code}`;
+  const head = ['CEF:0', 'Outpost', 'Outpost', VERSION, SYNC_SIGNATURE[e.event], name, String(syncSeverity(e).cef)].map((x, i) => (i === 0 ? x : cefHeader(x)));
+  return `${head.join('|')}|${ext.map(([k, v]) => `${k}=${cefValue(String(v))}`).join(' ')}`;
+}
+
+/** A sync event as one RFC 5424 line: MSGID "sync", SD with the event kind, feed, version and code. */
+export function syncSyslogLine(cfg: Pick<PushConfig, 'facility' | 'hostname' | 'format'>, e: SyncEvent): string {
+  const pri = cfg.facility * 8 + syncSeverity(e).syslog;
+  const params: [string, unknown][] = [['event', e.event], ['feed', e.feed], ['version', e.version], ['code', e.code], ['audit_id', e.audit_id]];
+  const sd = `[outpost@32473 ${params.filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => `${k}="${sdValue(String(v))}"`).join(' ')}]`;
+  const body = cfg.format === 'cef' ? cefSyncMessage(e) : JSON.stringify(e);
+  return `<${pri}>1 ${e.time} ${headerToken(cfg.hostname ?? os.hostname(), 255)} outpost ${process.pid} sync ${sd} ${body}`;
+}
+
+// ---- the syslog sink ----
+
+export interface PushStats extends QueueStats {
   connects: number;
   connected: boolean;
 }
 
 export class SiemPush {
-  private queue: string[] = [];
-  private sent = 0;
-  private dropped = 0;
-  private errors = 0;
+  readonly queue: PushQueue<string>;
   private connects = 0;
   private sock: net.Socket | null = null;
   private udp: dgram.Socket | null = null;
-  private sending = false;
-  private backoffMs = 0;
-  private retryTimer: NodeJS.Timeout | null = null;
-  private closed = false;
-  private idle: (() => void)[] = [];
 
-  constructor(private readonly cfg: PushConfig, private readonly log?: Logger) {}
+  constructor(db: DB, private readonly cfg: PushConfig, private readonly log?: Logger) {
+    this.queue = new PushQueue<string>(
+      db,
+      {
+        target: cfg.target ?? 'syslog',
+        queueMax: cfg.queueMax,
+        rowsPerSend: cfg.batchMax,
+        backoffBaseMs: cfg.backoffBaseMs ?? 250,
+        backoffMaxMs: cfg.backoffMaxMs ?? 30_000,
+        encode: (lines) => lines,
+        send: (lines) => this.send(lines),
+      },
+      log,
+    );
+  }
 
-  /** Called on the lookup path: filter, format, enqueue. Never waits and never throws. */
+  /** Called on the lookup path: filter, format, buffer. Never waits and never throws. */
   offer(r: LookupResult, client: string): void {
-    if (this.closed || RANK[r.verdict] < RANK[this.cfg.minVerdict] || !r.matches.length) return;
-    if (this.queue.length >= this.cfg.queueMax) {
-      this.dropped++;
-      return;
-    }
+    if (RANK[r.verdict] < RANK[this.cfg.minVerdict] || !r.matches.length) return;
     try {
       const at = Date.now();
       const body = this.cfg.format === 'cef' ? cefMessage(r, client, at) : jsonMessage(r, client, at);
-      this.queue.push(syslogLine(this.cfg, r, client, body, at));
+      this.queue.offer(syslogLine(this.cfg, r, client, body, at));
     } catch {
-      this.errors++;
-      return;
+      /* a push problem never reaches a lookup */
     }
-    if (!this.sending) setImmediate(() => void this.pump());
   }
 
   offerMany(results: readonly LookupResult[], client: string): void {
     for (const r of results) this.offer(r, client);
   }
 
+  /** Sync events, inside sync/events.ts's transaction (committed with its audit cursor). */
+  insertSync(events: SyncEvent[]): void {
+    this.queue.insert(events.map((e) => syncSyslogLine(this.cfg, e)));
+  }
+
+  flush(): void {
+    this.queue.flush();
+  }
+
   stats(): PushStats {
-    return { queued: this.queue.length, sent: this.sent, dropped: this.dropped, errors: this.errors, connects: this.connects, connected: !!this.sock || !!this.udp };
+    return { ...this.queue.stats(), connects: this.connects, connected: !!this.sock || !!this.udp };
   }
 
   /** Prometheus lines for /metrics. */
   renderMetrics(): string {
-    const s = this.stats();
-    const lines = [
-      ['outpost_siem_push_sent_total', 'counter', 'Syslog messages written to the SIEM receiver.', s.sent],
-      ['outpost_siem_push_dropped_total', 'counter', 'Hits not forwarded because the push queue was full.', s.dropped],
-      ['outpost_siem_push_errors_total', 'counter', 'Messages lost to connection errors.', s.errors],
-      ['outpost_siem_push_queued', 'gauge', 'Messages waiting to be sent.', s.queued],
-      ['outpost_siem_push_connected', 'gauge', '1 while connected to the receiver.', s.connected ? 1 : 0],
-    ] as const;
-    return lines.map(([n, t, h, v]) => `# HELP ${n} ${h}\n# TYPE ${n} ${t}\n${n} ${v}`).join('\n') + '\n';
+    return this.queue.renderMetrics('siem', 'Syslog messages', [['outpost_siem_push_connected', 'gauge', '1 while connected to the receiver.', this.sock || this.udp ? 1 : 0]]);
   }
 
-  /** Resolves when the queue is empty and nothing is in flight (tests, shutdown). */
+  /** Resolves when nothing is buffered, in flight or due (lines waiting on backoff may remain). */
   drained(): Promise<void> {
-    if (!this.queue.length && !this.sending) return Promise.resolve();
-    return new Promise((r) => this.idle.push(r));
+    return this.queue.settled();
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    if (this.retryTimer) clearTimeout(this.retryTimer);
+    await this.queue.close();
     const sock = this.sock;
     this.sock = null;
     if (sock) await new Promise<void>((r) => sock.end(() => r()));
     this.udp?.close();
     this.udp = null;
-    for (const r of this.idle.splice(0)) r();
+  }
+
+  private async send(lines: string[]): Promise<boolean> {
+    if (!(await this.connect())) return false;
+    return this.write(lines);
   }
 
   private connect(): Promise<boolean> {
     if (this.cfg.transport === 'udp') {
       if (!this.udp) {
         this.udp = dgram.createSocket(net.isIPv6(this.cfg.host) ? 'udp6' : 'udp4');
-        this.udp.on('error', () => this.errors++);
+        this.udp.on('error', (err) => this.log?.warn({ err: err.message }, 'siem push: udp socket error'));
         this.connects++;
       }
       return Promise.resolve(true);
     }
-    if (this.sock) return Promise.resolve(true);
+    if (this.sock && !this.sock.destroyed && this.sock.writable) return Promise.resolve(true);
+    this.sock = null;
     return new Promise((resolve) => {
       const onError = (err: Error) => {
         this.log?.warn({ err: err.message, host: this.cfg.host, port: this.cfg.port }, 'siem push: connection failed');
@@ -226,13 +283,15 @@ export class SiemPush {
           this.log?.warn({ err: err.message }, 'siem push: connection lost');
           if (this.sock === s) this.sock = null;
         });
+        // The receiver closing its side (a restart) drops the connection before the next write.
+        s.on('end', () => s.destroy());
         s.on('close', () => {
           if (this.sock === s) this.sock = null;
         });
+        s.resume(); // a syslog receiver sends nothing; read (and discard) so 'end' is seen
         s.setKeepAlive(true, 30_000);
         this.sock = s;
         this.connects++;
-        this.backoffMs = 0;
         resolve(true);
       };
       const s =
@@ -243,26 +302,7 @@ export class SiemPush {
     });
   }
 
-  private async pump(): Promise<void> {
-    if (this.sending || this.closed) return;
-    this.sending = true;
-    try {
-      while (this.queue.length && !this.closed) {
-        if (!(await this.connect())) {
-          this.scheduleRetry();
-          return;
-        }
-        const batch = this.queue.splice(0, this.cfg.batchMax);
-        const ok = await this.write(batch);
-        if (ok) this.sent += batch.length;
-        else this.errors += batch.length;
-      }
-    } finally {
-      this.sending = false;
-      if (!this.queue.length) for (const r of this.idle.splice(0)) r();
-    }
-  }
-
+  /** True once every line was handed to the socket without error (TCP/TLS: written to the connection). */
   private write(batch: string[]): Promise<boolean> {
     if (this.cfg.transport === 'udp') {
       const udp = this.udp!;
@@ -274,22 +314,13 @@ export class SiemPush {
     return new Promise((resolve) => {
       sock.write(Buffer.concat(batch.map(octetFrame)), (err) => {
         if (err) {
+          this.log?.warn({ err: err.message }, 'siem push: write failed; the batch stays queued');
           if (this.sock === sock) this.sock = null;
           sock.destroy();
         }
         resolve(!err);
       });
     });
-  }
-
-  private scheduleRetry(): void {
-    if (this.retryTimer || this.closed) return;
-    this.backoffMs = Math.min(30_000, this.backoffMs ? this.backoffMs * 2 : 250);
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = null;
-      void this.pump();
-    }, this.backoffMs);
-    this.retryTimer.unref();
   }
 }
 
@@ -310,5 +341,70 @@ export function pushConfigFrom(c: {
     facility: c.siemFacility,
     tlsCa: c.siemTlsCa ? fs.readFileSync(c.siemTlsCa, 'utf8') : undefined,
     tlsInsecure: c.siemTlsInsecure,
+  };
+}
+
+// ---- both sinks together (serve's integrations block) ----
+
+export interface PlatformPush {
+  siem: SiemPush | null;
+  webhook: WebhookPush | null;
+  follower: SyncEventFollower;
+  /** Lookup path: a recorded result offered to every sink. */
+  offer(r: LookupResult, client: string): void;
+  renderMetrics(): string;
+  close(): Promise<void>;
+}
+
+type PushSettings = Parameters<typeof pushConfigFrom>[0] & Parameters<typeof webhookConfigFrom>[0] & { dataDir: string };
+
+/**
+ * Starts the configured sinks (null when none is): on their own connection to the store that never waits
+ * for the write lock, plus the audit follower that queues sync events for both in one transaction.
+ */
+export function startPlatformPush(c: PushSettings, log?: Logger, opts: { followMs?: number } = {}): PlatformPush | null {
+  const siemCfg = pushConfigFrom(c);
+  const webhookCfg = webhookConfigFrom(c);
+  const db = new Database(layout(c.dataDir).db);
+  if (!siemCfg && !webhookCfg) {
+    // Push off: events from now on are not owed to a sink configured later (it starts at the newest row).
+    try {
+      db.pragma('busy_timeout = 2000');
+      db.prepare('DELETE FROM meta WHERE key = ?').run(AUDIT_CURSOR_KEY);
+    } finally {
+      db.close();
+    }
+    return null;
+  }
+  db.pragma('busy_timeout = 0');
+  const siem = siemCfg ? new SiemPush(db, siemCfg, log) : null;
+  const webhook = webhookCfg ? new WebhookPush(db, webhookCfg, log) : null;
+  const follower = new SyncEventFollower(
+    db,
+    (events) => {
+      siem?.insertSync(events);
+      webhook?.insertSync(events);
+    },
+    () => {
+      siem?.queue.trim();
+      webhook?.queue.trim();
+    },
+    { intervalMs: opts.followMs, log },
+  ).start();
+  return {
+    siem,
+    webhook,
+    follower,
+    offer(r, client) {
+      siem?.offer(r, client);
+      webhook?.offer(r, client);
+    },
+    renderMetrics: () => (siem?.renderMetrics() ?? '') + (webhook?.renderMetrics() ?? ''),
+    async close() {
+      follower.stop();
+      await siem?.close();
+      await webhook?.close();
+      db.close();
+    },
   };
 }

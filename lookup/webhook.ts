@@ -1,17 +1,270 @@
-// Signed webhook push: hits (lookups at or above a minimum verdict) and sync events (package applied /
-// rejected) POSTed as JSON batches to one URL, each request signed with HMAC-SHA256 over
-// "<timestamp>.<body>" (headers X-Outpost-Timestamp, X-Outpost-Signature: sha256=<hex>).
-// Delivery is at least once and survives restarts: offer() only buffers in memory; a flush a moment later
-// writes the buffered events as one batch row into SQLite (push_queue), and the sender delivers rows
-// oldest first, retrying failures with capped exponential backoff. The queue is bounded in rows: beyond
-// the cap the oldest batches are dropped and counted. The secret is read from a 0600 file, never logged.
+// Signed webhook push, and the persistent retry queue (PushQueue) both platform-push sinks use — the
+// webhook here and syslog in lookup/push.ts.
+//
+// Webhook: hits (lookups at or above a minimum verdict) and sync events (package applied / rejected, read
+// from the audit log by sync/events.ts) POSTed as JSON batches to one URL, each request signed with
+// HMAC-SHA256 over "<timestamp>.<body>" (headers X-Outpost-Timestamp, X-Outpost-Signature: sha256=<hex>).
+// The secret is read from a 0600 file, never logged.
+//
+// PushQueue: delivery is at least once and survives restarts. offer() only buffers in memory; a flush a
+// moment later writes the buffered events as rows into SQLite (push_queue, one `target` per sink) on a
+// connection that never waits for the write lock (busy → the buffer is kept and retried), and the sender
+// delivers rows strictly oldest first, retrying the oldest with capped exponential backoff while nothing
+// newer overtakes it. A row is deleted only after its sink reported delivery. The queue is bounded in
+// rows: beyond the cap the oldest rows are dropped and counted.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import type { DB } from '../appliance/db.ts';
 import { OutpostError } from '../appliance/errors.ts';
 import type { Logger } from '../appliance/log.ts';
 import type { LookupResult, Verdict } from '../appliance/types.ts';
-import { syncEvents, type SyncEvent } from '../sync/events.ts';
+import type { SyncEvent } from '../sync/events.ts';
+
+// ---------------------------------------------------------------------------------- the shared queue
+
+export interface QueueOptions<E> {
+  /** push_queue.target: one per sink ('webhook', 'syslog'). */
+  target: string;
+  /** Most rows kept; beyond it the oldest are dropped and counted. */
+  queueMax: number;
+  /** Most rows handed to send() at once. */
+  rowsPerSend: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  /** Buffered events → rows (a webhook batch body, a syslog line). */
+  encode(events: E[]): string[];
+  /** Delivers rows in order; true once they were delivered (they are then deleted). Never throws. */
+  send(rows: string[]): Promise<boolean>;
+}
+
+export interface QueueStats {
+  queued: number;
+  sent: number;
+  dropped: number;
+  failures: number;
+}
+
+const isBusy = (e: unknown) => ['SQLITE_BUSY', 'SQLITE_LOCKED'].includes((e as { code?: string }).code ?? '');
+
+export class PushQueue<E> {
+  private buffer: E[] = [];
+  private readonly bufferMax: number;
+  private flushScheduled = false;
+  private sending = false;
+  private timer: NodeJS.Timeout | null = null;
+  private flushTimer: NodeJS.Timeout | null = null;
+  private closed = false;
+  /** Rows up to this id were delivered; their DELETE failed (database busy) and is retried before anything is sent. */
+  private ackedThrough = 0;
+  /** Backoff of the oldest row (in memory; a restart retries at once). */
+  private headId = 0;
+  private headAttempts = 0;
+  private retryAt = 0;
+  private readonly counters = { sent: 0, dropped: 0, failures: 0 };
+  private idle: (() => void)[] = [];
+
+  constructor(private readonly db: DB, private readonly opts: QueueOptions<E>, private readonly log?: Logger) {
+    this.bufferMax = Math.max(1_000, Math.min(opts.queueMax * 10, 100_000));
+    // Rows left by an earlier run are due now: a restart is a good moment to retry.
+    if (this.queued()) setImmediate(() => void this.pump());
+  }
+
+  get target(): string {
+    return this.opts.target;
+  }
+
+  /** Buffers one event (lookup path: never waits, never throws). */
+  offer(e: E): void {
+    if (this.closed) return;
+    if (this.buffer.length >= this.bufferMax) {
+      this.buffer.shift(); // the database has been busy for long: oldest out, counted
+      this.counters.dropped++;
+    }
+    this.buffer.push(e);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  /**
+   * Writes events as rows now, inside the caller's transaction if there is one (sync/events.ts commits
+   * them with its audit cursor). Call trim() after the commit.
+   */
+  insert(events: E[]): void {
+    if (!events.length) return;
+    const stmt = this.db.prepare('INSERT INTO push_queue(target, body, attempts, next_at, created_at) VALUES (?, ?, 0, ?, ?)');
+    const now = Date.now();
+    const at = new Date(now).toISOString();
+    for (const row of this.opts.encode(events)) stmt.run(this.opts.target, row, now, at);
+  }
+
+  /** Enforces the cap: the oldest rows beyond queueMax are deleted and counted. Then starts the sender. */
+  trim(): void {
+    try {
+      const excess = this.queued() - this.opts.queueMax;
+      if (excess > 0) {
+        const info = this.db.prepare('DELETE FROM push_queue WHERE id IN (SELECT id FROM push_queue WHERE target = ? AND id > ? ORDER BY id LIMIT ?)').run(this.opts.target, this.ackedThrough, excess);
+        this.counters.dropped += info.changes;
+      }
+    } catch (err) {
+      if (!isBusy(err)) this.log?.warn({ err: (err as Error).message, sink: this.opts.target }, 'push: could not trim the queue');
+    }
+    void this.pump();
+  }
+
+  /** Writes buffered events as rows and trims the queue. Database busy → the events stay buffered. */
+  flush(): void {
+    this.flushScheduled = false;
+    if (!this.buffer.length) return;
+    const events = this.buffer.splice(0);
+    try {
+      this.db.transaction(() => this.insert(events)).immediate();
+    } catch (err) {
+      if (isBusy(err) && !this.closed) {
+        this.buffer.unshift(...events.slice(Math.max(0, events.length + this.buffer.length - this.bufferMax)));
+        this.scheduleFlush();
+        return;
+      }
+      this.counters.failures++;
+      this.counters.dropped += events.length;
+      this.log?.warn({ err: (err as Error).message, sink: this.opts.target }, 'push: could not queue events');
+      return;
+    }
+    this.trim();
+  }
+
+  /** Rows waiting (delivered rows whose delete is pending are not counted). */
+  queued(): number {
+    return (this.db.prepare('SELECT count(*) AS n FROM push_queue WHERE target = ? AND id > ?').get(this.opts.target, this.ackedThrough) as { n: number }).n;
+  }
+
+  stats(): QueueStats {
+    return { queued: this.queued() + this.buffer.length, ...this.counters };
+  }
+
+  /** Prometheus lines for /metrics under `outpost_<prefix>_push_*`; `what` names the unit of the queue. */
+  renderMetrics(prefix: string, what: string, extra: [string, string, string, number][] = []): string {
+    const s = this.stats();
+    const lines: [string, string, string, number][] = [
+      [`outpost_${prefix}_push_sent_total`, 'counter', `${what} delivered to the receiver.`, s.sent],
+      [`outpost_${prefix}_push_dropped_total`, 'counter', `${what} dropped because the retry queue was full (oldest first).`, s.dropped],
+      [`outpost_${prefix}_push_failures_total`, 'counter', 'Failed deliveries (each is retried).', s.failures],
+      [`outpost_${prefix}_push_queued`, 'gauge', `${what} waiting in the retry queue.`, s.queued],
+      ...extra,
+    ];
+    return lines.map(([n, t, h, v]) => `# HELP ${n} ${h}\n# TYPE ${n} ${t}\n${n} ${v}`).join('\n') + '\n';
+  }
+
+  /** Resolves once nothing is buffered, in flight or due (rows waiting on backoff may remain). */
+  async settled(): Promise<void> {
+    for (;;) {
+      if (this.buffer.length) this.flush();
+      if (this.closed || (!this.sending && !this.buffer.length && !this.due())) return;
+      await new Promise<void>((r) => {
+        this.idle.push(r);
+        if (!this.sending) void this.pump();
+      });
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.buffer.length) this.flush(); // buffered events are kept in the table for the next run
+    this.closed = true;
+    for (const t of [this.timer, this.flushTimer]) if (t) clearTimeout(t);
+    this.timer = this.flushTimer = null;
+    while (this.sending) await new Promise((r) => setTimeout(r, 10));
+    this.ack();
+    for (const r of this.idle.splice(0)) r();
+  }
+
+  private due(): boolean {
+    const head = this.head(1)[0];
+    return !!head && !(head.id === this.headId && this.retryAt > Date.now());
+  }
+
+  private head(n: number): { id: number; body: string }[] {
+    return this.db.prepare('SELECT id, body FROM push_queue WHERE target = ? AND id > ? ORDER BY id LIMIT ?').all(this.opts.target, this.ackedThrough, n) as { id: number; body: string }[];
+  }
+
+  /** Deletes delivered rows; busy → retried on the next round (they are skipped meanwhile). */
+  private ack(): void {
+    if (!this.ackedThrough) return;
+    try {
+      this.db.prepare('DELETE FROM push_queue WHERE target = ? AND id <= ?').run(this.opts.target, this.ackedThrough);
+      this.ackedThrough = 0;
+    } catch (err) {
+      if (!isBusy(err)) throw err;
+    }
+  }
+
+  private async pump(): Promise<void> {
+    if (this.sending || this.closed) return;
+    this.sending = true;
+    let wakeIn: number | null = null;
+    try {
+      for (;;) {
+        this.ack();
+        const rows = this.closed ? [] : this.head(this.opts.rowsPerSend);
+        if (!rows.length) break;
+        if (rows[0].id === this.headId && this.retryAt > Date.now()) {
+          wakeIn = this.retryAt - Date.now();
+          break; // order kept: nothing newer goes out before the oldest row
+        }
+        const ok = await this.opts.send(rows.map((r) => r.body));
+        if (ok) {
+          this.ackedThrough = rows[rows.length - 1].id; // consecutive ids of this target: delete up to the last
+          this.counters.sent += rows.length;
+          this.headId = 0;
+          this.headAttempts = 0;
+        } else {
+          this.counters.failures++;
+          if (this.headId !== rows[0].id) {
+            this.headId = rows[0].id;
+            this.headAttempts = 0;
+          }
+          const delay = Math.min(this.opts.backoffMaxMs, this.opts.backoffBaseMs * 2 ** Math.min(this.headAttempts++, 30));
+          this.retryAt = Date.now() + delay;
+          try {
+            this.db.prepare('UPDATE push_queue SET attempts = attempts + 1, next_at = ? WHERE id = ?').run(this.retryAt, rows[0].id);
+          } catch {
+            /* attempts are informational; the backoff lives in memory */
+          }
+          wakeIn = delay;
+          break;
+        }
+      }
+    } catch (err) {
+      this.counters.failures++;
+      this.log?.warn({ err: (err as Error).message, sink: this.opts.target }, 'push: queue error');
+      wakeIn = 250;
+    } finally {
+      this.sending = false;
+      if (wakeIn !== null) this.wake(wakeIn);
+      for (const r of this.idle.splice(0)) r();
+    }
+  }
+
+  private wake(ms: number): void {
+    if (this.closed || this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.pump();
+    }, Math.max(0, ms));
+    this.timer.unref();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushTimer) return;
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = null;
+      this.flush();
+    }, 250);
+    this.flushTimer.unref();
+  }
+}
+
+// ----------------------------------------------------------------------------------------- webhook
 
 export interface WebhookConfig {
   url: string;
@@ -29,12 +282,7 @@ export interface WebhookConfig {
   target: string;
 }
 
-export interface WebhookStats {
-  queued: number;
-  sent: number;
-  dropped: number;
-  failures: number;
-}
+export type WebhookStats = QueueStats;
 
 const RANK: Record<Verdict, number> = { unknown: 0, benign: 1, suspicious: 2, malicious: 3 };
 
@@ -84,145 +332,65 @@ export function hitEvent(r: LookupResult, client: string, at: number): Record<st
 }
 
 export class WebhookPush {
-  private buffer: unknown[] = [];
-  private flushScheduled = false;
-  private sending = false;
-  private timer: NodeJS.Timeout | null = null;
-  private closed = false;
-  private sent = 0;
-  private dropped = 0;
-  private failures = 0;
-  private idle: (() => void)[] = [];
-  private readonly onSync = (e: SyncEvent) => this.offerEvent(e);
+  readonly queue: PushQueue<unknown>;
 
-  constructor(private readonly db: DB, private readonly cfg: WebhookConfig, private readonly log?: Logger) {
-    syncEvents.on('event', this.onSync);
-    // Batches left by an earlier run are due now: a restart is a good moment to retry.
-    this.db.prepare('UPDATE push_queue SET next_at = 0 WHERE target = ?').run(cfg.target);
-    if (this.queued()) setImmediate(() => void this.pump());
+  constructor(db: DB, private readonly cfg: WebhookConfig, private readonly log?: Logger) {
+    this.queue = new PushQueue<unknown>(
+      db,
+      {
+        target: cfg.target,
+        queueMax: cfg.queueMax,
+        rowsPerSend: 1,
+        backoffBaseMs: cfg.backoffBaseMs,
+        backoffMaxMs: cfg.backoffMaxMs,
+        encode: (events) => {
+          const rows: string[] = [];
+          for (let i = 0; i < events.length; i += cfg.batchMax) rows.push(JSON.stringify({ source: 'outpost', events: events.slice(i, i + cfg.batchMax) }));
+          return rows;
+        },
+        send: (rows) => this.post(rows[0]),
+      },
+      log,
+    );
   }
 
   /** Lookup path: filter and buffer; never waits, never throws. */
   offer(r: LookupResult, client: string): void {
     if (RANK[r.verdict] < RANK[this.cfg.minVerdict] || !r.matches.length) return;
     try {
-      this.offerEvent(hitEvent(r, client, Date.now()));
+      this.queue.offer(hitEvent(r, client, Date.now()));
     } catch {
-      this.failures++;
+      /* a push problem never reaches a lookup */
     }
   }
 
-  /** Any JSON event (sync events arrive here through sync/events.ts). */
-  offerEvent(e: unknown): void {
-    if (this.closed) return;
-    this.buffer.push(e);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flush());
-    }
+  /** Sync events, inside sync/events.ts's transaction (committed with its audit cursor). */
+  insertSync(events: SyncEvent[]): void {
+    this.queue.insert(events);
   }
 
-  /** Writes buffered events as batch rows and trims the queue to its cap (oldest out). */
   flush(): void {
-    this.flushScheduled = false;
-    if (!this.buffer.length) return;
-    const events = this.buffer.splice(0);
-    try {
-      const insert = this.db.prepare('INSERT INTO push_queue(target, body, attempts, next_at, created_at) VALUES (?, ?, 0, ?, ?)');
-      this.db.transaction(() => {
-        for (let i = 0; i < events.length; i += this.cfg.batchMax) {
-          insert.run(this.cfg.target, JSON.stringify({ source: 'outpost', events: events.slice(i, i + this.cfg.batchMax) }), Date.now(), new Date().toISOString());
-        }
-        const excess = this.queued() - this.cfg.queueMax;
-        if (excess > 0) {
-          this.db.prepare('DELETE FROM push_queue WHERE id IN (SELECT id FROM push_queue WHERE target = ? ORDER BY id LIMIT ?)').run(this.cfg.target, excess);
-          this.dropped += excess;
-        }
-      })();
-    } catch (err) {
-      this.failures++;
-      this.log?.warn({ err: (err as Error).message }, 'webhook push: could not queue a batch');
-    }
-    void this.pump();
+    this.queue.flush();
   }
 
   queued(): number {
-    return (this.db.prepare('SELECT count(*) AS n FROM push_queue WHERE target = ?').get(this.cfg.target) as { n: number }).n;
+    return this.queue.queued();
   }
 
   stats(): WebhookStats {
-    return { queued: this.queued(), sent: this.sent, dropped: this.dropped, failures: this.failures };
+    return this.queue.stats();
   }
 
   renderMetrics(): string {
-    const s = this.stats();
-    const lines = [
-      ['outpost_webhook_push_sent_total', 'counter', 'Webhook batches accepted by the receiver.', s.sent],
-      ['outpost_webhook_push_dropped_total', 'counter', 'Webhook batches dropped because the retry queue was full.', s.dropped],
-      ['outpost_webhook_push_failures_total', 'counter', 'Failed webhook deliveries (each is retried).', s.failures],
-      ['outpost_webhook_push_queued', 'gauge', 'Webhook batches waiting in the retry queue.', s.queued],
-    ] as const;
-    return lines.map(([n, t, h, v]) => `# HELP ${n} ${h}\n# TYPE ${n} ${t}\n${n} ${v}`).join('\n') + '\n';
+    return this.queue.renderMetrics('webhook', 'Webhook batches');
   }
 
-  /** Resolves once nothing is buffered and no batch is due or in flight (batches waiting on backoff may remain). */
-  async settled(): Promise<void> {
-    if (this.buffer.length) this.flush();
-    if (!this.sending && !this.due()) return;
-    await new Promise<void>((r) => this.idle.push(r));
+  settled(): Promise<void> {
+    return this.queue.settled();
   }
 
-  async close(): Promise<void> {
-    syncEvents.off('event', this.onSync);
-    if (this.buffer.length) this.flush(); // buffered events are kept for the next run
-    this.closed = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    while (this.sending) await new Promise((r) => setTimeout(r, 10));
-    for (const r of this.idle.splice(0)) r();
-  }
-
-  private due(): { id: number; body: string; attempts: number } | undefined {
-    return this.db.prepare('SELECT id, body, attempts FROM push_queue WHERE target = ? AND next_at <= ? ORDER BY id LIMIT 1').get(this.cfg.target, Date.now()) as
-      | { id: number; body: string; attempts: number }
-      | undefined;
-  }
-
-  private async pump(): Promise<void> {
-    if (this.sending || this.closed) return;
-    this.sending = true;
-    try {
-      for (let row = this.due(); row && !this.closed; row = this.due()) {
-        const ok = await this.post(row.body);
-        if (ok) {
-          this.db.prepare('DELETE FROM push_queue WHERE id = ?').run(row.id);
-          this.sent++;
-        } else {
-          this.failures++;
-          const delay = Math.min(this.cfg.backoffMaxMs, this.cfg.backoffBaseMs * 2 ** Math.min(row.attempts, 30));
-          this.db.prepare('UPDATE push_queue SET attempts = attempts + 1, next_at = ? WHERE id = ?').run(Date.now() + delay, row.id);
-          break; // keep order: nothing newer goes out before the oldest batch
-        }
-      }
-    } catch (err) {
-      this.failures++;
-      this.log?.warn({ err: (err as Error).message }, 'webhook push: queue error');
-    } finally {
-      this.sending = false;
-      this.scheduleNext();
-      for (const r of this.idle.splice(0)) r();
-    }
-  }
-
-  private scheduleNext(): void {
-    if (this.closed || this.timer) return;
-    const next = this.db.prepare('SELECT min(next_at) AS t FROM push_queue WHERE target = ?').get(this.cfg.target) as { t: number | null };
-    if (next.t === null) return;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      void this.pump();
-    }, Math.max(0, next.t - Date.now()));
-    this.timer.unref();
+  close(): Promise<void> {
+    return this.queue.close();
   }
 
   private async post(body: string): Promise<boolean> {

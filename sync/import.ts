@@ -13,7 +13,6 @@ import { stagePackage, type Limits, type StagedPackage } from './package-reader.
 import { verifyPackage, type TrustedKey } from './verify.ts';
 import { mergeKeys } from './root.ts';
 import { importReference, isReferenceManifest } from './reference.ts';
-import { emitSyncEvent } from './events.ts'; // platform push hook
 
 export interface ApplyJob {
   dbPath: string;
@@ -69,11 +68,10 @@ function recordRejection(db: DB, source: string, actor: string, err: OutpostErro
     db.prepare('INSERT INTO packages(received_at, source, feed, version, type, sha256, status, code, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)').run(
       new Date().toISOString(), source, m?.feed ?? null, m?.version ?? null, m?.type ?? null, sha256 ?? null, 'rejected', err.code, err.message,
     );
-    audit(db, actor, 'package.reject', { code: err.code, subject: m ? `${m.feed}@${m.version}` : path.basename(source), detail: { message: err.message, source } });
+    audit(db, actor, 'package.reject', { code: err.code, subject: m ? `${m.feed}@${m.version}` : path.basename(source), detail: { message: err.message, source, feed: m?.feed, version: m?.version, type: m?.type } });
   } catch {
     /* recording must never mask the original refusal */
   }
-  emitSyncEvent({ event: 'package.rejected', feed: m?.feed ?? null, version: m?.version ?? null, type: m?.type ?? null, source, actor, code: err.code, message: err.message }); // platform push hook
 }
 
 export async function importPackage(cfg: Config, db: DB, tarPath: string, opts: ImportOptions = {}): Promise<ImportResult> {
@@ -99,7 +97,6 @@ export async function importPackage(cfg: Config, db: DB, tarPath: string, opts: 
     };
     try {
       const result = await runWorker<ApplyResult>(new URL('./apply-worker.ts', import.meta.url), job, opts.onProgress);
-      emitSyncEvent({ event: 'package.applied', feed: m.feed, version: m.version, type: m.type, source, actor: job.meta.actor, added: result.added, removed: result.removed, generation: result.generation }); // platform push hook
       return { ...result, dryRun: false, sha256: staged.sha256, manifest: m };
     } catch (e) {
       if (created) fs.rmSync(kept, { force: true });

@@ -1,8 +1,9 @@
 // SIEM push against a real receiver: Debian's rsyslogd started by the test on loopback ports (imtcp
-// with octet-counted framing, imudp), writing what it parsed from each RFC 5424 message to a file.
+// with octet-counted framing, imudp; test/rsyslog-fixture.ts), writing what it parsed from each RFC 5424
+// message to a file.
 // Lookups of real listed values go through the real engine; CEF escaping is checked by parsing the
 // received CEF back with a parser written from the CEF spec. scripts/install-consumers.sh installs rsyslog.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -13,114 +14,33 @@ import { LookupEngine } from '../lookup/engine.ts';
 import { cefHeader, cefValue, SiemPush, type PushConfig } from '../lookup/push.ts';
 import { buildFixture, NOW, type Fixture } from './exports-fixture.ts';
 import { freePort } from './helpers.ts';
-
-const RSYSLOGD = fs.existsSync('/usr/sbin/rsyslogd') ? '/usr/sbin/rsyslogd' : 'rsyslogd';
-
-
-const until = async (cond: () => boolean, what: string, ms = 20_000) => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-};
-
-/** CEF parser from the spec: 7 pipe-separated header fields (\| and \\ escaped), then key=value pairs. */
-function parseCef(line: string): { header: string[]; ext: Record<string, string> } {
-  const header: string[] = [];
-  let cur = '';
-  let i = 0;
-  for (; i < line.length && header.length < 7; i++) {
-    const ch = line[i];
-    if (ch === '\\' && (line[i + 1] === '|' || line[i + 1] === '\\')) cur += line[++i];
-    else if (ch === '|') {
-      header.push(cur);
-      cur = '';
-    } else cur += ch;
-  }
-  const rest = line.slice(i);
-  const ext: Record<string, string> = {};
-  // A key starts after a space (or at the start) and ends at the first unescaped '='.
-  const re = /(?:^| )([A-Za-z0-9_]+)=/g;
-  const keys: { key: string; start: number; valueStart: number }[] = [];
-  for (let m; (m = re.exec(rest)); ) {
-    // an '=' preceded by a backslash is part of a value, never a key boundary
-    if (rest[m.index + m[0].length - 2] === '\\') continue;
-    keys.push({ key: m[1], start: m.index, valueStart: m.index + m[0].length });
-  }
-  const real = keys.filter((k) => !isEscaped(rest, k.valueStart - 1));
-  real.forEach((k, n) => {
-    const raw = rest.slice(k.valueStart, n + 1 < real.length ? real[n + 1].start : rest.length);
-    ext[k.key] = raw.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c === 'r' ? '\r' : c));
-  });
-  return { header, ext };
-}
-function isEscaped(s: string, at: number): boolean {
-  let n = 0;
-  for (let j = at - 1; j >= 0 && s[j] === '\\'; j--) n++;
-  return n % 2 === 1;
-}
-
-interface Received {
-  pri: number;
-  app: string;
-  msgid: string;
-  sd: string;
-  msg: string;
-}
+import { parseCef, startRsyslog, until, type Rsyslog } from './rsyslog-fixture.ts';
 
 describe('SIEM push to rsyslog', () => {
   let fx: Fixture;
   let engine: LookupEngine;
-  let rsyslog: ChildProcess | undefined;
+  let rsyslog: Rsyslog;
   let dir = '';
   let tcpPort = 0;
   let udpPort = 0;
-  let log = '';
-  const received = (): Received[] =>
-    fs.existsSync(path.join(dir, 'out.log'))
-      ? fs.readFileSync(path.join(dir, 'out.log'), 'utf8').split('\n').filter(Boolean).map((l) => {
-          const [pri, app, msgid, sd, ...msg] = l.split('\t');
-          return { pri: Number(pri), app, msgid, sd, msg: msg.join('\t') };
-        })
-      : [];
+  const received = () => rsyslog.received();
   const cfg = (over: Partial<PushConfig>): PushConfig => ({ host: '127.0.0.1', port: tcpPort, transport: 'tcp', format: 'cef', minVerdict: 'suspicious', queueMax: 10_000, batchMax: 100, facility: 16, hostname: 'outpost-test', ...over });
 
   beforeAll(async () => {
-    if (spawnSync(RSYSLOGD, ['-v']).error) throw new Error('rsyslogd is required: run scripts/install-consumers.sh');
     fx = buildFixture();
     engine = new LookupEngine(fx.db, { fpRate: 0.001, worker: false, filterDir: null, now: () => NOW });
     dir = fs.mkdtempSync(path.join(fx.dir, 'rsyslog-'));
-    fs.mkdirSync(path.join(dir, 'work'));
     tcpPort = await freePort();
     udpPort = await freePort();
-    // The receiver writes the RFC 5424 fields it parsed, tab-separated, one message per line.
-    fs.writeFileSync(
-      path.join(dir, 'rsyslog.conf'),
-      [
-        `global(workDirectory="${dir}/work" maxMessageSize="64k")`,
-        `module(load="imtcp")`,
-        `module(load="imudp")`,
-        `template(name="fields" type="string" string="%pri%\\t%app-name%\\t%msgid%\\t%structured-data%\\t%msg%\\n")`,
-        `ruleset(name="siem") { action(type="omfile" file="${dir}/out.log" template="fields") }`,
-        `input(type="imtcp" address="127.0.0.1" port="${tcpPort}" ruleset="siem")`,
-        `input(type="imudp" address="127.0.0.1" port="${udpPort}" ruleset="siem")`,
-        '',
-      ].join('\n'),
-    );
-    rsyslog = spawn(RSYSLOGD, ['-n', '-f', path.join(dir, 'rsyslog.conf'), '-i', path.join(dir, 'rsyslogd.pid')], { stdio: ['ignore', 'pipe', 'pipe'] });
-    rsyslog.stdout!.on('data', (d) => (log += d));
-    rsyslog.stderr!.on('data', (d) => (log += d));
-    // Ready once the TCP input accepts connections.
-    await until(() => spawnSync('bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${tcpPort}`]).status === 0, `rsyslogd on ${tcpPort}: ${log}`);
+    rsyslog = await startRsyslog(dir, { tcp: tcpPort, udp: udpPort });
   });
-  afterAll(() => {
-    rsyslog?.kill('SIGTERM');
+  afterAll(async () => {
+    await rsyslog?.stop();
     fx?.close();
   });
 
   it('forwards real malicious and suspicious hits as RFC 5424 + CEF over TCP (octet counting); skips the rest', async () => {
-    const push = new SiemPush(cfg({}));
+    const push = new SiemPush(fx.db, cfg({}));
     const values = [
       ...fx.inserted.get('threatfox')!.filter((x) => x.type === 'ipv4').slice(0, 40).map((x) => x.value),
       ...fx.inserted.get('ipsum')!.slice(0, 40).map((x) => x.value),
@@ -138,7 +58,7 @@ describe('SIEM push to rsyslog', () => {
     await until(() => received().length >= before + forwarded.length, 'messages in rsyslog output');
     const got = received().slice(before);
     expect(got).toHaveLength(forwarded.length);
-    expect(push.stats()).toMatchObject({ sent: forwarded.length, dropped: 0, errors: 0 });
+    expect(push.stats()).toMatchObject({ sent: forwarded.length, dropped: 0, failures: 0, queued: 0 });
     for (const [i, r] of forwarded.entries()) {
       const m = got[i];
       expect(m.app).toBe('outpost');
@@ -158,7 +78,7 @@ describe('SIEM push to rsyslog', () => {
   });
 
   it('CEF escaping survives |, =, \\ and line breaks through rsyslog', async () => {
-    const push = new SiemPush(cfg({}));
+    const push = new SiemPush(fx.db, cfg({}));
     const nasty = 'a|b=c\\d\ne\r\nf';
     const r: LookupResult = {
       value: 'http://evil.example/x', type: 'url', normalized: 'http://evil.example/p=1|2\\3', verdict: 'malicious', confidence: 90,
@@ -187,7 +107,7 @@ describe('SIEM push to rsyslog', () => {
   });
 
   it('JSON bodies over UDP', async () => {
-    const push = new SiemPush(cfg({ transport: 'udp', port: udpPort, format: 'json', minVerdict: 'malicious' }));
+    const push = new SiemPush(fx.db, cfg({ transport: 'udp', port: udpPort, format: 'json', minVerdict: 'malicious' }));
     const results = engine.lookupMany(fx.inserted.get('urlhaus')!.slice(0, 10).map((x) => x.value));
     const mal = results.filter((r) => r.verdict === 'malicious');
     expect(mal.length).toBeGreaterThan(0);
@@ -201,12 +121,13 @@ describe('SIEM push to rsyslog', () => {
     await push.close();
   });
 
-  it('bounded queue: with the receiver away, hits beyond the queue are dropped and counted; the rest arrive after reconnect', async () => {
+  it('bounded queue: with the receiver away, the oldest hits beyond the cap are dropped and counted; the newest arrive after reconnect', async () => {
     const port = await freePort(); // nothing listens yet
-    const push = new SiemPush(cfg({ port, queueMax: 5 }));
+    const push = new SiemPush(fx.db, cfg({ port, queueMax: 5, target: 'syslog-cap' }));
     const results = engine.lookupMany(fx.inserted.get('threatfox')!.filter((x) => x.type === 'ipv4').slice(0, 20).map((x) => x.value)).filter((r) => r.matches.length);
     expect(results.length).toBe(20);
     push.offerMany(results, 'late');
+    push.flush();
     expect(push.stats()).toMatchObject({ queued: 5, dropped: 15 });
     expect(push.renderMetrics()).toContain('outpost_siem_push_dropped_total 15');
     // A plain octet-counting receiver appears on that port; the pusher reconnects on its own.
@@ -228,6 +149,7 @@ describe('SIEM push to rsyslog', () => {
     await new Promise<void>((r) => srv.listen(port, '127.0.0.1', () => r()));
     await until(() => frames.length === 5, 'queued messages after reconnect');
     expect(frames.every((f) => f.startsWith('<13') && f.includes(' outpost '))).toBe(true);
+    expect(frames.map((f) => parseCef(f.slice(f.indexOf('CEF:0'))).ext.cs1)).toEqual(results.slice(15).map((r) => r.normalized)); // the newest five, in order
     expect(push.stats()).toMatchObject({ queued: 0, sent: 5, dropped: 15 });
     await push.close();
     await new Promise<void>((r) => srv.close(() => r()));
@@ -257,12 +179,13 @@ describe('SIEM push to rsyslog', () => {
     const results = engine.lookupMany(fx.inserted.get('c2-iocs')!.slice(0, 30).map((x) => x.value)).filter((r) => r.verdict === 'malicious');
     expect(results.length).toBeGreaterThan(5);
     // Without the CA the receiver is not trusted: nothing is delivered.
-    const untrusted = new SiemPush(cfg({ transport: 'tls', port }));
+    const untrusted = new SiemPush(fx.db, cfg({ transport: 'tls', port, target: 'syslog-untrusted' }));
     untrusted.offerMany(results, 'tls-client');
-    await new Promise((r) => setTimeout(r, 300));
-    expect(untrusted.stats().sent).toBe(0);
+    await untrusted.drained();
+    expect(untrusted.stats()).toMatchObject({ sent: 0, queued: results.length });
+    expect(untrusted.stats().failures).toBeGreaterThan(0);
     await untrusted.close();
-    const push = new SiemPush(cfg({ transport: 'tls', port, tlsCa: fs.readFileSync(crt, 'utf8') }));
+    const push = new SiemPush(fx.db, cfg({ transport: 'tls', port, tlsCa: fs.readFileSync(crt, 'utf8'), target: 'syslog-tls' }));
     push.offerMany(results, 'tls-client');
     await push.drained();
     await until(() => frames.length === results.length, 'TLS frames');

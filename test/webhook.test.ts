@@ -1,7 +1,7 @@
 // Signed webhook push against a real node:http receiver on 127.0.0.1 that checks the HMAC and timestamp
 // the way docs/integrations.md tells receivers to. Hits come from lookups of real listed values through
 // the real engine; the retry queue is the real SQLite push_queue; sync events come from a real signed
-// package import (and a real refusal).
+// package import (and a real refusal), followed from the audit log by sync/events.ts.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -9,9 +9,10 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../appliance/config.ts';
-import { openDb, type DB } from '../appliance/db.ts';
+import { getMeta, openDb, type DB } from '../appliance/db.ts';
 import { LookupEngine } from '../lookup/engine.ts';
 import { readSecretFile, verifySignature, WebhookPush, type WebhookConfig } from '../lookup/webhook.ts';
+import { AUDIT_CURSOR_KEY, SyncEventFollower } from '../sync/events.ts';
 import { importPackage } from '../sync/import.ts';
 import { generateKeyPair } from '../sync/keys.ts';
 import { buildPackage } from '../sync/provider-build.ts';
@@ -116,6 +117,7 @@ describe('webhook push', () => {
     expect(events.length).toBe(hits.length);
     expect(new Set(events.map((e) => e.normalized ?? e.value))).toEqual(new Set(hits.map((h) => h.normalized ?? h.value)));
     expect(events.every((e) => e.event === 'lookup.hit' && e.client === 'client-a')).toBe(true);
+    await push.settled(); // the last batch leaves the queue once its 2xx has been read
     expect(push.stats()).toMatchObject({ queued: 0, dropped: 0 });
     await push.close();
 
@@ -186,19 +188,28 @@ describe('webhook push', () => {
     db.prepare('DELETE FROM push_queue').run();
   });
 
-  it('sync events: a real package import and a real refusal reach the receiver', async () => {
+  it('sync events: a real package import and a real refusal, read from the audit log, reach the receiver once', async () => {
     const rx = await startReceiver();
     const push = new WebhookPush(db, cfgFor(rx.url));
+    // Starts at the newest audit row: the import in beforeAll is history and is not replayed.
+    const follower = new SyncEventFollower(db, (evs) => push.insertSync(evs), () => push.queue.trim());
+    expect(follower.poll()).toBe(0);
     const cfg = loadConfig({ dataDir }, {});
     const v2 = await buildPackage({ feed: 'ipsum', keyPath: keyPair.privatePath, outDir: path.join(work, 'out2'), files: [path.join(DATA, 'ipsum/levels/3.txt'), path.join(DATA, 'threatfox/ips.txt')], version: 2, category: 'scanner' });
     const r = await importPackage(cfg, db, v2.path, { actor: 'test' });
     expect(r.version).toBe(2);
-    await expect(importPackage(cfg, db, v2.path, { actor: 'test' })).rejects.toMatchObject({ code: expect.stringMatching(/^E_/) });
+    await expect(importPackage(cfg, db, v2.path, { actor: 'test' })).rejects.toMatchObject({ code: 'E_ROLLBACK' });
+    expect(follower.poll()).toBe(2);
+    expect(follower.poll()).toBe(0); // the cursor moved with the queued events: nothing twice
     await until(() => rx.batches.flatMap((b) => b.events).filter((e) => String(e.event).startsWith('package.')).length >= 2, 'sync events');
+    await push.settled();
     const evs = rx.batches.flatMap((b) => b.events).filter((e) => String(e.event).startsWith('package.'));
-    expect(evs[0]).toMatchObject({ event: 'package.applied', feed: 'ipsum', version: 2, type: 'full', actor: 'test', generation: r.generation, added: r.added });
-    expect(evs[1]).toMatchObject({ event: 'package.rejected', feed: 'ipsum', version: 2 });
-    expect(evs[1].code).toMatch(/^E_[A-Z_]+$/);
+    expect(evs).toHaveLength(2);
+    expect(evs[0]).toMatchObject({ event: 'package.applied', feed: 'ipsum', version: 2, type: 'full', actor: 'test', generation: r.generation, added: r.added, removed: r.removed });
+    expect(evs[1]).toMatchObject({ event: 'package.rejected', feed: 'ipsum', version: 2, type: 'full', actor: 'test', code: 'E_ROLLBACK' });
+    expect(evs[1].audit_id).toBeGreaterThan(evs[0].audit_id);
+    expect(Number(getMeta(db, AUDIT_CURSOR_KEY))).toBeGreaterThanOrEqual(evs[1].audit_id);
+    follower.stop();
     await push.close();
     await rx.close();
   });
