@@ -169,7 +169,11 @@ export class PushQueue<E> {
   }
 
   async close(): Promise<void> {
-    if (this.buffer.length) this.flush(); // buffered events are kept in the table for the next run
+    // Buffered events are kept in the table for the next run (retrying briefly while an apply holds the lock).
+    for (let i = 0; i < 50 && this.buffer.length; i++) {
+      this.flush();
+      if (this.buffer.length) await new Promise((r) => setTimeout(r, 100));
+    }
     this.closed = true;
     for (const t of [this.timer, this.flushTimer]) if (t) clearTimeout(t);
     this.timer = this.flushTimer = null;
