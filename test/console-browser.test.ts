@@ -5,6 +5,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
+import os from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +14,9 @@ import { loadPrivateKey } from '../sync/keys.ts';
 import { ADMIN, VIEWER, buildPackage, startAppliance, type Appliance } from './console-fixture.ts';
 import { DATA, ROOT, cli, dbDigest, readLines } from './helpers.ts';
 
-const SHOTS = path.join(ROOT, 'docs/screenshots');
+// Screenshots for docs/console.md: written into docs/screenshots by `npm run screenshots`
+// (OUTPOST_SCREENSHOTS=docs), into a temporary directory otherwise so a test run leaves the tree clean.
+const SHOTS = process.env.OUTPOST_SCREENSHOTS === 'docs' ? path.join(ROOT, 'docs/screenshots') : fs.mkdtempSync(path.join(os.tmpdir(), 'outpost-shots-'));
 
 /** Copies a package with its manifest's feed name replaced, signed again with the provider key. */
 async function resignWithFeed(src: string, dest: string, feed: string, keyPath: string): Promise<void> {
@@ -523,7 +526,7 @@ describe('console in Chromium (real appliance, real data)', () => {
   it('no dialog opened and no blocked script was attempted on any page', () => {
     expect(dialogs).toEqual([]);
     expect(cspErrors).toEqual([]);
-    // The screenshots are real files for docs/console.md.
+    // The screenshots are real images of every page (docs/console.md shows them).
     for (const f of ['login', 'dashboard', 'packages-dry-run', 'packages', 'lookup', 'tokens', 'keys', 'audit', 'users', 'viewer-forbidden', 'dashboard-phone', 'upstreams', 'upstream-sync-running', 'upstream-sync-result', 'overrides', 'hits', 'packages-diff']) {
       expect(fs.statSync(path.join(SHOTS, `${f}.png`)).size).toBeGreaterThan(1000);
     }
