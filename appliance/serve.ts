@@ -25,6 +25,9 @@ import { mountMirror, prefetchMirror } from '../sync/mirror.ts';
 import { startBackgroundJobs } from '../sync/background.ts';
 import { FeedPolicy } from './freshness.ts';
 import { expiryDaysOf } from '../sync/expiry.ts';
+import { ExportRegenerator } from '../lookup/exports/regenerate.ts';
+import { exportedOverridesState } from '../lookup/exports/index.ts';
+import { overridesState } from '../lookup/overrides.ts';
 import { createConsole } from '../ui/console.tsx';
 
 export interface RunningAppliance {
@@ -78,7 +81,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
       mountCompat(db, engine, { rateLimit: limits, metrics, onResult: (r, client) => sightings.record(r, client) }),
     ];
     // ---- end integrations ----
-    const app = createApi({ cfg, db, engine, log, metrics, sightings, mounts: [mountExports(db), createConsole({ cfg, db, engine, log, sightings }).mount, ...integrations, mountMirror({ cfg, db, log })] });
+    const app = createApi({ cfg, db, engine, log, metrics, sightings, mounts: [mountExports(db, { expiryDays: expiryDaysOf(cfg) }), createConsole({ cfg, db, engine, log, sightings }).mount, ...integrations, mountMirror({ cfg, db, log })] });
     const server: ServerType = await new Promise((resolve, reject) => {
       // Slow clients cannot hold connections: limits from config.ts; the checking interval bounds how late
       // an expired headers/request timeout is noticed (Node's default is 30 s).
@@ -100,14 +103,24 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     // Follow generations written by any writer (a worker here, or `outpost import` from a shell).
     // Each new generation also regenerates the export files for consumers that read files.
     const paths = layout(cfg.dataDir);
-    const regenerateExports = () =>
-      runWorker<string[]>(new URL('../lookup/exports/worker.ts', import.meta.url), { dbPath: paths.db, dir: paths.exports })
+    // Override changes (API, console, CLI in another process) and overrides expiring regenerate them too,
+    // debounced; runs never overlap (lookup/exports/regenerate.ts).
+    const exportsRun = new ExportRegenerator(() =>
+      runWorker<string[]>(new URL('../lookup/exports/worker.ts', import.meta.url), { dbPath: paths.db, dir: paths.exports, expiryDays: expiryDaysOf(cfg) })
         .then((files) => log.info({ files: files.length, dir: paths.exports }, 'exports regenerated'))
-        .catch((err: unknown) => log.error({ err }, 'export regeneration failed'));
+        .catch((err: unknown) => log.error({ err }, 'export regeneration failed')),
+    );
+    const regenerateExports = () => exportsRun.run();
+    let exportedOverrides = exportedOverridesState(paths.exports) ?? overridesState(db); // changed while stopped: regenerate
     let reloading = false;
     let exportedGeneration = -1;
     const follow = setInterval(() => {
       engine.refreshOverrides(); // overrides added by the CLI in another process
+      const overrides = overridesState(db!);
+      if (overrides !== exportedOverrides) {
+        exportedOverrides = overrides;
+        exportsRun.request();
+      }
       if (reloading || currentGeneration(db!) === engine.generation) return;
       reloading = true;
       engine
@@ -151,6 +164,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
       app,
       async close() {
         clearInterval(follow);
+        await exportsRun.close();
         await scheduler.stop();
         await jobs.stop();
         await new Promise<void>((r) => server.close(() => r()));
