@@ -47,6 +47,8 @@ export interface PushConfig {
   target?: string;
   backoffBaseMs?: number;
   backoffMaxMs?: number;
+  /** false: queue only, another process sends (QueueOptions.sender). */
+  sender?: boolean;
 }
 
 const RANK: Record<Verdict, number> = { unknown: 0, benign: 1, suspicious: 2, malicious: 3 };
@@ -191,7 +193,10 @@ export class SiemPush {
   private sock: net.Socket | null = null;
   private udp: dgram.Socket | null = null;
 
-  constructor(db: DB, private readonly cfg: PushConfig, private readonly log?: Logger) {
+  private readonly cfg: PushConfig;
+
+  constructor(db: DB, cfg: PushConfig, private readonly log?: Logger) {
+    this.cfg = { ...cfg, hostname: cfg.hostname ?? os.hostname() }; // once: not a syscall per message
     this.queue = new PushQueue<string>(
       db,
       {
@@ -202,6 +207,7 @@ export class SiemPush {
         backoffMaxMs: cfg.backoffMaxMs ?? 30_000,
         encode: (lines) => lines,
         send: (lines) => this.send(lines),
+        sender: cfg.sender,
       },
       log,
     );
@@ -349,7 +355,8 @@ export function pushConfigFrom(c: {
 export interface PlatformPush {
   siem: SiemPush | null;
   webhook: WebhookPush | null;
-  follower: SyncEventFollower;
+  /** null for a producer (opts.producerOnly). */
+  follower: SyncEventFollower | null;
   /** Lookup path: a recorded result offered to every sink. */
   offer(r: LookupResult, client: string): void;
   renderMetrics(): string;
@@ -361,36 +368,35 @@ type PushSettings = Parameters<typeof pushConfigFrom>[0] & Parameters<typeof web
 /**
  * Starts the configured sinks (null when none is): on their own connection to the store that never waits
  * for the write lock, plus the audit follower that queues sync events for both in one transaction.
+ * producerOnly: another process on the same data dir (serve's primary) sends and follows the audit log;
+ * this one only queues its hits (an HTTP worker of a cluster that answers lookups).
  */
-export function startPlatformPush(c: PushSettings, log?: Logger, opts: { followMs?: number } = {}): PlatformPush | null {
+export function startPlatformPush(c: PushSettings, log?: Logger, opts: { followMs?: number; producerOnly?: boolean } = {}): PlatformPush | null {
+  const sender = !opts.producerOnly;
   const siemCfg = pushConfigFrom(c);
   const webhookCfg = webhookConfigFrom(c);
-  const db = new Database(layout(c.dataDir).db);
   if (!siemCfg && !webhookCfg) {
-    // Push off: events from now on are not owed to a sink configured later (it starts at the newest row).
-    try {
-      db.pragma('busy_timeout = 2000');
-      db.prepare('DELETE FROM meta WHERE key = ?').run(AUDIT_CURSOR_KEY);
-    } finally {
-      db.close();
-    }
+    if (sender) forgetAuditCursor(c.dataDir);
     return null;
   }
+  const db = new Database(layout(c.dataDir).db);
   db.pragma('busy_timeout = 0');
-  const siem = siemCfg ? new SiemPush(db, siemCfg, log) : null;
-  const webhook = webhookCfg ? new WebhookPush(db, webhookCfg, log) : null;
-  const follower = new SyncEventFollower(
-    db,
-    (events) => {
-      siem?.insertSync(events);
-      webhook?.insertSync(events);
-    },
-    () => {
-      siem?.queue.trim();
-      webhook?.queue.trim();
-    },
-    { intervalMs: opts.followMs, log },
-  ).start();
+  const siem = siemCfg ? new SiemPush(db, { ...siemCfg, sender }, log) : null;
+  const webhook = webhookCfg ? new WebhookPush(db, { ...webhookCfg, sender }, log) : null;
+  const follower = sender
+    ? new SyncEventFollower(
+        db,
+        (events) => {
+          siem?.insertSync(events);
+          webhook?.insertSync(events);
+        },
+        () => {
+          siem?.queue.trim();
+          webhook?.queue.trim();
+        },
+        { intervalMs: opts.followMs, log },
+      ).start()
+    : null;
   return {
     siem,
     webhook,
@@ -401,10 +407,23 @@ export function startPlatformPush(c: PushSettings, log?: Logger, opts: { followM
     },
     renderMetrics: () => (siem?.renderMetrics() ?? '') + (webhook?.renderMetrics() ?? ''),
     async close() {
-      follower.stop();
+      follower?.stop();
       await siem?.close();
       await webhook?.close();
       db.close();
     },
   };
+}
+
+/** Push off: events from now on are not owed to a sink configured later (it starts at the newest audit row). */
+function forgetAuditCursor(dataDir: string): void {
+  const db = new Database(layout(dataDir).db);
+  try {
+    db.pragma('busy_timeout = 2000');
+    db.prepare('DELETE FROM meta WHERE key = ?').run(AUDIT_CURSOR_KEY);
+  } catch {
+    /* busy: the cursor stays; a later sink then also gets the events of this run */
+  } finally {
+    db.close();
+  }
 }

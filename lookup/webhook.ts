@@ -35,6 +35,10 @@ export interface QueueOptions<E> {
   encode(events: E[]): string[];
   /** Delivers rows in order; true once they were delivered (they are then deleted). Never throws. */
   send(rows: string[]): Promise<boolean>;
+  /** false: only write rows (another process on the same store sends them, e.g. HTTP workers of a cluster). */
+  sender?: boolean;
+  /** Sender: how often an idle queue looks for rows other processes wrote (default 1000 ms). */
+  pollMs?: number;
 }
 
 export interface QueueStats {
@@ -53,6 +57,7 @@ export class PushQueue<E> {
   private sending = false;
   private timer: NodeJS.Timeout | null = null;
   private flushTimer: NodeJS.Timeout | null = null;
+  private poller: NodeJS.Timeout | null = null;
   private closed = false;
   /** Rows up to this id were delivered; their DELETE failed (database busy) and is retried before anything is sent. */
   private ackedThrough = 0;
@@ -65,8 +70,12 @@ export class PushQueue<E> {
 
   constructor(private readonly db: DB, private readonly opts: QueueOptions<E>, private readonly log?: Logger) {
     this.bufferMax = Math.max(1_000, Math.min(opts.queueMax * 10, 100_000));
+    if (opts.sender === false) return;
     // Rows left by an earlier run are due now: a restart is a good moment to retry.
     if (this.queued()) setImmediate(() => void this.pump());
+    // Rows written by producers in other processes are noticed within a poll.
+    this.poller = setInterval(() => void this.pump(), opts.pollMs ?? 1000);
+    this.poller.unref();
   }
 
   get target(): string {
@@ -160,7 +169,7 @@ export class PushQueue<E> {
   async settled(): Promise<void> {
     for (;;) {
       if (this.buffer.length) this.flush();
-      if (this.closed || (!this.sending && !this.buffer.length && !this.due())) return;
+      if (this.closed || this.opts.sender === false || (!this.sending && !this.buffer.length && !this.due())) return;
       await new Promise<void>((r) => {
         this.idle.push(r);
         if (!this.sending) void this.pump();
@@ -175,6 +184,7 @@ export class PushQueue<E> {
       if (this.buffer.length) await new Promise((r) => setTimeout(r, 100));
     }
     this.closed = true;
+    if (this.poller) clearInterval(this.poller);
     for (const t of [this.timer, this.flushTimer]) if (t) clearTimeout(t);
     this.timer = this.flushTimer = null;
     while (this.sending) await new Promise((r) => setTimeout(r, 10));
@@ -203,7 +213,7 @@ export class PushQueue<E> {
   }
 
   private async pump(): Promise<void> {
-    if (this.sending || this.closed) return;
+    if (this.sending || this.closed || this.opts.sender === false) return;
     this.sending = true;
     let wakeIn: number | null = null;
     try {
@@ -284,6 +294,8 @@ export interface WebhookConfig {
   timeoutMs: number;
   /** push_queue.target; lets several pushers share the table. */
   target: string;
+  /** false: queue only, another process sends (QueueOptions.sender). */
+  sender?: boolean;
 }
 
 export type WebhookStats = QueueStats;
@@ -353,6 +365,7 @@ export class WebhookPush {
           return rows;
         },
         send: (rows) => this.post(rows[0]),
+        sender: cfg.sender,
       },
       log,
     );

@@ -8,7 +8,9 @@ import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { layout } from '../appliance/db.ts';
 import type { LookupResult } from '../appliance/types.ts';
 import { LookupEngine } from '../lookup/engine.ts';
 import { cefHeader, cefValue, SiemPush, type PushConfig } from '../lookup/push.ts';
@@ -153,6 +155,27 @@ describe('SIEM push to rsyslog', () => {
     expect(push.stats()).toMatchObject({ queued: 0, sent: 5, dropped: 15 });
     await push.close();
     await new Promise<void>((r) => srv.close(() => r()));
+  });
+  it('a producer-only pusher (a process that answers lookups but does not send, e.g. a cluster HTTP worker) queues in push_queue; the sender on another connection delivers its rows in order', async () => {
+    const other = new Database(layout(fx.dir).db);
+    other.pragma('busy_timeout = 0');
+    const producer = new SiemPush(other, cfg({ sender: false, target: 'syslog-shared' }));
+    const sender = new SiemPush(fx.db, cfg({ target: 'syslog-shared' }));
+    const results = engine.lookupMany(fx.inserted.get('lummac2')!.slice(40, 60).map((x) => x.value)).filter((r) => r.verdict === 'malicious' || r.verdict === 'suspicious');
+    expect(results.length).toBeGreaterThan(5);
+    const before = received().length;
+    producer.offerMany(results, 'worker-1');
+    producer.flush();
+    expect(producer.stats()).toMatchObject({ sent: 0, failures: 0 });
+    // The sender was told nothing: it finds the other connection's rows on its own.
+    await until(() => received().length >= before + results.length, 'rows of the producer at rsyslog');
+    expect(received().slice(before).map((m) => parseCef(m.msg).ext.cs1)).toEqual(results.map((r) => r.normalized));
+    expect(received().slice(before).every((m) => parseCef(m.msg).ext.suser === 'worker-1')).toBe(true);
+    await sender.drained();
+    expect(sender.stats()).toMatchObject({ sent: results.length, queued: 0 });
+    await producer.close();
+    await sender.close();
+    other.close();
   });
   it('TLS (RFC 5425): octet-counted frames to a receiver whose certificate is verified against the configured CA', async () => {
     const key = path.join(dir, 'tls.key');
