@@ -77,7 +77,7 @@ export interface Config {
   /** The same for IPv6. */
   maxBlockPrefixV6: number;
   // ---- SIEM push (lookup/push.ts; docs/integrations.md) ----
-  /** Syslog receiver for hits; empty = push off. */
+  /** Syslog receiver for hits and sync events; empty = push off. */
   siemHost: string;
   /** Receiver port; 0 = 514 (tcp, udp) or 6514 (tls). */
   siemPort: number;
@@ -85,9 +85,9 @@ export interface Config {
   siemTransport: string;
   /** Message body: cef or json. */
   siemFormat: string;
-  /** Least verdict forwarded: malicious, suspicious or benign. */
+  /** Least verdict of hits forwarded: malicious, suspicious or benign (sync events always go). */
   siemMinVerdict: string;
-  /** Most messages waiting to be sent; further hits are dropped and counted in /metrics. */
+  /** Most messages kept in the persistent retry queue (push_queue); beyond it the oldest are dropped and counted in /metrics. */
   siemQueue: number;
   /** Syslog facility number (16 = local0). */
   siemFacility: number;
