@@ -1,7 +1,8 @@
 // Real consumer: Suricata 7 loads the exported file set (datasets, rules, IP reputation) and alerts
 // on a pcap written here — a TCP connection to a listed IPv4, one into a listed network, a DNS query
 // for a listed domain (mixed case), an HTTP GET for a listed URL, and the same kinds of traffic to
-// unlisted values, which must stay silent. scripts/install-consumers.sh installs Suricata.
+// unlisted values, which must stay silent. Local overrides: a block override on an unlisted address alerts,
+// an allow override on a listed address silences it. scripts/install-consumers.sh installs Suricata.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -9,6 +10,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeExportFiles } from '../lookup/exports/index.ts';
 import { SID, iprepCategory, splitHttpUrl } from '../lookup/exports/suricata.ts';
+import { ipRange, RangeSet } from '../lookup/exports/ranges.ts';
+import { addOverride } from '../lookup/overrides.ts';
 import { addRow, buildFixture, NOW, type Fixture } from './exports-fixture.ts';
 
 // ---- a small pcap writer: Ethernet/IPv4 with TCP or UDP, correct checksums ----
@@ -148,6 +151,15 @@ describe('Suricata 7 consumes the exports', () => {
     const set = path.join(fx.dir, 'exports', 'suricata');
     const read = (n: string) => fs.readFileSync(path.join(set, n), 'utf8').split('\n').filter(Boolean);
 
+    // Local overrides, then the set again: a listed address no listed network covers is allowed, an
+    // unlisted one blocked (the export files as serve rewrites them after an override change).
+    const nets = new RangeSet();
+    for (const [v] of read('outpost.list').map((l) => l.split(','))) if (v.includes('/')) nets.add(ipRange(v)!);
+    const allowedIp = read('ipv4.lst').slice(1).find((v) => !nets.overlaps(ipRange(v)!))!;
+    addOverride(fx.db, { action: 'allow', value: allowedIp, reason: 'our partner', createdBy: 'test' });
+    addOverride(fx.db, { action: 'block', value: '198.51.100.66', reason: 'seen in proxy logs', createdBy: 'test' });
+    await writeExportFiles(fx.db, path.join(fx.dir, 'exports'), { now: NOW });
+
     // Listed values are taken from the export itself, so the test follows whatever the data holds.
     const ipv4 = read('ipv4.lst')[0];
     const cidr = read('outpost.list').map((l) => l.split(',')).find(([ip]) => ip.includes('/') && !ip.includes(':') && Number(ip.split('/')[1]) <= 24)!;
@@ -166,6 +178,8 @@ describe('Suricata 7 consumes the exports', () => {
     sc.url = { client: '10.9.0.4', server: '203.0.113.80', value: url, sid: Number(/sid:(\d+)/.exec(urlRule)![1]) };
     sc.file = { client: '10.9.0.5', server: '203.0.113.81', value: 'payload' };
     sc.quiet = { client: '10.9.0.9', server: '203.0.113.99', value: 'unlisted' };
+    sc.blocked = { client: '10.9.0.6', server: '198.51.100.66', value: 'block override', sid: SID.iprepDstBase + iprepCategory('local-block').id };
+    sc.allowed = { client: '10.9.0.7', server: allowedIp, value: 'allow override' };
 
     const pcap = new Pcap();
     pcap.session(sc.ip.client, 40001, sc.ip.server, 443, Buffer.alloc(0), Buffer.alloc(0));
@@ -174,6 +188,8 @@ describe('Suricata 7 consumes the exports', () => {
     pcap.dnsQuery(sc.dns.client, sc.dns.server, domain.split('.').map((l, i) => (i === 0 ? l.toUpperCase() : l)).join('.'), 7);
     pcap.session(sc.url.client, 40004, sc.url.server, 80, httpGet(urlParts.host, urlParts.path), httpOk('not found\n'));
     pcap.session(sc.file.client, 40005, sc.file.server, 80, httpGet('files.example', '/download/sample.bin'), httpOk(PAYLOAD));
+    pcap.session(sc.blocked.client, 40006, sc.blocked.server, 443, Buffer.alloc(0), Buffer.alloc(0));
+    pcap.session(sc.allowed.client, 40007, sc.allowed.server, 443, Buffer.alloc(0), Buffer.alloc(0));
     // Unlisted: the same kinds of traffic, to values in no feed.
     pcap.session(sc.quiet.client, 40009, sc.quiet.server, 443, Buffer.alloc(0), Buffer.alloc(0));
     pcap.dnsQuery(sc.quiet.client, sc.dns.server, 'unlisted-name.example', 9);
@@ -235,6 +251,13 @@ describe('Suricata 7 consumes the exports', () => {
 
   it('alerts on a served file whose MD5 is listed', () => {
     expect(sidsFor(sc.file.client)).toContain(SID.fileMd5);
+  });
+
+  it('alerts on an unlisted address with a local block override (dataset and iprep), not on an allow-overridden listed one', () => {
+    const sids = sidsFor(sc.blocked.client);
+    expect(sids).toContain(SID.ipv4Dst);
+    expect(sids).toContain(sc.blocked.sid);
+    expect([...sidsFor(sc.allowed.client)]).toEqual([]);
   });
 
   it('stays silent for unlisted addresses, names and URLs', () => {
