@@ -9,9 +9,9 @@
 // PushQueue: delivery is at least once and survives restarts. offer() only buffers in memory; a flush a
 // moment later writes the buffered events as rows into SQLite (push_queue, one `target` per sink) on a
 // connection that never waits for the write lock (busy → the buffer is kept and retried), and the sender
-// delivers rows strictly oldest first, retrying the oldest with capped exponential backoff while nothing
-// newer overtakes it. A row is deleted only after its sink reported delivery. The queue is bounded in
-// rows: beyond the cap the oldest rows are dropped and counted.
+// delivers rows strictly oldest first; after a failed delivery it waits (capped exponential backoff) and
+// retries the oldest row, so nothing newer overtakes it. A row is deleted only after its sink reported
+// delivery. The queue is bounded in rows: beyond the cap the oldest rows are dropped and counted.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import type { DB } from '../appliance/db.ts';
@@ -61,9 +61,10 @@ export class PushQueue<E> {
   private closed = false;
   /** Rows up to this id were delivered; their DELETE failed (database busy) and is retried before anything is sent. */
   private ackedThrough = 0;
-  /** Backoff of the oldest row (in memory; a restart retries at once). */
-  private headId = 0;
-  private headAttempts = 0;
+  /** Rows up to this id are being sent: the cap never drops them from under the sender. */
+  private inflightThrough = 0;
+  /** Backoff after consecutive failed deliveries (in memory; a restart retries at once). */
+  private failedInARow = 0;
   private retryAt = 0;
   private readonly counters = { sent: 0, dropped: 0, failures: 0 };
   private idle: (() => void)[] = [];
@@ -113,7 +114,9 @@ export class PushQueue<E> {
     try {
       const excess = this.queued() - this.opts.queueMax;
       if (excess > 0) {
-        const info = this.db.prepare('DELETE FROM push_queue WHERE id IN (SELECT id FROM push_queue WHERE target = ? AND id > ? ORDER BY id LIMIT ?)').run(this.opts.target, this.ackedThrough, excess);
+        const info = this.db
+          .prepare('DELETE FROM push_queue WHERE id IN (SELECT id FROM push_queue WHERE target = ? AND id > ? ORDER BY id LIMIT ?)')
+          .run(this.opts.target, Math.max(this.ackedThrough, this.inflightThrough), excess);
         this.counters.dropped += info.changes;
       }
     } catch (err) {
@@ -194,7 +197,7 @@ export class PushQueue<E> {
 
   private due(): boolean {
     const head = this.head(1)[0];
-    return !!head && !(head.id === this.headId && this.retryAt > Date.now());
+    return !!head && this.retryAt <= Date.now();
   }
 
   private head(n: number): { id: number; body: string }[] {
@@ -221,23 +224,20 @@ export class PushQueue<E> {
         this.ack();
         const rows = this.closed ? [] : this.head(this.opts.rowsPerSend);
         if (!rows.length) break;
-        if (rows[0].id === this.headId && this.retryAt > Date.now()) {
+        if (this.retryAt > Date.now()) {
           wakeIn = this.retryAt - Date.now();
           break; // order kept: nothing newer goes out before the oldest row
         }
-        const ok = await this.opts.send(rows.map((r) => r.body));
+        this.inflightThrough = rows[rows.length - 1].id;
+        const ok = await this.opts.send(rows.map((r) => r.body)).finally(() => (this.inflightThrough = 0));
         if (ok) {
           this.ackedThrough = rows[rows.length - 1].id; // consecutive ids of this target: delete up to the last
           this.counters.sent += rows.length;
-          this.headId = 0;
-          this.headAttempts = 0;
+          this.failedInARow = 0;
+          this.retryAt = 0;
         } else {
           this.counters.failures++;
-          if (this.headId !== rows[0].id) {
-            this.headId = rows[0].id;
-            this.headAttempts = 0;
-          }
-          const delay = Math.min(this.opts.backoffMaxMs, this.opts.backoffBaseMs * 2 ** Math.min(this.headAttempts++, 30));
+          const delay = Math.min(this.opts.backoffMaxMs, this.opts.backoffBaseMs * 2 ** Math.min(this.failedInARow++, 30));
           this.retryAt = Date.now() + delay;
           try {
             this.db.prepare('UPDATE push_queue SET attempts = attempts + 1, next_at = ? WHERE id = ?').run(this.retryAt, rows[0].id);
