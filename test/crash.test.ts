@@ -92,5 +92,5 @@ describe('SIGKILL during a large apply leaves the old or the new version', () =>
     expect(integrity(run)).toBe('ok');
     console.log(`crash test: import takes ~${fullMs} ms; ${outcomes.filter((o) => o.killed).length} killed, ${outcomes.filter((o) => o.result === 'old').length} old, ${outcomes.filter((o) => o.result === 'new').length} new`);
     expect(outcomes.filter((o) => o.killed).length).toBeGreaterThanOrEqual(20);
-  }, 240_000);
+  }, 900_000); // 22 rounds of ~10–20 s on a loaded 2-core machine
 });
