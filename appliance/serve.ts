@@ -77,7 +77,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     }
     const limits = { rps: cfg.rateLimitRps, burst: cfg.rateLimitBurst };
     const integrations = [
-      mountTaxii(db, { rateLimit: limits }),
+      mountTaxii(db, { rateLimit: limits, expiryDays: expiryDaysOf(cfg) }),
       mountCompat(db, engine, { rateLimit: limits, metrics, onResult: (r, client) => sightings.record(r, client) }),
     ];
     // ---- end integrations ----

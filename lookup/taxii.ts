@@ -19,6 +19,7 @@ import { scopeAllows, TokenVerifier, type TokenRow } from '../appliance/tokens.t
 import type { AppEnv } from './api.ts';
 import { blockFeeds, feedRows, type FeedCursor, type FeedInfo } from './exports/feed-rows.ts';
 import { newStats, sourceContext } from './exports/source.ts';
+import type { ExpiryDays } from '../sync/expiry.ts';
 import { IDENTITY, IDENTITY_ID, stixIndicator, uuidv5 } from './exports/stix.ts';
 import { rateLimit } from './limits.ts';
 
@@ -36,6 +37,8 @@ export interface TaxiiOptions {
   maxPage?: number;
   /** Per-token rate limit as for /api (config rateLimitRps / rateLimitBurst). */
   rateLimit?: { rps: number; burst: number };
+  /** Default lifetime per type, as the lookup engine is configured (expiryDaysOf(cfg)), so TAXII agrees with lookups. */
+  expiryDays?: ExpiryDays;
 }
 
 /** Stable collection id of a feed: UUIDv5 of its name, so clients keep their subscriptions across restarts. */
@@ -196,9 +199,9 @@ interface Item {
 const isoMs = (ms: number) => new Date(ms).toISOString();
 
 /** The collection's objects in order: the identity, then the indicators in (type, value) order. */
-function* collectionObjects(db: DB, feed: string, now: number, after: FeedCursor | 'start' | null): Generator<Item> {
+function* collectionObjects(db: DB, feed: string, now: number, after: FeedCursor | 'start' | null, expiryDays?: ExpiryDays): Generator<Item> {
   if (after === null) yield { obj: IDENTITY, cursor: 'identity' };
-  const ctx = sourceContext(db, now, newStats());
+  const ctx = sourceContext(db, now, newStats(), { expiryDays });
   for (const r of feedRows(ctx, feed, after === null || after === 'start' ? null : after)) {
     yield { obj: stixIndicator(r, now), cursor: r.key };
   }
@@ -220,13 +223,13 @@ interface Page {
   next?: string;
 }
 
-function page(db: DB, feed: FeedInfo, f: Filters, now: number): Page {
+function page(db: DB, feed: FeedInfo, f: Filters, now: number, expiryDays?: ExpiryDays): Page {
   const added = Date.parse(feed.applied_at);
   if (f.addedAfter !== null && !(added > f.addedAfter)) return { items: [], more: false };
   const items: Record<string, unknown>[] = [];
   let last: Item | null = null;
   let more = false;
-  const it = collectionObjects(db, feed.name, now, f.next);
+  const it = collectionObjects(db, feed.name, now, f.next, expiryDays);
   try {
     for (const item of it) {
       if (!matches(item.obj, f)) continue;
@@ -261,7 +264,7 @@ export function mountTaxii(db: DB, opts: TaxiiOptions = {}) {
   const root = `${TAXII_BASE}/${API_ROOT}`;
 
   const feedsById = (): Map<string, FeedInfo> => {
-    const ctx = sourceContext(db, now());
+    const ctx = sourceContext(db, now(), newStats(), { expiryDays: opts.expiryDays });
     return new Map(blockFeeds(ctx).map((f) => [collectionId(f.name), f]));
   };
   const collectionResource = (f: FeedInfo) => ({
@@ -324,7 +327,7 @@ export function mountTaxii(db: DB, opts: TaxiiOptions = {}) {
 
     get(`${root}/collections/:id/objects/`, (c) =>
       withCollection(c, (f) => {
-        const p = page(db, f, parseFilters(c, maxPage), now());
+        const p = page(db, f, parseFilters(c, maxPage), now(), opts.expiryDays);
         if (!p.items.length) return taxiiJson(c, {});
         return taxiiJson(c, { more: p.more, ...(p.next ? { next: p.next } : {}), objects: p.items }, 200, dateHeaders(f, p.items.length));
       }),
@@ -332,7 +335,7 @@ export function mountTaxii(db: DB, opts: TaxiiOptions = {}) {
 
     get(`${root}/collections/:id/manifest/`, (c) =>
       withCollection(c, (f) => {
-        const p = page(db, f, parseFilters(c, maxPage), now());
+        const p = page(db, f, parseFilters(c, maxPage), now(), opts.expiryDays);
         if (!p.items.length) return taxiiJson(c, {});
         const dateAdded = isoMs(Date.parse(f.applied_at));
         const objects = p.items.map((o) => ({ id: o.id, date_added: dateAdded, version: o.modified, media_type: STIX_MEDIA_TYPE }));
@@ -344,7 +347,7 @@ export function mountTaxii(db: DB, opts: TaxiiOptions = {}) {
       const id = c.req.param('objectId') ?? '';
       const filters = parseFilters(c, maxPage);
       filters.ids = new Set([id]);
-      return { filters, p: page(db, f, filters, now()), id };
+      return { filters, p: page(db, f, filters, now(), opts.expiryDays), id };
     };
 
     get(`${root}/collections/:id/objects/:objectId/`, (c) =>
