@@ -190,13 +190,16 @@ function markV4Index(index: Uint32Array, net: number, prefix: number): void {
 
 // ---------------------------------------------------------------- building
 
-interface Builder {
+/** A filter set being built: create with newBuilder, add every stored (type, value), then finishBuild. */
+export interface FilterBuilder {
   set: FilterSet;
   p4: Set<number>;
   p6: Set<number>;
+  started: number;
 }
 
-function newBuilder(counts: Map<string, number>, fpRate: number, generation: number, fingerprint: string): Builder {
+/** `counts`: values per type the filters are sized for (rows of that type across feeds). */
+export function newBuilder(counts: Map<string, number>, fpRate: number, generation = 0, fingerprint = ''): FilterBuilder {
   const filters = new Map<IndicatorType, TypedFilter>();
   for (const type of FILTER_TYPES) filters.set(type, createFilter(type, counts.get(type) ?? 0, fpRate));
   return {
@@ -206,11 +209,12 @@ function newBuilder(counts: Map<string, number>, fpRate: number, generation: num
     },
     p4: new Set(),
     p6: new Set(),
+    started: performance.now(),
   };
 }
 
 /** Adds one stored (type, value). Adding a value twice (several feeds) is harmless. */
-export function addIndicator(b: Builder, type: string, value: string): void {
+export function addIndicator(b: FilterBuilder, type: string, value: string): void {
   const f = b.set.filters.get(type as IndicatorType);
   if (!f) return; // a type this build does not know: never matched, so nothing to filter
   if (type === 'ipv4-cidr') {
@@ -232,17 +236,21 @@ export function addIndicator(b: Builder, type: string, value: string): void {
   addValue(f, value);
 }
 
-function finish(b: Builder, started: number): FilterSet {
+/** Completes the set; generation and fingerprint name the store content it was built from. */
+export function finishBuild(b: FilterBuilder, generation = b.set.generation, fingerprint = b.set.fingerprint): FilterSet {
+  b.set.generation = generation;
+  b.set.fingerprint = fingerprint;
   b.set.prefixes4 = [...b.p4].sort((x, y) => x - y);
   b.set.prefixes6 = [...b.p6].sort((x, y) => x - y);
-  b.set.buildMs = Math.round(performance.now() - started);
+  b.set.buildMs = Math.round(performance.now() - b.started);
   return b.set;
 }
 
 /** What identifies the store content: a persisted set is reused only when this matches. */
-export function storeFingerprint(db: DB): { generation: number; fingerprint: string } {
+export function storeFingerprint(db: DB, knownRows?: number): { generation: number; fingerprint: string } {
   const generation = Number((db.prepare("SELECT value FROM meta WHERE key = 'generation'").get() as { value: string } | undefined)?.value ?? 0);
-  const rows = (db.prepare('SELECT count(*) AS n FROM indicators').get() as { n: number }).n;
+  // `knownRows`: the caller counted the rows in this same transaction (the apply worker), saving a scan.
+  const rows = knownRows ?? (db.prepare('SELECT count(*) AS n FROM indicators').get() as { n: number }).n;
   const feeds = db.prepare('SELECT name, version FROM feeds ORDER BY name').all() as { name: string; version: number }[];
   return { generation, fingerprint: `${generation}:${rows}:${feeds.map((f) => `${f.name}@${f.version}`).join(',')}` };
 }
@@ -252,7 +260,6 @@ export function storeFingerprint(db: DB): { generation: number; fingerprint: str
  * generation, counts and values are one consistent snapshot (WAL: writers are not blocked).
  */
 export function buildFilters(db: DB, fpRate: number): FilterSet {
-  const started = performance.now();
   const run = db.transaction(() => {
     const { generation, fingerprint } = storeFingerprint(db);
     const counts = new Map<string, number>();
@@ -262,20 +269,19 @@ export function buildFilters(db: DB, fpRate: number): FilterSet {
     const b = newBuilder(counts, fpRate, generation, fingerprint);
     const rows = db.prepare('SELECT type, value FROM indicators').raw(true).iterate() as IterableIterator<[string, string]>;
     for (const [type, value] of rows) addIndicator(b, type, value);
-    return finish(b, started);
+    return finishBuild(b);
   });
   return run.deferred();
 }
 
 /** Builds a set from in-memory (type, value) pairs — for tests and tools that have no store. */
 export function buildFiltersFrom(items: Iterable<[IndicatorType, string]>, fpRate: number, generation = 0): FilterSet {
-  const started = performance.now();
   const list = Array.isArray(items) ? (items as [IndicatorType, string][]) : [...items];
   const counts = new Map<string, number>();
   for (const [t] of list) counts.set(t, (counts.get(t) ?? 0) + 1);
   const b = newBuilder(counts, fpRate, generation, `mem:${generation}:${list.length}`);
   for (const [t, v] of list) addIndicator(b, t, v);
-  return finish(b, started);
+  return finishBuild(b);
 }
 
 // ---------------------------------------------------------------- bulk binary form (file and worker transfer)
@@ -363,6 +369,26 @@ export function serializeFilters(set: FilterSet, file: string): void {
   const tmp = `${file}.${process.pid}.tmp`;
   fs.writeFileSync(tmp, out, { mode: 0o600 });
   fs.renameSync(tmp, file);
+}
+
+/** The persisted file of a generation's filters in `dir` (the engine reads `<data dir>/filters` by default). */
+export function filterFileOf(dir: string, generation: number): string {
+  return path.join(dir, `filters-${generation}.bin`);
+}
+
+/**
+ * Persists a set built outside the engine (the apply worker builds the new generation's filters from the
+ * package it applies) and removes older generations' files. The engine adopts the file only when its
+ * fingerprint matches the store, so a stale or foreign file is never used.
+ */
+export function writeFilterFile(set: FilterSet, dir: string): string {
+  const file = filterFileOf(dir, set.generation);
+  serializeFilters(set, file);
+  for (const name of fs.readdirSync(dir)) {
+    const m = /^filters-(\d+)\.bin$/.exec(name);
+    if (m && Number(m[1]) < set.generation) fs.rmSync(path.join(dir, name), { force: true });
+  }
+  return file;
 }
 
 /** Reads a file written by serializeFilters: one read, arrays are views into it (no per-bit decoding). */

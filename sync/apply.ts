@@ -1,16 +1,21 @@
 // Applying a verified package: one SQLite transaction in a worker thread. Version floor, delta base and
 // state hash are checked inside the transaction; any mismatch rolls everything back. The COMMIT is the
 // only commit point, so a crash leaves the old data or the new, never a mix.
+import type { Worker } from 'node:worker_threads';
 import type { DB } from '../appliance/db.ts';
+import { startWorker } from '../appliance/worker.ts';
 import { audit, currentGeneration, setMeta } from '../appliance/db.ts';
 import { OutpostError } from '../appliance/errors.ts';
 import type { Indicator, Manifest, IndicatorType } from '../appliance/types.ts';
 import { INDICATOR_TYPES } from '../appliance/types.ts';
 import { normalize } from '../lookup/normalize.ts';
-import { readIndicators, type Limits, type StagedPackage } from './package-reader.ts';
-import { StateHasher } from './package-writer.ts';
-import { canonicalIndicator, compareIndicators, indicatorToRow, rowToIndicator } from './records.ts';
+import crypto from 'node:crypto';
+import { addIndicator, finishBuild, newBuilder, storeFingerprint, writeFilterFile, type FilterBuilder, type FilterSet } from '../lookup/filters.ts';
+import { parseIndicatorLine, readIndicators, readLines, type Limits, type StagedPackage } from './package-reader.ts';
+import { StateHasher, canonicalLine } from './package-writer.ts';
+import { compareIndicators, indicatorToRow, rowToIndicator } from './records.ts';
 import { dropExpired, restoreExpired } from './expiry.ts';
+import type { ApplyJob } from './import.ts';
 
 export interface FeedRow {
   name: string;
@@ -43,6 +48,12 @@ export interface ApplyResult {
   removed: number;
   total: number;
   state: string;
+}
+
+/** Build the new generation's lookup filters while applying a full package, persisted in `dir`. */
+export interface ApplyFilterOptions {
+  fpRate: number;
+  dir: string;
 }
 
 export interface ApplyProgress {
@@ -101,19 +112,118 @@ function checkLine(ind: Indicator, file: string, line: number): void {
   }
 }
 
+/**
+ * A line of exactly the form `{"t":"<type>","v":"<value>"}` whose value needs no JSON escape: its
+ * [type, value] without JSON.parse, else null (the general path parses it). JSON.stringify escapes only
+ * '"', '\\', characters below U+0020 and lone surrogates (impossible after strict UTF-8 decoding), so such
+ * a line is exactly canonicalLine({ t, v }) — the bytes hashed are the canonical form of the row applied.
+ */
+export function plainLine(s: string): [string, string] | null {
+  // '{"t":"' is 6 chars, '","v":"' 7, '"}' 2.
+  if (s.charCodeAt(0) !== 123 || !s.startsWith('{"t":"')) return null;
+  const q = s.indexOf('"', 6);
+  if (q < 0 || !s.startsWith('","v":"', q)) return null;
+  const end = s.length - 2;
+  if (end < q + 7 || s.charCodeAt(end) !== 34 || s.charCodeAt(end + 1) !== 125) return null;
+  for (let i = q + 7; i < end; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 34 || c === 92 || c < 32) return null;
+  }
+  const t = s.slice(6, q);
+  for (let i = 0; i < t.length; i++) if (t.charCodeAt(i) === 92) return null;
+  return [t, s.slice(q + 7, end)];
+}
+
+/** Rows per multi-row INSERT on the plain path: one call into SQLite per batch instead of per row. */
+const INSERT_BATCH = 100;
+
+/**
+ * Applies the indicators files of a full package (the feed's old rows are already deleted): every line is
+ * checked (canonical value of a known type, sorted, no duplicates) and inserted; the state is the sha256
+ * of the decompressed bytes when every line was in canonical form (then the bytes are the canonical
+ * lines of the rows inserted), else recomputed from the rows — so the state checked always covers
+ * exactly what was applied. With `build`, every value also goes into the new filters.
+ */
+async function applyFull(
+  db: DB,
+  staged: StagedPackage,
+  limits: Limits,
+  build: FilterBuilder | null,
+  byType: Map<string, number>,
+  tick: (n: number) => void,
+): Promise<{ added: number; state: string }> {
+  const m = staged.manifest;
+  const feed = m.feed;
+  const one = db.prepare(
+    'INSERT INTO indicators(type, value, feed, kind, category, confidence, first_seen, last_seen, expires_at, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+  );
+  const many = db.prepare(
+    `INSERT INTO indicators(type, value, feed, kind) SELECT column1, column2, ?, ? FROM (VALUES ${Array(INSERT_BATCH).fill('(?, ?)').join(', ')})`,
+  );
+  const plain = db.prepare('INSERT INTO indicators(type, value, feed, kind) VALUES (?, ?, ?, ?)');
+  const args: string[] = [feed, m.kind];
+  const flush = () => {
+    if (args.length === 2 + 2 * INSERT_BATCH) many.run(args);
+    else for (let i = 2; i < args.length; i += 2) plain.run(args[i], args[i + 1], feed, m.kind);
+    args.length = 2;
+  };
+  const bytes = crypto.createHash('sha256');
+  let exact = true;
+  let added = 0;
+  let prev: { t: string; v: string } | undefined;
+  for (const file of m.files) {
+    if (file.role !== 'indicators') throw new OutpostError('E_FORMAT', `full package has a ${file.role} file`);
+    for await (const { lines, first } of readLines(staged, file, limits, { onBytes: (c) => bytes.update(c) })) {
+      for (let i = 0; i < lines.length; i++) {
+        const text = lines[i];
+        const line = first + i;
+        const p = plainLine(text);
+        let ind: Indicator;
+        if (p) {
+          ind = { t: p[0] as IndicatorType, v: p[1] };
+          checkLine(ind, file.name, line);
+        } else {
+          ind = parseIndicatorLine(text, file.name, line);
+          checkLine(ind, file.name, line);
+        }
+        if (prev && compareIndicators(prev, ind) >= 0) {
+          throw new OutpostError('E_FORMAT', `${file.name} line ${line}: lines not sorted by type and value, or duplicated`);
+        }
+        prev = ind;
+        if (p) {
+          args.push(ind.t, ind.v);
+          if (args.length === 2 + 2 * INSERT_BATCH) flush();
+        } else {
+          const row = indicatorToRow(ind, feed, m.kind);
+          one.run(row.type, row.value, feed, m.kind, row.category, row.confidence, row.first_seen, row.last_seen, row.expires_at, row.extra);
+          // A line in another form than its row's canonical line: hash the rows instead of the bytes.
+          if (exact && canonicalLine(rowToIndicator(row)) !== text) exact = false;
+        }
+        byType.set(ind.t, (byType.get(ind.t) ?? 0) + 1);
+        if (build) addIndicator(build, ind.t, ind.v);
+      }
+      added += lines.length;
+      tick(lines.length);
+    }
+  }
+  flush();
+  return { added, state: exact ? bytes.digest('hex') : stateFromDb(db, feed) };
+}
+
 export async function applyStaged(
   db: DB,
   staged: StagedPackage,
   limits: Limits,
   meta: { source: string; actor: string; packagePath?: string | null },
   onProgress?: (p: ApplyProgress) => void,
+  filters?: ApplyFilterOptions,
 ): Promise<ApplyResult> {
   const m = staged.manifest;
   const totalLines = m.files.reduce((a, f) => a + f.count, 0);
   let done = 0;
   let lastReport = 0;
-  const tick = () => {
-    done++;
+  const tick = (n = 1) => {
+    done += n;
     if (onProgress && done - lastReport >= 50_000) {
       lastReport = done;
       onProgress({ done, total: totalLines });
@@ -130,9 +240,6 @@ export async function applyStaged(
     // package replaces them (sync/expiry.ts).
     if (m.type === 'delta') restoreExpired(db, m.feed);
     else dropExpired(db, m.feed);
-    const insert = db.prepare(
-      'INSERT INTO indicators(type, value, feed, kind, category, confidence, first_seen, last_seen, expires_at, extra) VALUES (@type, @value, @feed, @kind, @category, @confidence, @first_seen, @last_seen, @expires_at, @extra)',
-    );
     const upsert = db.prepare(
       'INSERT OR REPLACE INTO indicators(type, value, feed, kind, category, confidence, first_seen, last_seen, expires_at, extra) VALUES (@type, @value, @feed, @kind, @category, @confidence, @first_seen, @last_seen, @expires_at, @extra)',
     );
@@ -141,28 +248,25 @@ export async function applyStaged(
     let removed = 0;
     let state: string;
 
+    let build: FilterBuilder | null = null;
+    let others = 0;
+    const byType = new Map<string, number>();
     if (m.type === 'full') {
       removed = db.prepare('DELETE FROM indicators WHERE feed = ?').run(m.feed).changes;
-      const hasher = new StateHasher();
-      let prev: Indicator | undefined;
-      for (const file of m.files) {
-        if (file.role !== 'indicators') throw new OutpostError('E_FORMAT', `full package has a ${file.role} file`);
-        let line = 0;
-        for await (const ind of readIndicators(staged, file, limits)) {
-          line++;
-          checkLine(ind, file.name, line);
-          if (prev && compareIndicators(prev, ind) >= 0) {
-            throw new OutpostError('E_FORMAT', `${file.name} line ${line}: lines not sorted by type and value, or duplicated`);
-          }
-          prev = ind;
-          const row = indicatorToRow(ind, m.feed, m.kind);
-          insert.run(row);
-          hasher.update(canonicalIndicator(ind));
-          added++;
-          tick();
+      if (filters) {
+        // The new generation's filters: the other feeds' rows (all that is left) plus this package's lines,
+        // sized from the signed per-type counts (checked against the lines before the set is persisted).
+        const counts = new Map<string, number>(Object.entries(m.counts.by_type));
+        for (const r of db.prepare('SELECT type, count(*) AS n FROM indicators GROUP BY type').all() as { type: string; n: number }[]) {
+          counts.set(r.type, (counts.get(r.type) ?? 0) + r.n);
+          others += r.n;
+        }
+        build = newBuilder(counts, filters.fpRate);
+        for (const [type, value] of db.prepare('SELECT type, value FROM indicators').raw(true).iterate() as IterableIterator<[string, string]>) {
+          addIndicator(build, type, value);
         }
       }
-      state = hasher.digest();
+      ({ added, state } = await applyFull(db, staged, limits, build, byType, tick));
     } else {
       for (const file of m.files) {
         if (file.role === 'indicators') throw new OutpostError('E_FORMAT', 'delta package has a full indicators file');
@@ -193,7 +297,8 @@ export async function applyStaged(
       throw new OutpostError('E_STATE', `content state after applying is ${state.slice(0, 16)}…, package says ${m.state.slice(0, 16)}…`);
     }
 
-    const total = (db.prepare('SELECT count(*) AS n FROM indicators WHERE feed = ?').get(m.feed) as { n: number }).n;
+    // A full package leaves exactly its lines in the feed; a delta's result is counted.
+    const total = m.type === 'full' ? added : (db.prepare('SELECT count(*) AS n FROM indicators WHERE feed = ?').get(m.feed) as { n: number }).n;
     const generation = currentGeneration(db) + 1;
     const now = new Date().toISOString();
     setMeta(db, 'generation', String(generation));
@@ -217,8 +322,20 @@ export async function applyStaged(
       now, meta.source, m.feed, m.version, m.type, staged.sha256, 'accepted', `applied as generation ${generation}`,
       JSON.stringify({ added, removed, total, sources: m.sources ?? [] }),
     );
+    let set: FilterSet | null = null;
+    if (build && sameCounts(m.counts.by_type, byType)) {
+      const { fingerprint } = storeFingerprint(db, others + added);
+      set = finishBuild(build, generation, fingerprint);
+    }
     audit(db, meta.actor, 'package.apply', { subject: `${m.feed}@${m.version}`, detail: { type: m.type, added, removed, total, generation, sha256: staged.sha256, key_id: m.key_id, source: meta.source } });
     db.exec('COMMIT');
+    if (set && filters) {
+      try {
+        writeFilterFile(set, filters.dir);
+      } catch {
+        /* best effort: without the file the engine builds the filters from the store */
+      }
+    }
     onProgress?.({ done: totalLines, total: totalLines });
     return { feed: m.feed, version: m.version, type: m.type, generation, added, removed, total, state };
   } catch (e) {
@@ -229,6 +346,13 @@ export async function applyStaged(
   }
 }
 
+/** The signed per-type counts against the lines applied (a lying manifest only loses the prebuilt filters). */
+function sameCounts(declared: Record<string, number>, actual: Map<string, number>): boolean {
+  for (const [t, n] of Object.entries(declared)) if ((actual.get(t) ?? 0) !== n) return false;
+  for (const [t, n] of actual) if (declared[t] !== n) return false;
+  return true;
+}
+
 /** Recomputes a feed's content state from the store, in the canonical order and form. */
 export function stateFromDb(db: DB, feed: string): string {
   const hasher = new StateHasher();
@@ -237,4 +361,64 @@ export function stateFromDb(db: DB, feed: string): string {
     .iterate(feed) as IterableIterator<Parameters<typeof rowToIndicator>[0]>;
   for (const row of rows) hasher.update(rowToIndicator(row));
   return hasher.digest();
+}
+
+/** An apply worker thread started ahead of its job: `run` hands it the job once the package is verified. */
+export interface PendingApply {
+  run(job: ApplyJob, onProgress?: (p: ApplyProgress) => void): Promise<ApplyResult>;
+  /** Stops the worker if it never got a job (refused package, dry run); harmless afterwards. */
+  cancel(): void;
+}
+
+/**
+ * Starts sync/apply-worker.ts before the package is staged and verified, so loading the worker (a thread
+ * that compiles its TypeScript modules, ~0.3–0.8 s) overlaps with staging instead of following it. The
+ * worker opens nothing until it receives its job; nothing is applied unless `run` is called.
+ */
+export function startApply(): PendingApply {
+  let worker: Worker | null = startWorker(new URL('./apply-worker.ts', import.meta.url), { workerData: { waitForJob: true } });
+  let early: unknown = null;
+  let exited = false;
+  const onEarlyError = (e: unknown) => {
+    early ??= e;
+  };
+  const onEarlyExit = () => {
+    exited = true;
+  };
+  worker.on('error', onEarlyError);
+  worker.on('exit', onEarlyExit);
+  return {
+    run(job, onProgress) {
+      const w = worker;
+      worker = null;
+      if (!w) return Promise.reject(new OutpostError('E_INTERNAL', 'apply worker already used'));
+      return new Promise<ApplyResult>((resolve, reject) => {
+        let settled = false;
+        const settle = (f: () => void) => {
+          if (!settled) {
+            settled = true;
+            f();
+          }
+        };
+        if (early || exited) {
+          settle(() => reject(early ?? new Error('apply worker exited before its job')));
+          return;
+        }
+        w.off('error', onEarlyError);
+        w.off('exit', onEarlyExit);
+        w.on('message', (msg: { type: string; [k: string]: unknown }) => {
+          if (msg.type === 'progress') onProgress?.(msg as unknown as ApplyProgress);
+          else if (msg.type === 'done') settle(() => resolve(msg.result as ApplyResult));
+          else if (msg.type === 'error') settle(() => reject(msg.error));
+        });
+        w.on('error', (e) => settle(() => reject(e)));
+        w.on('exit', (code) => settle(() => reject(new Error(`worker exited with code ${code} before finishing`))));
+        w.postMessage({ type: 'job', job });
+      });
+    },
+    cancel() {
+      if (worker) void worker.terminate();
+      worker = null;
+    },
+  };
 }

@@ -7,8 +7,7 @@ import type { DB } from '../appliance/db.ts';
 import { audit, layout } from '../appliance/db.ts';
 import { ERRORS, OutpostError, asOutpostError, type ErrorCode } from '../appliance/errors.ts';
 import type { Manifest } from '../appliance/types.ts';
-import { runWorker } from '../appliance/worker.ts';
-import { getFeed, checkSequence, type ApplyProgress, type ApplyResult } from './apply.ts';
+import { getFeed, checkSequence, startApply, type ApplyFilterOptions, type ApplyProgress, type ApplyResult, type PendingApply } from './apply.ts';
 import { stagePackage, type Limits, type StagedPackage } from './package-reader.ts';
 import { verifyPackage, type TrustedKey } from './verify.ts';
 import { mergeKeys } from './root.ts';
@@ -19,6 +18,8 @@ export interface ApplyJob {
   staged: Omit<StagedPackage, 'files' | 'cleanup'> & { files: [string, string][] };
   limits: Limits;
   meta: { source: string; actor: string; packagePath: string | null };
+  /** A full package's worker also builds the new generation's filters and persists them where the engine looks. */
+  filters?: ApplyFilterOptions;
 }
 
 export interface ImportOptions {
@@ -78,8 +79,11 @@ export async function importPackage(cfg: Config, db: DB, tarPath: string, opts: 
   const source = opts.source ?? path.resolve(tarPath);
   const actor = opts.actor ?? 'cli';
   let staged: StagedPackage | undefined;
+  let apply: PendingApply | undefined;
   try {
     if (!fs.existsSync(tarPath) || !fs.statSync(tarPath).isFile()) throw new OutpostError('E_NOT_FOUND', `no package file at ${tarPath}`);
+    // The apply worker loads while the package is staged and verified; it gets its job only after that.
+    if (!opts.dryRun) apply = startApply();
     staged = await stageAndVerify(cfg, db, tarPath, opts.now, opts.extraKeys);
     const m = staged.manifest;
     // Reference data (actors/families, sync/reference.ts): verified above like any package, its own store.
@@ -94,9 +98,10 @@ export async function importPackage(cfg: Config, db: DB, tarPath: string, opts: 
       staged: { dir: staged.dir, sha256: staged.sha256, size: staged.size, manifestBytes: staged.manifestBytes, signature: staged.signature, manifest: m, files: [...staged.files] },
       limits: limitsOf(cfg),
       meta: { source, actor: opts.allowOlder ? `rollback:${actor}` : actor, packagePath: kept },
+      filters: { fpRate: cfg.filterFpRate, dir: path.join(path.dirname(layout(cfg.dataDir).db), 'filters') },
     };
     try {
-      const result = await runWorker<ApplyResult>(new URL('./apply-worker.ts', import.meta.url), job, opts.onProgress);
+      const result = await apply!.run(job, opts.onProgress);
       return { ...result, dryRun: false, sha256: staged.sha256, manifest: m };
     } catch (e) {
       if (created) fs.rmSync(kept, { force: true });
@@ -108,6 +113,7 @@ export async function importPackage(cfg: Config, db: DB, tarPath: string, opts: 
     if (!opts.dryRun) recordRejection(db, source, actor, err, staged?.manifest, staged?.sha256);
     throw err;
   } finally {
+    apply?.cancel();
     staged?.cleanup();
   }
 }

@@ -383,14 +383,28 @@ export async function stagePackage(source: string | NodeJS.ReadableStream, stagi
 
 // ---------- reading indicator lines ----------
 
+/** A run of consecutive lines of one data file, as text without their newlines. */
+export interface LineBatch {
+  lines: string[];
+  /** 1-based line number of lines[0] in its file. */
+  first: number;
+}
+
+export interface ReadLinesOptions {
+  /** Receives every decompressed byte in order (the apply side hashes the lines' bytes as they are). */
+  onBytes?: (chunk: Buffer) => void;
+}
+
 /**
  * Reads one staged data file back: gunzip with a byte-counting cap (the smaller of the limit and the
- * declared uncompressed size, E_SIZE), strict UTF-8, one JSON object per line (E_FORMAT naming file and
- * line). At the end the stored bytes' sha256, size, decompressed size and line count must match the
- * manifest again (E_HASH / E_FORMAT) — so a staged file changed after verification is still caught; the
- * caller applies inside a transaction and rolls back on any error.
+ * declared uncompressed size, E_SIZE), strict UTF-8 (a byte order mark is kept as a character, so the
+ * text is exactly the bytes), no empty or over-long lines, every line ended by a newline (E_FORMAT
+ * naming file and line). Lines come in batches: each stretch of complete lines is decoded in one call.
+ * At the end the stored bytes' sha256, size, decompressed size and line count must match the manifest
+ * again (E_HASH / E_FORMAT) — so a staged file changed after verification is still caught; the caller
+ * applies inside a transaction and rolls back on any error.
  */
-export async function* readIndicators(staged: StagedPackage, file: ManifestFile, limits: Limits): AsyncGenerator<Indicator> {
+export async function* readLines(staged: StagedPackage, file: ManifestFile, limits: Limits, opts: ReadLinesOptions = {}): AsyncGenerator<LineBatch> {
   const stagedPath = staged.files.get(file.name);
   if (!stagedPath) throw new OutpostError('E_FORMAT', `${file.name} is listed in the manifest but not in the package`);
   const cap = Math.min(limits.maxUncompressedBytes, file.uncompressed_size);
@@ -414,45 +428,55 @@ export async function* readIndicators(staged: StagedPackage, file: ManifestFile,
       cb(null, chunk);
     },
   });
-  const gunzip = zlib.createGunzip();
-  const src = fs.createReadStream(stagedPath);
+  const gunzip = zlib.createGunzip({ chunkSize: 256 * 1024 });
+  const src = fs.createReadStream(stagedPath, { highWaterMark: 256 * 1024 });
   const out = stream.pipeline(src, tap, gunzip, limiter, () => {});
-  const decoder = new TextDecoder('utf-8', { fatal: true });
-  let line = 0;
+  const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  let line = 0; // lines handed out so far
   let rest: Buffer = Buffer.alloc(0);
 
-  const parse = (bytes: Buffer): Indicator => {
-    line++;
-    if (bytes.length === 0) throw new OutpostError('E_FORMAT', `${file.name} line ${line}: empty line`);
+  /** Complete lines (the bytes end with a newline): one decode; on invalid UTF-8, find the line to name. */
+  const decode = (bytes: Buffer): LineBatch => {
     let text: string;
     try {
       text = decoder.decode(bytes);
     } catch {
-      throw new OutpostError('E_FORMAT', `${file.name} line ${line}: not valid UTF-8`);
+      let at = 0;
+      let n = line;
+      for (;;) {
+        const nl = bytes.indexOf(0x0a, at);
+        n++;
+        try {
+          decoder.decode(bytes.subarray(at, nl));
+        } catch {
+          throw new OutpostError('E_FORMAT', `${file.name} line ${n}: not valid UTF-8`);
+        }
+        at = nl + 1;
+      }
     }
-    let obj: unknown;
-    try {
-      obj = JSON.parse(text);
-    } catch (e) {
-      throw new OutpostError('E_FORMAT', `${file.name} line ${line}: not valid JSON (${(e as Error).message})`);
+    const lines = text.split('\n');
+    lines.pop(); // the text ends with a newline
+    const first = line + 1;
+    for (let i = 0; i < lines.length; i++) {
+      if (lines[i].length === 0) throw new OutpostError('E_FORMAT', `${file.name} line ${first + i}: empty line`);
     }
-    if (!isObj(obj) || typeof obj.v !== 'string' || typeof obj.t !== 'string') {
-      throw new OutpostError('E_FORMAT', `${file.name} line ${line}: not an indicator object (needs string "v" and "t")`);
-    }
-    return obj as unknown as Indicator;
+    line += lines.length;
+    return { lines, first };
   };
 
   try {
     try {
       for await (const chunk of out as AsyncIterable<Buffer>) {
-        let buf = rest.length ? Buffer.concat([rest, chunk]) : chunk;
-        let nl: number;
-        while ((nl = buf.indexOf(0x0a)) !== -1) {
-          yield parse(buf.subarray(0, nl));
-          buf = buf.subarray(nl + 1);
+        opts.onBytes?.(chunk);
+        const last = chunk.lastIndexOf(0x0a);
+        if (last === -1) {
+          rest = rest.length ? Buffer.concat([rest, chunk]) : Buffer.from(chunk);
+        } else {
+          const complete = rest.length ? Buffer.concat([rest, chunk.subarray(0, last + 1)]) : chunk.subarray(0, last + 1);
+          rest = Buffer.from(chunk.subarray(last + 1));
+          yield decode(complete);
         }
-        if (buf.length > MAX_LINE_BYTES) throw new OutpostError('E_FORMAT', `${file.name} line ${line + 1}: longer than ${MAX_LINE_BYTES} bytes`);
-        rest = Buffer.from(buf);
+        if (rest.length > MAX_LINE_BYTES) throw new OutpostError('E_FORMAT', `${file.name} line ${line + 1}: longer than ${MAX_LINE_BYTES} bytes`);
       }
     } catch (e) {
       if (e instanceof OutpostError) throw e;
@@ -467,5 +491,26 @@ export async function* readIndicators(staged: StagedPackage, file: ManifestFile,
   } finally {
     src.destroy();
     out.destroy();
+  }
+}
+
+/** One line as an indicator object: JSON with string "v" and "t" (E_FORMAT naming file and line). */
+export function parseIndicatorLine(text: string, fileName: string, line: number): Indicator {
+  let obj: unknown;
+  try {
+    obj = JSON.parse(text);
+  } catch (e) {
+    throw new OutpostError('E_FORMAT', `${fileName} line ${line}: not valid JSON (${(e as Error).message})`);
+  }
+  if (!isObj(obj) || typeof obj.v !== 'string' || typeof obj.t !== 'string') {
+    throw new OutpostError('E_FORMAT', `${fileName} line ${line}: not an indicator object (needs string "v" and "t")`);
+  }
+  return obj as unknown as Indicator;
+}
+
+/** readLines, one parsed indicator object per line. */
+export async function* readIndicators(staged: StagedPackage, file: ManifestFile, limits: Limits): AsyncGenerator<Indicator> {
+  for await (const { lines, first } of readLines(staged, file, limits)) {
+    for (let i = 0; i < lines.length; i++) yield parseIndicatorLine(lines[i], file.name, first + i);
   }
 }

@@ -1,0 +1,170 @@
+// The fast full-package apply (sync/apply.ts applyFull): lines of the plain canonical form are inserted in
+// batches and hashed as bytes; any other accepted form is applied from its parsed value and the state is
+// recomputed from the rows, so the state checked always covers what was applied. The apply worker also
+// builds the new generation's filters from the lines it applies plus the other feeds' rows; they must be
+// bit-for-bit the filters the engine would build from the store, and a lying manifest only costs the file.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import tar from 'tar-stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig, type Config } from '../appliance/config.ts';
+import { openDb, type DB } from '../appliance/db.ts';
+import type { Indicator, Manifest } from '../appliance/types.ts';
+import { LookupEngine } from '../lookup/engine.ts';
+import { buildFilters, filterFileOf, loadFilters, storeFingerprint, toParts } from '../lookup/filters.ts';
+import { plainLine, stateFromDb } from '../sync/apply.ts';
+import { importPackage } from '../sync/import.ts';
+import { keyIdOf } from '../sync/keys.ts';
+import { StateHasher, canonicalLine, serializeManifest } from '../sync/package-writer.ts';
+import { canonicalIndicator } from '../sync/records.ts';
+import { trustAdd } from '../sync/trust.ts';
+import { tmpDir } from './helpers.ts';
+import { grow, makeKeys, realIndicators, writeFull } from './sync-b-fixture.ts';
+
+/** A signed full package whose data file holds exactly `text` (lines as given, not rewritten). */
+async function craft(key: crypto.KeyObject, file: string, feed: string, version: number, text: string, over: Partial<Manifest> = {}): Promise<string> {
+  const raw = Buffer.from(text, 'utf8');
+  const gz = zlib.gzipSync(raw);
+  const lines = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Indicator);
+  const byType: Record<string, number> = {};
+  for (const l of lines) byType[l.t] = (byType[l.t] ?? 0) + 1;
+  const state = new StateHasher();
+  if (!over.state) for (const l of lines) state.update(canonicalIndicator(l));
+  const now = Math.floor(Date.now() / 1000) * 1000;
+  const m: Manifest = {
+    format: 'outpost-package/1', feed, kind: 'block', type: 'full', version,
+    created: new Date(now).toISOString(), expires: new Date(now + 86_400_000).toISOString(),
+    key_id: keyIdOf(crypto.createPublicKey(key)), state: over.state ?? state.digest(), defaults: {},
+    counts: { total: lines.length, by_type: byType },
+    files: [{ name: 'indicators-0001.ndjson.gz', role: 'indicators', sha256: crypto.createHash('sha256').update(gz).digest('hex'), size: gz.length, uncompressed_size: raw.length, count: lines.length }],
+    ...over,
+  } as Manifest;
+  const bytes = serializeManifest(m);
+  const pack = tar.pack();
+  const chunks: Buffer[] = [];
+  pack.on('data', (c: unknown) => {
+    chunks.push(c as Buffer);
+  });
+  const ended = new Promise<void>((r) => pack.on('end', () => r()));
+  for (const [name, data] of [['manifest.json', bytes], ['manifest.sig', crypto.sign(null, bytes, key)], ['indicators-0001.ndjson.gz', gz]] as const) {
+    await new Promise<void>((res, rej) => pack.entry({ name, mtime: new Date(0) }, data, (e) => (e ? rej(e) : res())));
+  }
+  pack.finalize();
+  await ended;
+  fs.writeFileSync(file, Buffer.concat(chunks));
+  return file;
+}
+
+describe('full-package apply', () => {
+  const work = tmpDir('outpost-apply-');
+  const dataDir = path.join(work, 'data');
+  let cfg: Config;
+  let db: DB;
+  let keys: ReturnType<typeof makeKeys>;
+  let real: Indicator[];
+
+  beforeAll(async () => {
+    keys = makeKeys(path.join(work, 'keys'));
+    real = await realIndicators();
+    cfg = loadConfig({ dataDir, noDemo: true, logLevel: 'warn', startCheck: 'off' });
+    db = openDb(dataDir);
+    trustAdd(db, keys.pubPath, { label: 'test' });
+  }, 120_000);
+  afterAll(() => {
+    db.close();
+    fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  const filterDir = () => path.join(dataDir, 'filters');
+  /** The worker's persisted set: for the current store content, bit-for-bit what a build from the store gives. */
+  const expectPrebuiltFilters = () => {
+    const { generation, fingerprint } = storeFingerprint(db);
+    const file = filterFileOf(filterDir(), generation);
+    expect(fs.existsSync(file), `no ${file}`).toBe(true);
+    const pre = loadFilters(file);
+    expect(pre.fingerprint).toBe(fingerprint);
+    const fromStore = toParts(buildFilters(db, cfg.filterFpRate));
+    const mine = toParts(pre);
+    expect(mine.header.filters).toEqual(fromStore.header.filters);
+    expect({ ...mine.header, builtAt: 0, buildMs: 0 }).toEqual({ ...fromStore.header, builtAt: 0, buildMs: 0 });
+    mine.arrays.forEach((a, i) => expect(Buffer.compare(Buffer.from(a), Buffer.from(fromStore.arrays[i])), `array ${i}`).toBe(0));
+    // Older generations' files are removed.
+    expect(fs.readdirSync(filterDir()).filter((f) => f !== path.basename(file) && f.startsWith('filters-'))).toEqual([]);
+  };
+
+  it('builds the next generation\'s filters with the apply, equal to a build from the store, across feeds', async () => {
+    const a1 = await writeFull(keys.key, path.join(work, 'out'), 'alpha', 1, grow(real, 40_000, 'a'));
+    await importPackage(cfg, db, a1.path);
+    expectPrebuiltFilters();
+    // A second feed: its filters hold the first feed's rows too (read from the store in the same transaction).
+    const b1 = await writeFull(keys.key, path.join(work, 'out'), 'beta', 1, real.filter((_, i) => i % 3 === 0));
+    await importPackage(cfg, db, b1.path);
+    expectPrebuiltFilters();
+    // The first feed replaced: its old rows are gone from the filters, the other feed's stay.
+    const a2 = await writeFull(keys.key, path.join(work, 'out'), 'alpha', 2, grow(real.filter((_, i) => i % 2 === 0), 30_000, 'c'));
+    await importPackage(cfg, db, a2.path);
+    expectPrebuiltFilters();
+    const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate, worker: false });
+    expect(engine.generation).toBe(storeFingerprint(db).generation);
+    const listed = real.find((x, i) => i % 3 === 0 && x.t === 'ipv4')!;
+    expect(engine.lookup(listed.v).matches.map((m) => m.feed)).toContain('beta');
+  }, 180_000);
+
+  it('plain canonical lines are recognised without JSON.parse; anything else goes the general way', () => {
+    expect(plainLine('{"t":"ipv4","v":"1.2.3.4"}')).toEqual(['ipv4', '1.2.3.4']);
+    expect(plainLine('{"t":"url","v":"http://x.com/a?b=c"}')).toEqual(['url', 'http://x.com/a?b=c']);
+    for (const l of ['{"v":"1.2.3.4","t":"ipv4"}', '{"t":"ipv4","v":"1.2.3.\\u0034"}', '{"t":"ipv4","v":"1.2.3.4","conf":5}', '{"t":"ipv4","v":"1.2.3.4"} ', '{"t":"ip\\"v4","v":"x"}', '{"t":"ipv4","v":"a"b"}', '{"t":"ipv4","v":"\t"}']) {
+      expect(plainLine(l), l).toBeNull();
+    }
+    // Whatever plainLine accepts is exactly the canonical line of what it returns.
+    for (const x of real.slice(0, 2000)) {
+      const line = canonicalLine({ t: x.t, v: x.v });
+      expect(plainLine(line)).toEqual([x.t, x.v]);
+    }
+  });
+
+  it('accepted lines in another form are applied from their value and the state is recomputed from the rows', async () => {
+    const lines = [
+      '{"t":"ipv4","v":"198.51.100.1"}',
+      '{"v":"198.51.100.2","t":"ipv4"}', // key order
+      '{"t":"ipv4","v":"198.51.100.\\u0033"}', // escaped digit
+      '{"t":"ipv4","v":"198.51.100.4","fs":"2026-01-01T00:00:00.000Z","unknown":1}', // non-canonical date, unknown key
+    ];
+    const text = lines.join('\n') + '\n';
+    const ok = await craft(keys.key, path.join(work, 'odd.tar'), 'odd', 1, text);
+    const r = await importPackage(cfg, db, ok);
+    expect(r.total).toBe(4);
+    expect(stateFromDb(db, 'odd')).toBe(r.manifest.state);
+    expect(db.prepare("SELECT value, first_seen FROM indicators WHERE feed = 'odd' ORDER BY value").all()).toEqual([
+      { value: '198.51.100.1', first_seen: null }, { value: '198.51.100.2', first_seen: null },
+      { value: '198.51.100.3', first_seen: null }, { value: '198.51.100.4', first_seen: Date.parse('2026-01-01T00:00:00Z') / 1000 },
+    ]);
+    expectPrebuiltFilters();
+    // Signing the hash of those raw bytes instead does not pass: the bytes are not what was applied.
+    const bytesState = crypto.createHash('sha256').update(text).digest('hex');
+    const bad = await craft(keys.key, path.join(work, 'odd2.tar'), 'odd', 2, text, { state: bytesState });
+    await expect(importPackage(cfg, db, bad)).rejects.toMatchObject({ code: 'E_STATE' });
+    expect(stateFromDb(db, 'odd')).toBe(r.manifest.state);
+  }, 60_000);
+
+  it('a manifest whose per-type counts lie still applies, but leaves no prebuilt filters (the engine builds them)', async () => {
+    const text = '{"t":"domain","v":"example-lie.com"}\n{"t":"ipv4","v":"203.0.113.9"}\n';
+    const lie = await craft(keys.key, path.join(work, 'lie.tar'), 'lie', 1, text, { counts: { total: 2, by_type: { ipv4: 2 } } });
+    const r = await importPackage(cfg, db, lie);
+    expect(r.total).toBe(2);
+    expect(fs.existsSync(filterFileOf(filterDir(), r.generation!))).toBe(false);
+    const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate, worker: false });
+    expect(engine.lookup('example-lie.com').matches.map((m) => m.feed)).toEqual(['lie']);
+  }, 60_000);
+
+  it('a plain line with a value that is not canonical, or out of order, is E_FORMAT and nothing changes', async () => {
+    const before = db.prepare('SELECT count(*) AS n FROM indicators').get();
+    for (const text of ['{"t":"ipv4","v":"198.51.100.01"}\n', '{"t":"ipv4","v":"198.51.100.9"}\n{"t":"ipv4","v":"198.51.100.10"}\n']) {
+      const p = await craft(keys.key, path.join(work, 'bad.tar'), 'odd', 3, text, { state: 'a'.repeat(64) });
+      await expect(importPackage(cfg, db, p)).rejects.toMatchObject({ code: 'E_FORMAT' });
+    }
+    expect(db.prepare('SELECT count(*) AS n FROM indicators').get()).toEqual(before);
+  }, 60_000);
+});
