@@ -13,7 +13,7 @@ import { dataAge } from '../appliance/status.ts';
 import { feedFreshness } from '../appliance/freshness.ts';
 import { scopeAllows, type TokenRow, TokenVerifier } from '../appliance/tokens.ts';
 import type { LookupResult } from '../appliance/types.ts';
-import type { LookupEngine } from './engine.ts';
+import { resultJson, type LookupEngine } from './engine.ts';
 import { API_SCOPES, jsonTooDeep, RateLimiter, rateLimit, scopeGuard } from './limits.ts';
 import { Metrics } from './metrics.ts';
 import { mountActors } from './actors.ts';
@@ -242,7 +242,10 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
 
 /**
  * NDJSON in, NDJSON out, streamed: each input line is a JSON string, {"value": "..."} or a bare value.
- * Lines are answered in order, a chunk at a time, so memory stays flat for any batch size.
+ * Lines are answered in order, a chunk at a time, so memory stays flat for any batch size. Each input
+ * chunk's complete lines are found by scanning for newlines, looked up in one lookupMany() call and written
+ * as one output chunk; the response stream pulls the next input chunk only when the client has taken the
+ * previous answers (backpressure).
  */
 function streamNdjson(c: Context<AppEnv>, engine: LookupEngine, metrics: Metrics, log: Logger, cfg: Config, sightings: SightingsWriter | null = null): Response {
   const client = c.get('token').name;
@@ -250,7 +253,6 @@ function streamNdjson(c: Context<AppEnv>, engine: LookupEngine, metrics: Metrics
   const input = c.req.raw.body;
   if (!input) return errorResponse(c, 'E_INPUT', 'empty body');
   const decoder = new TextDecoder('utf-8', { fatal: false });
-  const encoder = new TextEncoder();
   // Limits (appliance/config.ts): line length, values per stream, and how long the stream may stay open.
   const MAX_NDJSON_LINE = cfg.ndjsonMaxLine;
   let valuesLeft = cfg.ndjsonMaxValues;
@@ -263,62 +265,83 @@ function streamNdjson(c: Context<AppEnv>, engine: LookupEngine, metrics: Metrics
     reader.cancel().catch(() => {});
   }, cfg.ndjsonMaxStreamS * 1000);
   deadline.unref();
+  const values: string[] = []; // one chunk's values, reused
+  /** Reads input until some answers (or the end, or an error line) are enqueued. */
+  const step = async (controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> => {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (timedOut) throw new OutpostError('E_TIMEOUT', `NDJSON stream open longer than ${cfg.ndjsonMaxStreamS} s; split the batch`);
+      const text = rest + (done ? decoder.decode() : decoder.decode(value, { stream: true }));
+      // Complete lines end before `cut`; at the end of the body the last line needs no newline.
+      let cut: number;
+      if (done) {
+        cut = text.length;
+        rest = '';
+      } else {
+        cut = text.lastIndexOf('\n');
+        if (cut < 0) {
+          if (text.length > MAX_NDJSON_LINE) throw new OutpostError('E_TOO_LARGE', `NDJSON line longer than ${MAX_NDJSON_LINE} characters`);
+          rest = text;
+          continue; // no complete line yet: read on (nothing to answer)
+        }
+        rest = text.slice(cut + 1);
+      }
+      if (values.length !== 0) values.length = 0;
+      // Lines before an over-long one are still answered; the error line comes after them.
+      let tooLong = false;
+      for (let start = 0; start <= cut && text.length !== 0; ) {
+        let nl = text.indexOf('\n', start);
+        if (nl < 0 || nl > cut) nl = cut;
+        const end = nl > start && text.charCodeAt(nl - 1) === 13 ? nl - 1 : nl; // CRLF
+        const at = start;
+        start = nl + 1;
+        if (end === at) continue;
+        const c0 = text.charCodeAt(at);
+        // Blank lines are skipped (whitespace only: a printable first character rules that out at once).
+        if (!(c0 > 32 && c0 < 127) && text.slice(at, end).trim() === '') continue;
+        if (end - at > MAX_NDJSON_LINE) {
+          tooLong = true;
+          break;
+        }
+        values.push(parseNdjsonValue(text, at, end));
+        if (nl === cut && done) break;
+      }
+      // Answer what fits under the per-stream cap, then report the cap.
+      const over = values.length > valuesLeft;
+      if (over) values.length = valuesLeft;
+      valuesLeft -= values.length;
+      let answered = false;
+      if (values.length) {
+        const t0 = process.hrtime.bigint();
+        const results = engine.lookupMany(values);
+        metrics.observe(results, t0);
+        sightings?.recordMany(results, client);
+        // One output chunk per input chunk; a miss is serialized from a template (resultJson).
+        let s = '';
+        if (fields) for (const r of results) s += JSON.stringify(pickFields(r, fields)) + '\n';
+        else for (const r of results) s += resultJson(r) + '\n';
+        controller.enqueue(Buffer.from(s, 'utf8'));
+        answered = true;
+      }
+      if (tooLong) throw new OutpostError('E_TOO_LARGE', `NDJSON line longer than ${MAX_NDJSON_LINE} characters`);
+      if (over) throw new OutpostError('E_TOO_LARGE', `more than ${cfg.ndjsonMaxValues} values in one NDJSON stream`);
+      if (done) {
+        clearTimeout(deadline);
+        controller.close();
+        return;
+      }
+      if (answered) return;
+    }
+  };
   const out = new ReadableStream<Uint8Array>({
     async pull(controller) {
       try {
-        const { done, value } = await reader.read();
-        if (timedOut) throw new OutpostError('E_TIMEOUT', `NDJSON stream open longer than ${cfg.ndjsonMaxStreamS} s; split the batch`);
-        let text = rest + (done ? decoder.decode() : decoder.decode(value, { stream: true }));
-        let lines: string[];
-        if (done) {
-          lines = text.length ? text.split('\n') : [];
-          rest = '';
-        } else {
-          const cut = text.lastIndexOf('\n');
-          if (cut < 0) {
-            if (text.length > MAX_NDJSON_LINE) throw new OutpostError('E_TOO_LARGE', `NDJSON line longer than ${MAX_NDJSON_LINE} characters`);
-            rest = text;
-            return;
-          }
-          lines = text.slice(0, cut).split('\n');
-          rest = text.slice(cut + 1);
-        }
-        const values: string[] = [];
-        // Lines before an over-long one are still answered; the error line comes after them.
-        let tooLong = false;
-        for (const line of lines) {
-          const l = line.endsWith('\r') ? line.slice(0, -1) : line;
-          if (l.trim() === '') continue;
-          if (l.length > MAX_NDJSON_LINE) {
-            tooLong = true;
-            break;
-          }
-          values.push(parseNdjsonValue(l));
-        }
-        // Answer what fits under the per-stream cap, then report the cap.
-        const over = values.length > valuesLeft;
-        if (over) values.length = valuesLeft;
-        valuesLeft -= values.length;
-        if (values.length) {
-          const t0 = process.hrtime.bigint();
-          const results = engine.lookupMany(values);
-          metrics.observe(results, t0);
-          sightings?.recordMany(results, client);
-          let s = '';
-          for (const r of results) s += JSON.stringify(pickFields(r, fields)) + '\n';
-          controller.enqueue(encoder.encode(s));
-        }
-        if (tooLong) throw new OutpostError('E_TOO_LARGE', `NDJSON line longer than ${MAX_NDJSON_LINE} characters`);
-        if (over) throw new OutpostError('E_TOO_LARGE', `more than ${cfg.ndjsonMaxValues} values in one NDJSON stream`);
-        if (done) {
-          clearTimeout(deadline);
-          controller.close();
-        }
+        await step(controller);
       } catch (e) {
         const err = e instanceof OutpostError ? e : new OutpostError('E_INPUT', 'could not read request body');
         log.warn({ code: err.code }, 'ndjson stream aborted');
         clearTimeout(deadline);
-        controller.enqueue(encoder.encode(JSON.stringify(errorBody(err.code, err.message)) + '\n'));
+        controller.enqueue(Buffer.from(JSON.stringify(errorBody(err.code, err.message)) + '\n', 'utf8'));
         controller.close();
         reader.cancel().catch(() => {});
       }
@@ -331,9 +354,32 @@ function streamNdjson(c: Context<AppEnv>, engine: LookupEngine, metrics: Metrics
   return new Response(out, { status: 200, headers: { 'content-type': 'application/x-ndjson' } });
 }
 
-function parseNdjsonValue(line: string): string {
-  const first = line.charCodeAt(0);
+/** s[start, end) contains none of `"`, `\\` and control characters: as a JSON string body it means itself. */
+function plainJsonText(s: string, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 32 || c === 34 || c === 92) return false;
+  }
+  return true;
+}
+
+const VALUE_PREFIX = '{"value":"';
+
+/**
+ * The value of one NDJSON line text[start, end): a JSON string, {"value": "..."}, or else the bare text.
+ * `"…"` and `{"value":"…"}` without escapes are read directly (JSON.parse would return the same); other
+ * JSON goes through JSON.parse, and a line that does not parse is looked up as its bare text.
+ */
+function parseNdjsonValue(text: string, start: number, end: number): string {
+  const first = text.charCodeAt(start);
   if (first === 34 /* " */ || first === 123 /* { */) {
+    const last = text.charCodeAt(end - 1);
+    if (first === 34 && last === 34 && end - start >= 2 && plainJsonText(text, start + 1, end - 1)) return text.slice(start + 1, end - 1);
+    if (first === 123 && last === 125 && end - start >= 12 && text.startsWith(VALUE_PREFIX, start) && text.charCodeAt(end - 2) === 34 &&
+        plainJsonText(text, start + VALUE_PREFIX.length, end - 2)) {
+      return text.slice(start + VALUE_PREFIX.length, end - 2);
+    }
+    const line = text.slice(start, end);
     try {
       const v = JSON.parse(line) as unknown;
       if (typeof v === 'string') return v;
@@ -341,8 +387,9 @@ function parseNdjsonValue(line: string): string {
     } catch {
       /* not JSON: looked up as the bare text, which reports it invalid with a reason */
     }
+    return line;
   }
-  return line;
+  return text.slice(start, end);
 }
 
 export type { LookupResult };
