@@ -73,7 +73,18 @@ export interface EngineStats {
   nonCanonicalNetworks: number;
 }
 
-const iso = (s: number | null): string | null => (s == null ? null : new Date(s * 1000).toISOString().replace('.000Z', 'Z'));
+/** Unix seconds → `…Z` text. Rows share few distinct times (a feed's default expiry, list dates): cached. */
+const isoCache = new Map<number, string>();
+function iso(s: number | null): string | null {
+  if (s == null) return null;
+  let t = isoCache.get(s);
+  if (t === undefined) {
+    t = new Date(s * 1000).toISOString().replace('.000Z', 'Z');
+    if (isoCache.size >= 10_000) isoCache.clear();
+    isoCache.set(s, t);
+  }
+  return t;
+}
 
 export class LookupEngine {
   generation = 0;
@@ -105,8 +116,8 @@ export class LookupEngine {
   private seen = new Set<string>();
   /** Candidate keys of one match step (network prefixes, domain parents); emptied before confirmation. */
   private keyScratch: string[] = [];
-  /** URL key end offsets of one lookup (urlKeyEnds), reused. */
-  private endScratch: number[] = [];
+  /** URL key end offsets of one lookup (urlKeyEndsInto), reused. */
+  private endScratch: number[] = [0, 0, 0, 0, 0, 0];
 
   constructor(db: DB, opts: EngineOptions) {
     this.db = db;
@@ -405,8 +416,9 @@ export class LookupEngine {
    */
   private matchUrl(url: string): void {
     const f = this.set.filters.get('url')!;
-    const ends = urlKeyEnds(url, this.endScratch); // confirm() never re-enters matchUrl: the scratch stays ours
-    for (let i = 0; i < ends.length; i++) {
+    const ends = this.endScratch; // confirm() never re-enters matchUrl: the scratch stays ours
+    const n = urlKeyEndsInto(url, ends);
+    for (let i = 0; i < n; i++) {
       this.counters.filterProbes++;
       if (probeRange(f, url, 0, ends[i])) this.confirm('url', i === 0 ? url : url.slice(0, ends[i]), i === 0 ? 'exact' : 'url');
     }
@@ -595,24 +607,30 @@ export function resultJson(r: LookupResult): string {
  * its query, base + path prefixes), so they are probed as ranges of the one string — no slicing unless
  * the filter hits. Returns the end offsets in urlMatchKeys' order; a test checks both agree on real URLs.
  */
-export function urlKeyEnds(url: string, ends: number[] = []): number[] {
-  // `ends` is filled from empty (the engine passes a reused scratch array).
-  if (ends.length !== 0) ends.length = 0;
-  ends.push(url.length);
+export function urlKeyEnds(url: string): number[] {
+  const ends: number[] = [];
+  urlKeyEndsInto(url, ends); // fills ends[0..n) of the empty array in order
+  return ends;
+}
+
+/** urlKeyEnds() written into `ends` (at most 6 entries; the engine reuses one array); returns how many. */
+export function urlKeyEndsInto(url: string, ends: number[]): number {
+  let n = 0;
+  ends[n++] = url.length;
   const sep = url.indexOf('://');
   const pathStart = url.indexOf('/', sep + 3);
-  if (sep < 0 || pathStart < 0) return ends;
+  if (sep < 0 || pathStart < 0) return n;
   const q = url.indexOf('?', pathStart);
   const pathEnd = q >= 0 ? q : url.length;
-  if (q >= 0) ends.push(q);
+  if (q >= 0) ends[n++] = q;
   let prefixes = 0;
   for (let i = pathStart; i < pathEnd && prefixes < 4; i++) {
     if (url.charCodeAt(i) !== 47) continue;
     prefixes++;
     // Earlier prefix ends are all ≤ i, so only the URL's and the query's ends can repeat.
-    if (i + 1 !== url.length && i + 1 !== q) ends.push(i + 1);
+    if (i + 1 !== url.length && i + 1 !== q) ends[n++] = i + 1;
   }
-  return ends;
+  return n;
 }
 
 function toMatch(r: Row, kind: MatchKind): Match {
