@@ -17,14 +17,18 @@ import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import http from 'node:http';
 import { getRequestListener } from '@hono/node-server';
+import Database from 'better-sqlite3';
 import type { Config } from './config.ts';
 import { currentGeneration, layout, openDb } from './db.ts';
 import { OutpostError } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
+import { FilterLoader } from './filter-follow.ts';
 import type { RunningAppliance } from './serve.ts';
 
 /** How long a worker waits for the primary's persisted filters of a new generation before building them. */
 const FILTER_WAIT_MS = 60_000;
+/** How often the primary checkpoints the WAL (the HTTP workers' connections never do, see runHttpWorker). */
+const CHECKPOINT_MS = 10_000;
 const WORKER_ENV = 'OUTPOST_CLUSTER_WORKER';
 
 /** OUTPOST_HTTP_WORKERS: unset or 1 → one process (default); `auto` → one per core; n → n HTTP workers. */
@@ -89,6 +93,16 @@ export async function startServing(cfg: Config, log: Logger, workers = httpWorke
   const host = cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host;
   const url = `http://${host}:${port}`;
   log.info({ url, workers, primary: inner.url }, 'HTTP workers serving');
+  // The workers' hit-log and token writes leave the WAL to the primary: checkpoint it here, off the lookup
+  // path (PASSIVE: never waits for readers or the writer; an apply's own commit checkpoints as well).
+  const checkpoint = setInterval(() => {
+    try {
+      inner.db.pragma('wal_checkpoint(PASSIVE)');
+    } catch (err) {
+      log.warn({ err }, 'WAL checkpoint failed');
+    }
+  }, CHECKPOINT_MS);
+  checkpoint.unref();
   return {
     ...inner,
     url,
@@ -96,6 +110,7 @@ export async function startServing(cfg: Config, log: Logger, workers = httpWorke
     workers,
     async close() {
       closing = true;
+      clearInterval(checkpoint);
       await Promise.all(
         [...live].map(
           (w) =>
@@ -133,13 +148,6 @@ async function forward(req: Request, base: string): Promise<Response> {
   }
 }
 
-/** Imports a module of the tree by URL at run time (modules other engineers are still adding). */
-async function optionalModule(rel: string): Promise<Record<string, any> | null> {
-  const url = new URL(rel, import.meta.url);
-  if (!fs.existsSync(fileURLToPath(url))) return null;
-  return (await import(url.href)) as Record<string, any>;
-}
-
 async function runHttpWorker(): Promise<void> {
   const cfg = JSON.parse(process.env.OUTPOST_WORKER_CONFIG!) as Config;
   const primary = process.env.OUTPOST_PRIMARY_URL!;
@@ -150,26 +158,53 @@ async function runHttpWorker(): Promise<void> {
   const { Metrics } = await import('../lookup/metrics.ts');
   const paths = layout(cfg.dataDir);
   // Lookups read through a read-only connection; token bookkeeping (last use) needs a writable one.
+  // No write from this process may stall its event loop: the writable connections never run WAL
+  // checkpoints (the primary does, see CHECKPOINT_MS), and their writes (hit log, last_used_at) do not wait
+  // for the write lock an apply may hold for seconds (busy timeout 0; they retry on their next turn).
   const ro = openDb(cfg.dataDir, { readonly: true });
   const rw = openDb(cfg.dataDir);
-  const verdict = await optionalModule('../lookup/verdict.ts');
-  const engine = new LookupEngine(ro, { fpRate: cfg.filterFpRate, ...(verdict?.policyFrom ? { verdict: verdict.policyFrom(cfg) } : {}) } as never);
-  const sightingsMod = await optionalModule('../lookup/sightings.ts');
-  const sightings = sightingsMod?.SightingsWriter?.forDataDir?.(cfg.dataDir) ?? undefined;
-  const api = createApi({ cfg, db: rw, engine, log, metrics: new Metrics(), ...(sightings ? { sightings } : {}) } as never);
+  rw.pragma('busy_timeout = 0');
+  rw.pragma('wal_autocheckpoint = 0');
+  const { policyFrom } = await import('../lookup/verdict.ts');
+  const { FeedPolicy } = await import('./freshness.ts');
+  const { expiryDaysOf } = await import('../sync/expiry.ts');
+  // The same engine settings as one-process serve (appliance/serve.ts): verdict policy, expiry, freshness.
+  const engine = new LookupEngine(ro, {
+    fpRate: cfg.filterFpRate,
+    verdict: policyFrom(cfg),
+    feedPolicy: new FeedPolicy(ro, { expiryDays: expiryDaysOf(cfg), staleAfterS: cfg.staleAfterS }),
+  });
+  const { SightingsWriter } = await import('../lookup/sightings.ts');
+  const hitLog = new Database(paths.db);
+  hitLog.pragma('busy_timeout = 0');
+  hitLog.pragma('wal_autocheckpoint = 0');
+  const sightings = new SightingsWriter(hitLog, { ownsDb: true });
+  const api = createApi({ cfg, db: rw, engine, log, metrics: new Metrics(), sightings });
   const fetchHandler = (req: Request) => {
     const p = req.url.indexOf('/', req.url.indexOf('//') + 2);
     const q = req.url.indexOf('?', p);
     return servedByWorker(req.url.slice(p, q < 0 ? undefined : q)) ? api.fetch(req) : forward(req, primary);
   };
 
-  // Follow generations: swap in the primary's persisted filters once they exist.
+  // Follow generations: swap in the primary's persisted filters once they exist. The file is checked against
+  // the store and read in a worker thread (FilterLoader), so the swap costs this event loop one assignment.
   const filterDir = path.join(path.dirname(paths.db), 'filters');
+  const loader = new FilterLoader();
+  loader.warm();
   let waitingSince = 0;
   let reloading = false;
+  const swap = async (gen: number, file: string) => {
+    const set = await loader.load(paths.db, file, cfg.filterFpRate).catch((err: unknown) => {
+      log.warn({ err, file }, 'loading persisted filters in the loader thread failed; loading them here');
+      return undefined;
+    });
+    if (set) engine.adoptSet(set);
+    else if (set === null && Date.now() - waitingSince < FILTER_WAIT_MS) return; // stale file: wait for the right one
+    else await engine.reload(); // no usable file in time: the engine loads or builds (in a worker thread) itself
+    log.info({ generation: engine.generation, wanted: gen }, 'worker serving new generation');
+  };
   const follow = setInterval(() => {
-    const eng = engine as unknown as { refreshOverrides?: () => void };
-    eng.refreshOverrides?.();
+    engine.refreshOverrides();
     if (reloading) return;
     const gen = currentGeneration(ro);
     if (gen === engine.generation) {
@@ -178,15 +213,15 @@ async function runHttpWorker(): Promise<void> {
     }
     const now = Date.now();
     if (waitingSince === 0) waitingSince = now;
-    if (!fs.existsSync(path.join(filterDir, `filters-${gen}.bin`)) && now - waitingSince < FILTER_WAIT_MS) return;
+    const file = path.join(filterDir, `filters-${gen}.bin`);
+    const exists = fs.existsSync(file);
+    if (!exists && now - waitingSince < FILTER_WAIT_MS) return;
     reloading = true;
-    engine
-      .reload()
-      .then(() => log.info({ generation: engine.generation }, 'worker serving new generation'))
+    (exists ? swap(gen, file) : engine.reload().then(() => log.info({ generation: engine.generation }, 'worker serving new generation (built here)')))
       .catch((err: unknown) => log.error({ err }, 'worker filter reload failed; still serving the previous generation'))
       .finally(() => {
         reloading = false;
-        waitingSince = 0;
+        if (engine.generation === currentGeneration(ro)) waitingSince = 0;
       });
   }, 1000);
   follow.unref();
@@ -212,6 +247,7 @@ async function runHttpWorker(): Promise<void> {
   server.once('listening', () => log.debug({ port: (server.address() as AddressInfo).port }, 'HTTP worker listening'));
   process.once('SIGTERM', () => {
     clearInterval(follow);
+    void loader.close();
     server.close(() => {
       void Promise.resolve(sightings?.close?.()).finally(() => {
         ro.close();

@@ -24,6 +24,7 @@ import { SyncScheduler } from '../sync/scheduler.ts';
 import { mountMirror, prefetchMirror } from '../sync/mirror.ts';
 import { startBackgroundJobs } from '../sync/background.ts';
 import { FeedPolicy } from './freshness.ts';
+import { FilterLoader, followGeneration } from './filter-follow.ts';
 import { expiryDaysOf } from '../sync/expiry.ts';
 import { ExportRegenerator } from '../lookup/exports/regenerate.ts';
 import { exportedOverridesState } from '../lookup/exports/index.ts';
@@ -113,6 +114,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     const regenerateExports = () => exportsRun.run();
     let exportedOverrides = exportedOverridesState(paths.exports) ?? overridesState(db); // changed while stopped: regenerate
     let reloading = false;
+    const loader = new FilterLoader();
     let exportedGeneration = -1;
     const follow = setInterval(() => {
       engine.refreshOverrides(); // overrides added by the CLI in another process
@@ -121,10 +123,11 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
         exportedOverrides = overrides;
         exportsRun.request();
       }
-      if (reloading || currentGeneration(db!) === engine.generation) return;
+      const generation = currentGeneration(db!);
+      if (reloading || generation === engine.generation) return;
       reloading = true;
-      engine
-        .reload()
+      // The persisted file is checked and read in the loader's thread: no stall of the lookup thread.
+      followGeneration(engine, loader, paths.db, cfg.filterFpRate, generation)
         .then(async () => {
           log.info({ generation: engine.generation }, 'serving new generation');
           if (exportedGeneration !== engine.generation) {
@@ -164,6 +167,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
       app,
       async close() {
         clearInterval(follow);
+        await loader.close();
         await exportsRun.close();
         await scheduler.stop();
         await jobs.stop();

@@ -66,7 +66,10 @@ export class TokenVerifier {
   private readonly get: Database.Statement<[string]>;
   private readonly touch: Database.Statement<[string, number]>;
 
+  private readonly db: DB;
+
   constructor(db: DB, ttlMs = 5000) {
+    this.db = db;
     this.ttlMs = ttlMs;
     this.get = db.prepare('SELECT id, name, scope, created_at, last_used_at, expires_at, revoked_at FROM tokens WHERE hash = ?');
     this.touch = db.prepare('UPDATE tokens SET last_used_at = ? WHERE id = ?');
@@ -89,13 +92,26 @@ export class TokenVerifier {
     const last = this.lastUsedWrite.get(row.id) ?? 0;
     if (now - last > 60_000) {
       this.lastUsedWrite.set(row.id, now);
-      try {
-        this.touch.run(new Date(now).toISOString(), row.id);
-      } catch {
-        /* a busy writer must not fail a lookup; last_used_at is best effort */
-      }
+      this.touchNow(row.id, now);
     }
     return row;
+  }
+
+  /**
+   * Writes last_used_at without waiting for the write lock: while an apply holds it (seconds for a large
+   * delta) the connection's busy timeout would otherwise stall the request, and with it the event loop.
+   * Best effort: a busy store skips this minute's write.
+   */
+  private touchNow(id: number, now: number): void {
+    const wait = this.db.pragma('busy_timeout', { simple: true }) as number;
+    try {
+      if (wait !== 0) this.db.pragma('busy_timeout = 0');
+      this.touch.run(new Date(now).toISOString(), id);
+    } catch {
+      /* busy (or read-only) store: last_used_at is best effort */
+    } finally {
+      if (wait !== 0) this.db.pragma(`busy_timeout = ${Number(wait)}`);
+    }
   }
 
   invalidate(): void {

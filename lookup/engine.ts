@@ -171,6 +171,17 @@ export class LookupEngine {
     return this.reloading;
   }
 
+  /**
+   * Swaps in a set that was loaded and checked against the current store elsewhere (appliance/filter-follow.ts
+   * reads the persisted file and compares its fingerprint in a worker thread), as reload() swaps in a
+   * persisted one: one assignment, so lookups never see a half-swapped state.
+   */
+  adoptSet(set: FilterSet): void {
+    this.set = set;
+    this.adopt(set);
+    this.counters.reloads++;
+  }
+
   lookup(raw: string): LookupResult {
     const now = this.now();
     return this.answer(raw, now, this.dataAge(now), this.feedPolicy.withheld(now).size !== 0);

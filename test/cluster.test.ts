@@ -1,0 +1,97 @@
+// `outpost serve` with OUTPOST_HTTP_WORKERS=2 (appliance/cluster.ts): the HTTP workers answer single and
+// batch lookups on the public port (the GET fast path included), forward every other route to the primary,
+// and follow a new generation imported by another process: each worker loads the persisted filters in its
+// loader thread and swaps them in, with no failed request meanwhile and the new values found afterwards.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli, DATA, serve, tmpDir, type Served } from './helpers.ts';
+import { cliAsync, createToken, listValues, prepareRealData } from './ops-fixture.ts';
+
+const V1 = listValues('ipsum/levels/3.txt');
+const V2_ONLY = listValues('threatfox/ips.txt').filter((v) => !new Set(V1).has(v));
+
+describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
+  const work = tmpDir('outpost-cluster-');
+  let server: Served;
+  let token: string;
+  let admin: string;
+  let url: string;
+  let real: ReturnType<typeof prepareRealData>;
+
+  beforeAll(async () => {
+    real = prepareRealData(work, ['ipsum/levels/3.txt']);
+    token = createToken(real.dataDir, 'cluster');
+    admin = createToken(real.dataDir, 'cluster-admin', 'admin');
+    server = await serve(real.dataDir, ['--no-demo'], { OUTPOST_HTTP_WORKERS: '2', OUTPOST_RATE_LIMIT_RPS: '0' });
+    // The primary logs its internal loopback URL first; the public one (the workers') is in the banner.
+    for (let i = 0; i < 600 && !/Outpost is serving on /.test(server.stderr()); i++) await new Promise((r) => setTimeout(r, 100));
+    url = /Outpost is serving on (http:\/\/\S+)/.exec(server.stderr())![1];
+  }, 120_000);
+
+  afterAll(async () => {
+    await server?.stop();
+    fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  const get = async (value: string, auth = token) => {
+    const res = await fetch(`${url}/api/v1/lookup?value=${encodeURIComponent(value)}`, { headers: { authorization: `Bearer ${auth}` } });
+    return { status: res.status, body: (await res.json()) as { generation: number; verdict: string; matches: { indicator: string }[] } };
+  };
+
+  it('answers lookups in the workers and forwards the other routes to the primary', async () => {
+    expect(server.stderr()).toMatch(/HTTP workers serving/);
+    const hit = await get(V1[0]);
+    expect(hit.status).toBe(200);
+    expect(hit.body.matches.map((m) => m.indicator)).toContain(V1[0]);
+    const batch = await fetch(`${url}/api/v1/lookup`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ values: V1.slice(0, 5) }),
+    });
+    expect(batch.status).toBe(200);
+    expect(((await batch.json()) as { results: { matches: unknown[] }[] }).results.every((r) => r.matches.length > 0)).toBe(true);
+    // Forwarded: an admin route (the primary's hit log), and a refusal with the primary's catalog code.
+    const hits = await fetch(`${url}/api/v1/hits`, { headers: { authorization: `Bearer ${admin}` } });
+    expect(hits.status).toBe(200);
+    const denied = await fetch(`${url}/api/v1/hits`, { headers: { authorization: `Bearer ${token}` } });
+    expect(denied.status).toBe(403);
+    expect(((await denied.json()) as { error: { code: string } }).error.code).toBe('E_FORBIDDEN');
+    expect((await fetch(`${url}/healthz`)).status).toBe(200);
+  });
+
+  it('swaps every worker to a new generation imported by another process, with no failed lookup', async () => {
+    expect(V2_ONLY.length).toBeGreaterThan(10);
+    const before = await get(V1[1]);
+    const startGen = before.body.generation;
+    const b = cli(['provider', 'build', '--feed', 'threats', '--key', real.key, '--out', path.join(work, 'out2'), '--category', 'malware', '--version', '2', path.join(DATA, 'ipsum/levels/3.txt'), path.join(DATA, 'threatfox/ips.txt')]);
+    expect(b.code, b.stderr).toBe(0);
+    const imported = cliAsync(['import', b.lastLine], { dataDir: real.dataDir });
+    let done: { code: number; stderr: string } | undefined;
+    void imported.then((r) => (done = r));
+    // Requests are spread over the two workers; 20 answers in a row from the new generation (each finding
+    // the new value) mean both swapped.
+    let inARow = 0;
+    for (let i = 0; inARow < 20; i++) {
+      if (i > 5000) throw new Error('the workers never all served the new generation');
+      const value = V2_ONLY[i % V2_ONLY.length];
+      const r = await get(value);
+      expect(r.status).toBe(200);
+      const known = await get(V1[i % V1.length]);
+      expect(known.status).toBe(200);
+      expect(known.body.matches.length, `listed in both versions: ${V1[i % V1.length]}`).toBeGreaterThan(0);
+      if (done && r.body.generation > startGen) {
+        expect(r.body.matches.map((m) => m.indicator), `new value ${value} after the swap`).toContain(value);
+        inARow++;
+      } else {
+        inARow = 0;
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    }
+    expect(done!.code, done!.stderr).toBe(0);
+    // Both workers swapped through their loader threads (not the inline fallback).
+    const swaps = server.stderr().split('\n').filter((l) => l.includes('worker serving new generation') && !l.includes('built here'));
+    expect(swaps.length).toBe(2);
+    expect(server.stderr()).not.toMatch(/loader thread failed/);
+  }, 180_000);
+});
