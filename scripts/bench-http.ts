@@ -1,9 +1,12 @@
 // HTTP phase of `outpost bench` (scripts/bench.ts): serves the bench's store with the appliance's own
 // serve path (appliance/cluster.ts, OUTPOST_HTTP_WORKERS processes, default one per core) and measures,
-// with autocannon in this process, GET /api/v1/lookup beside a bare node:http server answering a fixed
-// JSON body with the same number of processes; p99 at half that load; NDJSON batch throughput; and
-// lookups while a delta package is imported and its filters swapped in.
-import { fork } from 'node:child_process';
+// with autocannon in a load-generator process of its own, GET /api/v1/lookup beside a bare node:http
+// server answering a fixed JSON body with the same number of processes; p99 at half that load; NDJSON
+// batch throughput; and lookups while a delta package is imported and its filters swapped in. The CPU the
+// load generator and the server processes used is reported with each throughput run: on a small machine
+// they share the cores, so the figures say how much of the machine each side had.
+import cluster from 'node:cluster';
+import { fork, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -15,7 +18,7 @@ import { createToken } from '../appliance/tokens.ts';
 import { importPackage } from '../sync/import.ts';
 import type { HttpBench } from './bench.ts';
 
-// autocannon ships no types; the parts used here.
+// autocannon's result, the parts used here.
 interface Result {
   requests: { average: number };
   latency: { p50: number; p99: number; max: number };
@@ -24,31 +27,119 @@ interface Result {
   non2xx: number;
   statusCodeStats?: Record<string, unknown>;
 }
-type Options = Record<string, unknown> & { url: string };
-interface Instance {
-  stop(): void;
-  once(event: 'done', fn: (r: Result) => void): void;
-}
-const autocannon = createRequire(import.meta.url)('autocannon') as (opts: Options, cb?: (err: Error | null, res: Result) => void) => Instance;
-
-function cannon(opts: Options): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    autocannon(opts, (err, res) => (err ? reject(err) : resolve(res)));
-  });
+/** A run's result with the load generator's CPU time over the run's wall time (cores used). */
+type Run = Result & { clientCores: number };
+interface LoadSpec {
+  url: string;
+  token: string;
+  /** Request paths, cycled through one per request. */
+  paths: string[];
+  duration: number;
+  overallRate?: number;
 }
 
-/** autocannon options for GET lookups cycling through `values`. */
-function lookupLoad(url: string, token: string, values: string[], extra: Partial<Options>): Options {
-  const paths = values.slice(0, 5000).map((v) => `/api/v1/lookup?value=${encodeURIComponent(v)}`);
+// The load generator: autocannon in its own process (forked once, one run per message), so neither the
+// primary's work in this process (imports, filter builds) nor the client's own work shares an event loop
+// with the other: latencies are the server's plus the client's own, never the bench process's stalls.
+const LOADGEN = `
+const autocannon = require(process.env.AUTOCANNON);
+let inst = null;
+process.on('message', (m) => {
+  if (m.stop) return inst && inst.stop();
+  const spec = m.spec;
   let i = 0;
-  return {
-    url,
-    connections: 32,
-    pipelining: 1,
-    headers: { authorization: `Bearer ${token}` },
-    requests: [{ setupRequest: (req: any) => ({ ...req, path: paths[i++ % paths.length] }) }],
-    ...extra,
-  } as Options;
+  const c0 = process.cpuUsage();
+  const t0 = process.hrtime.bigint();
+  inst = autocannon({
+    url: spec.url, connections: 32, pipelining: 1, duration: spec.duration,
+    ...(spec.overallRate ? { overallRate: spec.overallRate } : {}),
+    headers: { authorization: 'Bearer ' + spec.token },
+    requests: [{ setupRequest: (req) => ({ ...req, path: spec.paths[i++ % spec.paths.length] }) }],
+  }, (err, r) => {
+    inst = null;
+    const c = process.cpuUsage(c0);
+    const wallUs = Number(process.hrtime.bigint() - t0) / 1000;
+    if (err) return process.send({ error: String(err && err.message || err) });
+    process.send({ result: {
+      requests: { average: r.requests.average }, latency: { p50: r.latency.p50, p99: r.latency.p99, max: r.latency.max },
+      errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx, statusCodeStats: r.statusCodeStats,
+      clientCores: (c.user + c.system) / wallUs,
+    } });
+  });
+});
+process.send({ ready: true });
+`;
+
+class LoadGen {
+  private constructor(private readonly child: ChildProcess) {}
+
+  static async start(dir: string): Promise<LoadGen> {
+    const file = path.join(dir, 'loadgen.cjs');
+    fs.writeFileSync(file, LOADGEN);
+    const child = fork(file, [], { env: { ...process.env, AUTOCANNON: createRequire(import.meta.url).resolve('autocannon') }, execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    await new Promise<void>((resolve, reject) => {
+      child.once('message', () => resolve());
+      child.once('exit', (c) => reject(new Error(`load generator exited with ${c}`)));
+    });
+    return new LoadGen(child);
+  }
+
+  /** Starts one run; stop() ends it early. */
+  begin(spec: LoadSpec): { done: Promise<Run>; stop(): void } {
+    const done = new Promise<Run>((resolve, reject) => {
+      const onExit = (c: number | null) => reject(new Error(`load generator exited with ${c}`));
+      this.child.once('exit', onExit);
+      this.child.once('message', (m: { result?: Run; error?: string }) => {
+        this.child.off('exit', onExit);
+        if (m.result) resolve(m.result);
+        else reject(new Error(`load generator: ${m.error}`));
+      });
+    });
+    this.child.send({ spec });
+    return { done, stop: () => this.child.send({ stop: true }) };
+  }
+
+  run(spec: LoadSpec): Promise<Run> {
+    return this.begin(spec).done;
+  }
+
+  close(): void {
+    this.child.kill();
+  }
+}
+
+/** GET lookups cycling through (at most 5,000 of) `values`. */
+function lookupPaths(values: string[]): string[] {
+  return values.slice(0, 5000).map((v) => `/api/v1/lookup?value=${encodeURIComponent(v)}`);
+}
+
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux); null where unavailable. */
+function cpuSeconds(pid: number): number | null {
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return null;
+  }
+}
+
+/** Measures the cores a set of processes used during `fn` (null when /proc is not there). */
+async function withCpu<T>(pids: () => number[], fn: () => Promise<T>): Promise<{ value: T; cores: number | null }> {
+  const sum = () => {
+    let t = 0;
+    for (const pid of pids()) {
+      const c = cpuSeconds(pid);
+      if (c === null) return null;
+      t += c;
+    }
+    return t;
+  };
+  const c0 = sum();
+  const t0 = performance.now();
+  const value = await fn();
+  const c1 = sum();
+  return { value, cores: c0 === null || c1 === null ? null : (c1 - c0) / ((performance.now() - t0) / 1000) };
 }
 
 // A bare node:http server with `workers` processes (node:cluster, like ours) answering a fixed JSON body.
@@ -59,7 +150,8 @@ const body = Buffer.from(process.env.RAW_BODY);
 const n = Number(process.env.RAW_WORKERS);
 if (cluster.isPrimary) {
   let up = 0;
-  for (let i = 0; i < n; i++) cluster.fork().on('listening', (a) => { if (++up === n) process.send({ port: a.port }); });
+  const pids = [];
+  for (let i = 0; i < n; i++) { const w = cluster.fork(); pids.push(w.process.pid); w.on('listening', (a) => { if (++up === n) process.send({ port: a.port, pids }); }); }
   process.on('message', () => { for (const w of Object.values(cluster.workers)) w.kill(); process.exit(0); });
 } else {
   http.createServer((req, res) => {
@@ -69,15 +161,15 @@ if (cluster.isPrimary) {
 }
 `;
 
-async function startRaw(dir: string, workers: number, body: string): Promise<{ url: string; stop(): void }> {
+async function startRaw(dir: string, workers: number, body: string): Promise<{ url: string; pids: number[]; stop(): void }> {
   const file = path.join(dir, 'raw-server.cjs');
   fs.writeFileSync(file, RAW_SERVER);
   const child = fork(file, [], { env: { ...process.env, RAW_BODY: body, RAW_WORKERS: String(workers) }, execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const port = await new Promise<number>((resolve, reject) => {
-    child.once('message', (m: { port: number }) => resolve(m.port));
+  const { port, pids } = await new Promise<{ port: number; pids: number[] }>((resolve, reject) => {
+    child.once('message', (m: { port: number; pids: number[] }) => resolve(m));
     child.once('exit', (c) => reject(new Error(`raw server exited with ${c}`)));
   });
-  return { url: `http://127.0.0.1:${port}`, stop: () => child.send('stop') };
+  return { url: `http://127.0.0.1:${port}`, pids, stop: () => child.send('stop') };
 }
 
 /** NDJSON streams, one per worker, each posting `lines` values; returns answered values per second. */
@@ -119,35 +211,56 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
   const served = await startServing(cfg, log, workers);
   const serveStartMs = performance.now() - t0;
   const out: Record<string, number | null> = { http_workers: workers, serve_start_ms: Math.round(serveStartMs) };
+  const gen = await LoadGen.start(path.dirname(dataDir));
   try {
     const { token } = createToken(served.db, 'bench', 'lookup');
+    const paths = lookupPaths(misses);
     // The bare server answers a real result body, so both sides write the same bytes.
     const body = JSON.stringify(served.engine.lookup(misses[0]));
-    const warm = await cannon(lookupLoad(served.url, token, misses, { duration: 1 }));
+    // Warm-ups of 2 s on each side: on a busy machine the JIT's background compiles need that long.
+    const warm = await gen.run({ url: served.url, token, paths, duration: 2 });
     if (errorsOf(warm) > 0) throw new Error(`HTTP warm-up saw ${errorsOf(warm)} errors/non-2xx (first status codes: ${JSON.stringify(warm.statusCodeStats)})`);
 
     const raw = await startRaw(path.dirname(dataDir), workers, body);
-    let rawRes: Result;
+    // Rounds alternate bare → ours so a change in the machine's other load hits both sides alike; each side's
+    // figure is the mean of its rounds.
+    const rawRuns: { value: Run; cores: number | null }[] = [];
+    const ourRuns: { value: Run; cores: number | null }[] = [];
+    const ourPids = () => Object.values(cluster.workers ?? {}).map((w) => w!.process.pid!);
     try {
       // Same client work on both sides (rotating paths, the Authorization header): on a small machine the
       // load generator shares the cores, so a cheaper client setup would flatter the bare server.
-      await cannon(lookupLoad(raw.url, token, misses, { duration: 1 }));
-      rawRes = await cannon(lookupLoad(raw.url, token, misses, { duration: seconds }));
+      await gen.run({ url: raw.url, token, paths, duration: 2 });
+      for (let round = 0; round < HTTP_ROUNDS; round++) {
+        rawRuns.push(await withCpu(() => raw.pids, () => gen.run({ url: raw.url, token, paths, duration: seconds })));
+        ourRuns.push(await withCpu(ourPids, () => gen.run({ url: served.url, token, paths, duration: seconds })));
+      }
     } finally {
       raw.stop();
     }
-    const ours = await cannon(lookupLoad(served.url, token, misses, { duration: seconds }));
+    const rawRes = meanRun(rawRuns.map((r) => r.value));
+    const ours = meanRun(ourRuns.map((r) => r.value));
+    const meanCores = (runs: { cores: number | null }[]) => (runs.some((r) => r.cores === null) ? null : round2(runs.reduce((a, r) => a + r.cores!, 0) / runs.length));
     out.raw_http_rps = Math.round(rawRes.requests.average);
     out.http_rps = Math.round(ours.requests.average);
     out.http_vs_raw = Math.round((100 * ours.requests.average) / rawRes.requests.average) / 100;
-    out.http_errors = errorsOf(ours);
-    say(`http_rps            ${fmt(ours.requests.average)} req/s   GET /api/v1/lookup, 32 connections, ${workers} process(es); bare node:http ${fmt(rawRes.requests.average)} req/s → ${fmt(out.http_vs_raw * 100)}% (p99 ${ours.latency.p99} ms at full load)`);
+    out.http_errors = ourRuns.reduce((a, r) => a + errorsOf(r.value), 0);
+    // Cores used during the full-load runs by the load generator and by the processes answering (the HTTP
+    // workers on both sides; the primaries only accept connections).
+    out.http_client_cores = round2(ours.clientCores);
+    out.http_server_cores = meanCores(ourRuns);
+    out.raw_http_client_cores = round2(rawRes.clientCores);
+    out.raw_http_server_cores = meanCores(rawRuns);
+    const cores = (c: number | null) => (c === null ? 'n/a' : fmt(c, 2));
+    say(`http_rps            ${fmt(ours.requests.average)} req/s   GET /api/v1/lookup, 32 connections, ${workers} process(es); bare node:http ${fmt(rawRes.requests.average)} req/s → ${fmt(out.http_vs_raw * 100)}% (mean of ${HTTP_ROUNDS} alternating rounds; p99 ${ours.latency.p99} ms at full load)`);
+    say(`http_rounds         bare ${rawRuns.map((r) => fmt(r.value.requests.average)).join(' / ')} req/s, ours ${ourRuns.map((r) => fmt(r.value.requests.average)).join(' / ')} req/s`);
+    say(`http_cpu            cores used (of ${os.availableParallelism()}): our HTTP workers ${cores(out.http_server_cores)} + load generator ${cores(out.http_client_cores)}; bare workers ${cores(out.raw_http_server_cores)} + load generator ${cores(out.raw_http_client_cores)}`);
 
     const half = Math.max(1, Math.round(ours.requests.average / 2));
-    const halfRes = await cannon(lookupLoad(served.url, token, misses, { duration: seconds, overallRate: half }));
+    const halfRes = await gen.run({ url: served.url, token, paths, duration: seconds, overallRate: half });
     out.http_p99_half_ms = halfRes.latency.p99;
     out.http_p50_half_ms = halfRes.latency.p50;
-    say(`http_p99_half_ms    ${halfRes.latency.p99} ms   at ${fmt(half)} req/s (half of http_rps); p50 ${halfRes.latency.p50} ms, ${errorsOf(halfRes)} errors`);
+    say(`http_p99_half_ms    ${halfRes.latency.p99} ms   at ${fmt(half)} req/s (half of http_rps); p50 ${halfRes.latency.p50} ms, ${errorsOf(halfRes)} errors, load generator ${fmt(halfRes.clientCores, 2)} cores`);
 
     const lines = Math.max(20_000, Math.min(400_000, Math.round(150_000 * seconds)));
     await ndjson(served.url, token, mixed, workers, 20_000);
@@ -159,8 +272,7 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
     if (delta) {
       // Lookups at half load while the delta is verified, applied (worker thread, one transaction) and the
       // new filters built and swapped in by every process; stopped once all of that is done.
-      const inst = autocannon(lookupLoad(served.url, token, misses, { duration: 3600, overallRate: half }));
-      const done = new Promise<Result>((resolve) => inst.once('done', resolve));
+      const inst = gen.begin({ url: served.url, token, paths, duration: 3600, overallRate: half });
       await new Promise((r) => setTimeout(r, 500));
       const tA = performance.now();
       const res = await importPackage(cfg, served.db, delta.tar, { actor: 'bench' });
@@ -171,7 +283,7 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
       const swapMs = performance.now() - tA;
       await new Promise((r) => setTimeout(r, 2500)); // workers poll every second, then load the file
       inst.stop();
-      const during = await done;
+      const during = await inst.done;
       out.delta_size = delta.count;
       out.delta_apply_ms = Math.round(applyMs);
       out.delta_swap_ms = Math.round(swapMs);
@@ -181,6 +293,26 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
     }
     return out;
   } finally {
+    gen.close();
     await served.close();
   }
 };
+
+const round2 = (n: number) => Math.round(n * 100) / 100;
+
+/** Full-load rounds per side for http_rps / raw_http_rps, alternating. */
+const HTTP_ROUNDS = 2;
+
+/** The mean of several runs: requests/s and client cores averaged, latencies the worst round's. */
+function meanRun(runs: Run[]): Run {
+  const mean = (f: (r: Run) => number) => runs.reduce((a, r) => a + f(r), 0) / runs.length;
+  const worst = (f: (r: Run) => number) => Math.max(...runs.map(f));
+  return {
+    requests: { average: mean((r) => r.requests.average) },
+    latency: { p50: worst((r) => r.latency.p50), p99: worst((r) => r.latency.p99), max: worst((r) => r.latency.max) },
+    errors: mean((r) => r.errors) * runs.length,
+    timeouts: mean((r) => r.timeouts) * runs.length,
+    non2xx: mean((r) => r.non2xx) * runs.length,
+    clientCores: mean((r) => r.clientCores),
+  };
+}

@@ -1,7 +1,8 @@
 // `outpost bench` must keep running end to end (so it cannot rot): a small store through the real signed
 // import path, the in-process figures, and the HTTP phase with two HTTP worker processes (appliance/
 // cluster.ts) — GET lookups, NDJSON batch, and lookups while a delta is applied and its filters swapped
-// in. Asserts the JSON last line's keys and that no request failed; never a timing threshold.
+// in, with the load generator in a process of its own. Asserts the JSON last line's keys and that no
+// request failed; never a timing threshold.
 import { spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { BIN, ROOT } from './helpers.ts';
@@ -37,6 +38,11 @@ describe('outpost bench', () => {
     expect(last.delta_size).toBe(2000);
     expect(typeof last.http_p99_half_ms).toBe('number');
     expect(typeof last.ndjson_values_per_s).toBe('number');
+    // The load generator runs in its own process and reports the CPU it used, beside the servers' workers.
+    expect(last.http_client_cores! > 0).toBe(true);
+    expect(last.raw_http_client_cores! > 0).toBe(true);
+    expect(last.http_server_cores! > 0).toBe(true);
+    expect(last.raw_http_server_cores! > 0).toBe(true);
     // The human-readable figures go to stderr with --json.
     expect(r.stderr).toContain('import_per_s');
     expect(r.stderr).toContain('http_rps');
