@@ -20,7 +20,7 @@ import {
 } from './filters.ts';
 import { annotateResult } from './actors.ts';
 import type { IndicatorRow } from '../sync/records.ts';
-import { canonicalType, cidrKey, normalizeGeneral, parentDomains } from './normalize.ts';
+import { canonicalType, cidrKey, normalizeNonCanonical, parentDomains } from './normalize.ts';
 import { OverrideIndex } from './overrides.ts';
 import { FeedPolicy } from '../appliance/freshness.ts';
 import { decide, DEFAULT_CONFIDENCE, DEFAULT_POLICY, type VerdictPolicy } from './verdict.ts';
@@ -220,7 +220,7 @@ export class LookupEngine {
       type = fast as Exclude<LookupType, 'invalid'>;
       value = raw;
     } else {
-      const n = normalizeGeneral(raw);
+      const n = normalizeNonCanonical(raw);
       if (!n.ok) return this.invalid(raw, n.error, age);
       if (n.type === 'ipv4-cidr' || n.type === 'ipv6-cidr') return this.invalid(raw, 'a network is not a lookup value; look up an address', age);
       type = n.type as Exclude<LookupType, 'invalid'>;

@@ -968,6 +968,22 @@ export function normalize(raw: string, hint?: IndicatorType): NormalizeResult {
     const fast = canonicalFast(raw);
     if (fast !== null && fast.ok && (hint === undefined || fast.type === hint)) return fast;
   }
+  return normalizeNonCanonical(raw, hint);
+}
+
+/**
+ * normalize() of a value that is not already canonical: a hash in upper or mixed case is lowercased at once
+ * (the general path finds nothing to trim, unwrap, refang or refuse in 32/40/64 hex characters, detects the
+ * hash and lowercases it), anything else takes the general path.
+ */
+export function normalizeNonCanonical(raw: string, hint?: IndicatorType): NormalizeResult {
+  if (typeof raw === 'string') {
+    const len = raw.length;
+    if ((len === 32 || len === 40 || len === 64) && hexKind(raw) === 2) {
+      const type = HASH_BY_LENGTH[len];
+      if (hint === undefined || hint === type) return { ok: true, type, value: raw.toLowerCase() };
+    }
+  }
   return normalizeGeneral(raw, hint);
 }
 

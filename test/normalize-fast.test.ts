@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { IndicatorType } from '../appliance/types.ts';
-import { canonicalFast, normalize, normalizeGeneral } from '../lookup/normalize.ts';
+import { canonicalFast, normalize, normalizeGeneral, normalizeNonCanonical } from '../lookup/normalize.ts';
 
 const DATA = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../shared/data');
 const lines = (rel: string) => readFileSync(path.join(DATA, rel), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
@@ -60,6 +60,20 @@ describe('normalize fast paths', () => {
       for (const x of variants(v)) if (JSON.stringify(normalize(x)) !== JSON.stringify(normalizeGeneral(x))) differ.push(x);
     }
     expect(differ.slice(0, 10)).toEqual([]);
+  });
+
+  it('agree on every real hash in upper and mixed case, with every hint (the uppercase-hash fast path)', () => {
+    const hashes = normalized.filter((v) => /^[0-9a-f]+$/.test(v) && [32, 40, 64].includes(v.length));
+    expect(hashes.length).toBeGreaterThan(4000);
+    const differ: string[] = [];
+    for (const [i, v] of hashes.entries()) {
+      const mixed = [...v].map((c, j) => ((i + j) % 3 === 0 ? c.toUpperCase() : c)).join('');
+      for (const x of [v.toUpperCase(), mixed, ` ${v.toUpperCase()}`, `"${mixed}"`, `${v.toUpperCase()}0`]) {
+        for (const h of HINTS) if (JSON.stringify(normalize(x, h)) !== JSON.stringify(normalizeGeneral(x, h))) differ.push(`${x} (hint ${h})`);
+      }
+    }
+    expect(differ.slice(0, 10)).toEqual([]);
+    expect(normalizeNonCanonical(hashes[0].toUpperCase())).toEqual({ ok: true, type: normalizeGeneral(hashes[0]).ok ? (normalizeGeneral(hashes[0]) as { type: string }).type : '', value: hashes[0] });
   });
 
   it('take most canonical IPs, hashes, domains and URLs of the real lists', () => {
