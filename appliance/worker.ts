@@ -14,8 +14,18 @@ function bootstrap(moduleUrl: URL): string {
     const tsxDir = path.dirname(createRequire(import.meta.url).resolve('tsx/package.json'));
     tsxApi = pathToFileURL(path.join(tsxDir, 'dist', 'esm', 'api', 'index.mjs')).href;
   }
-  return `import(${JSON.stringify(tsxApi)}).then(({ register }) => { register(); return import(${JSON.stringify(moduleUrl.href)}); });`;
+  return `${LOWER_PRIORITY}.then(() => import(${JSON.stringify(tsxApi)})).then(({ register }) => { register(); return import(${JSON.stringify(moduleUrl.href)}); });`;
 }
+
+/**
+ * Nice value of every worker thread (applies, filter builds, export regeneration, purges, filter loads):
+ * background work yields the CPU to the threads that answer lookups, which matters on a small machine
+ * (2 cores) during a large apply. With idle cores it runs at full speed; under full lookup load it slows
+ * down instead of the lookups. Linux: the nice value is per thread (setpriority on the thread id from
+ * /proc/thread-self); elsewhere, or when refused, the thread runs at normal priority.
+ */
+export const WORKER_NICE = 10;
+const LOWER_PRIORITY = `Promise.all([import('node:fs'), import('node:os')]).then(([fs, os]) => { try { os.setPriority(Number(fs.readlinkSync('/proc/thread-self').split('/').pop()), ${WORKER_NICE}); } catch {} })`;
 
 export function startWorker(moduleUrl: URL, options: WorkerOptions = {}): Worker {
   if (moduleUrl.pathname.endsWith('.ts')) return new Worker(bootstrap(moduleUrl), { ...options, eval: true });

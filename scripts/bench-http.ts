@@ -217,20 +217,30 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
     const paths = lookupPaths(misses);
     // The bare server answers a real result body, so both sides write the same bytes.
     const body = JSON.stringify(served.engine.lookup(misses[0]));
-    // Warm-ups of 2 s on each side: on a busy machine the JIT's background compiles need that long.
-    const warm = await gen.run({ url: served.url, token, paths, duration: 2 });
-    if (errorsOf(warm) > 0) throw new Error(`HTTP warm-up saw ${errorsOf(warm)} errors/non-2xx (first status codes: ${JSON.stringify(warm.statusCodeStats)})`);
+    // Each side is warmed up until its rate is steady (the JIT's background compiles take seconds on a busy
+    // machine): 1 s runs until two in a row agree within 10 %, at most 6.
+    const warmUp = async (url: string) => {
+      let last = 0;
+      for (let i = 0; i < 6; i++) {
+        const r = await gen.run({ url, token, paths, duration: 1 });
+        if (errorsOf(r) > 0) throw new Error(`HTTP warm-up saw ${errorsOf(r)} errors/non-2xx (first status codes: ${JSON.stringify(r.statusCodeStats)})`);
+        if (last > 0 && Math.abs(r.requests.average - last) < 0.1 * last) return;
+        last = r.requests.average;
+      }
+    };
+    await warmUp(served.url);
 
     const raw = await startRaw(path.dirname(dataDir), workers, body);
     // Rounds alternate bare → ours so a change in the machine's other load hits both sides alike; each side's
-    // figure is the mean of its rounds.
+    // figure is the median of its rounds.
     const rawRuns: { value: Run; cores: number | null }[] = [];
     const ourRuns: { value: Run; cores: number | null }[] = [];
     const ourPids = () => Object.values(cluster.workers ?? {}).map((w) => w!.process.pid!);
     try {
       // Same client work on both sides (rotating paths, the Authorization header): on a small machine the
       // load generator shares the cores, so a cheaper client setup would flatter the bare server.
-      await gen.run({ url: raw.url, token, paths, duration: 2 });
+      await warmUp(raw.url);
+      await warmUp(served.url); // again: it sat idle while the bare server warmed up
       for (let round = 0; round < HTTP_ROUNDS; round++) {
         rawRuns.push(await withCpu(() => raw.pids, () => gen.run({ url: raw.url, token, paths, duration: seconds })));
         ourRuns.push(await withCpu(ourPids, () => gen.run({ url: served.url, token, paths, duration: seconds })));
@@ -238,8 +248,8 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
     } finally {
       raw.stop();
     }
-    const rawRes = meanRun(rawRuns.map((r) => r.value));
-    const ours = meanRun(ourRuns.map((r) => r.value));
+    const rawRes = combineRuns(rawRuns.map((r) => r.value));
+    const ours = combineRuns(ourRuns.map((r) => r.value));
     const meanCores = (runs: { cores: number | null }[]) => (runs.some((r) => r.cores === null) ? null : round2(runs.reduce((a, r) => a + r.cores!, 0) / runs.length));
     out.raw_http_rps = Math.round(rawRes.requests.average);
     out.http_rps = Math.round(ours.requests.average);
@@ -252,7 +262,7 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
     out.raw_http_client_cores = round2(rawRes.clientCores);
     out.raw_http_server_cores = meanCores(rawRuns);
     const cores = (c: number | null) => (c === null ? 'n/a' : fmt(c, 2));
-    say(`http_rps            ${fmt(ours.requests.average)} req/s   GET /api/v1/lookup, 32 connections, ${workers} process(es); bare node:http ${fmt(rawRes.requests.average)} req/s → ${fmt(out.http_vs_raw * 100)}% (mean of ${HTTP_ROUNDS} alternating rounds; p99 ${ours.latency.p99} ms at full load)`);
+    say(`http_rps            ${fmt(ours.requests.average)} req/s   GET /api/v1/lookup, 32 connections, ${workers} process(es); bare node:http ${fmt(rawRes.requests.average)} req/s → ${fmt(out.http_vs_raw * 100)}% (median of ${HTTP_ROUNDS} alternating rounds; p99 ${ours.latency.p99} ms at full load)`);
     say(`http_rounds         bare ${rawRuns.map((r) => fmt(r.value.requests.average)).join(' / ')} req/s, ours ${ourRuns.map((r) => fmt(r.value.requests.average)).join(' / ')} req/s`);
     say(`http_cpu            cores used (of ${os.availableParallelism()}): our HTTP workers ${cores(out.http_server_cores)} + load generator ${cores(out.http_client_cores)}; bare workers ${cores(out.raw_http_server_cores)} + load generator ${cores(out.raw_http_client_cores)}`);
 
@@ -301,14 +311,18 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
 const round2 = (n: number) => Math.round(n * 100) / 100;
 
 /** Full-load rounds per side for http_rps / raw_http_rps, alternating. */
-const HTTP_ROUNDS = 2;
+const HTTP_ROUNDS = 3;
 
-/** The mean of several runs: requests/s and client cores averaged, latencies the worst round's. */
-function meanRun(runs: Run[]): Run {
+/** Several runs as one: the median round's requests/s, client cores averaged, latencies the worst round's. */
+function combineRuns(runs: Run[]): Run {
   const mean = (f: (r: Run) => number) => runs.reduce((a, r) => a + f(r), 0) / runs.length;
+  const median = (f: (r: Run) => number) => {
+    const v = runs.map(f).sort((a, b) => a - b);
+    return v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+  };
   const worst = (f: (r: Run) => number) => Math.max(...runs.map(f));
   return {
-    requests: { average: mean((r) => r.requests.average) },
+    requests: { average: median((r) => r.requests.average) },
     latency: { p50: worst((r) => r.latency.p50), p99: worst((r) => r.latency.p99), max: worst((r) => r.latency.max) },
     errors: mean((r) => r.errors) * runs.length,
     timeouts: mean((r) => r.timeouts) * runs.length,
