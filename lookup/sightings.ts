@@ -62,6 +62,9 @@ export class SightingsWriter {
   private readonly bumpCount;
   /** UTC day (YYYY-MM-DD) → lookups and matches not yet flushed. */
   private dayCounts = new Map<string, { lookups: number; matches: number }>();
+  /** dayOf(dayAt), kept for the second it was computed in. */
+  private dayAt = Number.NaN;
+  private day = '';
   private readonly counters = { recorded: 0, written: 0, dropped: 0, flushes: 0, busy: 0 };
 
   constructor(db: DB, opts: SightingsOptions & { ownsDb?: boolean } = {}) {
@@ -105,7 +108,12 @@ export class SightingsWriter {
   record(r: LookupResult, client: string): void {
     if (this.closed) return;
     const t = this.now();
-    const day = dayOf(t);
+    // The day's text for this second (a Date per lookup cost as much as the lookup itself in NDJSON batches).
+    if (t !== this.dayAt) {
+      this.dayAt = t;
+      this.day = dayOf(t);
+    }
+    const day = this.day;
     const dc = this.dayCounts.get(day) ?? { lookups: 0, matches: 0 };
     dc.lookups++;
     if (r.matches.length > 0) dc.matches++;
