@@ -6,10 +6,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, DATA, serve, tmpDir, type Served } from './helpers.ts';
-import { cliAsync, createToken, listValues, prepareRealData } from './ops-fixture.ts';
+import http from 'node:http';
+import { cliAsync, createToken, listValues, prepareRealData, request } from './ops-fixture.ts';
 
 const V1 = listValues('ipsum/levels/3.txt');
 const V2_ONLY = listValues('threatfox/ips.txt').filter((v) => !new Set(V1).has(v));
+const noKeepAlive = new http.Agent({ keepAlive: false });
 
 describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
   const work = tmpDir('outpost-cluster-');
@@ -34,9 +36,11 @@ describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
     fs.rmSync(work, { recursive: true, force: true });
   });
 
+  // One connection per request: node:cluster hands out connections (not requests) to the workers in turn,
+  // so consecutive requests reach both workers.
   const get = async (value: string, auth = token) => {
-    const res = await fetch(`${url}/api/v1/lookup?value=${encodeURIComponent(value)}`, { headers: { authorization: `Bearer ${auth}` } });
-    return { status: res.status, body: (await res.json()) as { generation: number; verdict: string; matches: { indicator: string }[] } };
+    const res = await request(`${url}/api/v1/lookup?value=${encodeURIComponent(value)}`, { headers: { authorization: `Bearer ${auth}`, connection: 'close' }, agent: noKeepAlive });
+    return { status: res.status, body: JSON.parse(res.text) as { generation: number; verdict: string; matches: { indicator: string }[] } };
   };
 
   it('answers lookups in the workers and forwards the other routes to the primary', async () => {
@@ -89,9 +93,12 @@ describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
       }
     }
     expect(done!.code, done!.stderr).toBe(0);
-    // Both workers swapped through their loader threads (not the inline fallback).
-    const swaps = server.stderr().split('\n').filter((l) => l.includes('worker serving new generation') && !l.includes('built here'));
-    expect(swaps.length).toBe(2);
+    // Both workers swapped through their loader threads (not the inline fallback); their log lines reach
+    // the test through the primary's stderr, so allow them a moment.
+    const swapLines = () => server.stderr().split('\n').filter((l) => l.includes('worker serving new generation') && !l.includes('built here'));
+    for (let i = 0; i < 50 && swapLines().length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+    const swaps = swapLines();
+    expect(swaps.length, server.stderr().split('\n').filter((l) => /generation|worker|loader/.test(l)).join('\n')).toBe(2);
     expect(server.stderr()).not.toMatch(/loader thread failed/);
   }, 180_000);
 });
