@@ -7,7 +7,7 @@
 // data generation re-links lazily (table reference_links, rebuilt on the next actor query).
 import type { Hono } from 'hono';
 import type { DB } from '../appliance/db.ts';
-import { currentGeneration, getMeta, setMeta } from '../appliance/db.ts';
+import { cachedStatement, currentGeneration, getMeta, setMeta } from '../appliance/db.ts';
 import { OutpostError } from '../appliance/errors.ts';
 import type { LinkedEntity, LookupResult } from '../appliance/types.ts';
 import { namesOf } from '../sync/context.ts';
@@ -22,7 +22,7 @@ export interface ReferenceIndex {
 const cache = new WeakMap<DB, ReferenceIndex>();
 
 function hasTable(db: DB, name: string): boolean {
-  return !!db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(name);
+  return !!cachedStatement(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(name);
 }
 
 /** The alias index of this database, reloaded when a reference package was applied since (any process). */
