@@ -179,7 +179,19 @@ async function runHttpWorker(): Promise<void> {
   hitLog.pragma('busy_timeout = 0');
   hitLog.pragma('wal_autocheckpoint = 0');
   const sightings = new SightingsWriter(hitLog, { ownsDb: true });
-  const api = createApi({ cfg, db: rw, engine, log, metrics: new Metrics(), sightings });
+  const metrics = new Metrics();
+  // Platform push (lookup/push.ts): the worker only queues the hits it answers; the primary sends them.
+  const { startPlatformPush } = await import('../lookup/push.ts');
+  const platformPush = startPlatformPush(cfg, log, { producerOnly: true });
+  if (platformPush) {
+    metrics.extra.push(() => platformPush.renderMetrics());
+    const record = sightings.record.bind(sightings);
+    sightings.record = (r, client) => {
+      record(r, client);
+      platformPush.offer(r, client);
+    };
+  }
+  const api = createApi({ cfg, db: rw, engine, log, metrics, sightings });
   const fetchHandler = (req: Request) => {
     const p = req.url.indexOf('/', req.url.indexOf('//') + 2);
     const q = req.url.indexOf('?', p);
@@ -249,7 +261,7 @@ async function runHttpWorker(): Promise<void> {
     clearInterval(follow);
     void loader.close();
     server.close(() => {
-      void Promise.resolve(sightings?.close?.()).finally(() => {
+      void Promise.all([sightings.close(), platformPush?.close()]).finally(() => {
         ro.close();
         rw.close();
         process.exit(0);

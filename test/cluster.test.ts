@@ -7,11 +7,14 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, DATA, serve, tmpDir, type Served } from './helpers.ts';
 import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { verifySignature } from '../lookup/webhook.ts';
 import { cliAsync, createToken, listValues, prepareRealData, request } from './ops-fixture.ts';
 
 const V1 = listValues('ipsum/levels/3.txt');
 const V2_ONLY = listValues('threatfox/ips.txt').filter((v) => !new Set(V1).has(v));
 const noKeepAlive = new http.Agent({ keepAlive: false });
+const SECRET = 'cluster-test-webhook-secret-0123456789';
 
 describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
   const work = tmpDir('outpost-cluster-');
@@ -19,13 +22,32 @@ describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
   let token: string;
   let admin: string;
   let url: string;
+  let hook: http.Server;
+  const received: string[] = [];
   let real: ReturnType<typeof prepareRealData>;
 
   beforeAll(async () => {
     real = prepareRealData(work, ['ipsum/levels/3.txt']);
     token = createToken(real.dataDir, 'cluster');
     admin = createToken(real.dataDir, 'cluster-admin', 'admin');
-    server = await serve(real.dataDir, ['--no-demo'], { OUTPOST_HTTP_WORKERS: '2', OUTPOST_RATE_LIMIT_RPS: '0' });
+    // A signed-webhook receiver: hits the workers answer are queued by them and sent by the primary.
+    hook = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => (body += c));
+      req.on('end', () => {
+        if (verifySignature(SECRET, String(req.headers['x-outpost-timestamp']), body, String(req.headers['x-outpost-signature']), 300)) received.push(body);
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
+    const secretFile = path.join(work, 'webhook.secret');
+    fs.writeFileSync(secretFile, SECRET, { mode: 0o600 });
+    server = await serve(real.dataDir, ['--no-demo'], {
+      OUTPOST_HTTP_WORKERS: '2',
+      OUTPOST_RATE_LIMIT_RPS: '0',
+      OUTPOST_WEBHOOK_URL: `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook`,
+      OUTPOST_WEBHOOK_SECRET_FILE: secretFile,
+    });
     // The primary logs its internal loopback URL first; the public one (the workers') is in the banner.
     for (let i = 0; i < 600 && !/Outpost is serving on /.test(server.stderr()); i++) await new Promise((r) => setTimeout(r, 100));
     url = /Outpost is serving on (http:\/\/\S+)/.exec(server.stderr())![1];
@@ -33,6 +55,7 @@ describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
 
   afterAll(async () => {
     await server?.stop();
+    await new Promise((r) => hook?.close(r));
     fs.rmSync(work, { recursive: true, force: true });
   });
 
@@ -63,6 +86,13 @@ describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
     expect(((await denied.json()) as { error: { code: string } }).error.code).toBe('E_FORBIDDEN');
     expect((await fetch(`${url}/healthz`)).status).toBe(200);
   });
+
+  it('queues the hits the workers answer for the platform push, which the primary sends', async () => {
+    const value = V1[2];
+    for (let i = 0; i < 4; i++) expect((await get(value)).status).toBe(200); // both workers (one connection each)
+    for (let i = 0; i < 200 && !received.some((b) => b.includes(`"${value}"`)); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(received.some((b) => b.includes(`"${value}"`)), `webhook bodies: ${received.join('\n').slice(0, 500)}`).toBe(true);
+  }, 60_000);
 
   it('swaps every worker to a new generation imported by another process, with no failed lookup', async () => {
     expect(V2_ONLY.length).toBeGreaterThan(10);
