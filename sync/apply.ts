@@ -136,6 +136,8 @@ export function plainLine(s: string): [string, string] | null {
 
 /** Rows per multi-row INSERT on the plain path: one call into SQLite per batch instead of per row. */
 const INSERT_BATCH = 100;
+/** The same for rows with more fields (10 values each). */
+const FULL_BATCH = 50;
 
 /**
  * Applies the indicators files of a full package (the feed's old rows are already deleted): every line is
@@ -154,18 +156,24 @@ async function applyFull(
 ): Promise<{ added: number; state: string }> {
   const m = staged.manifest;
   const feed = m.feed;
-  const one = db.prepare(
-    'INSERT INTO indicators(type, value, feed, kind, category, confidence, first_seen, last_seen, expires_at, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-  );
+  const COLS = 'type, value, feed, kind, category, confidence, first_seen, last_seen, expires_at, extra';
+  const one = db.prepare(`INSERT INTO indicators(${COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+  const oneBatch = db.prepare(`INSERT INTO indicators(${COLS}) VALUES ${Array(FULL_BATCH).fill('(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`);
+  const full: unknown[] = []; // rows with more than type and value, 10 values each
   const many = db.prepare(
     `INSERT INTO indicators(type, value, feed, kind) SELECT column1, column2, ?, ? FROM (VALUES ${Array(INSERT_BATCH).fill('(?, ?)').join(', ')})`,
   );
   const plain = db.prepare('INSERT INTO indicators(type, value, feed, kind) VALUES (?, ?, ?, ?)');
   const args: string[] = [feed, m.kind];
-  const flush = () => {
+  const flushPlain = () => {
     if (args.length === 2 + 2 * INSERT_BATCH) many.run(args);
     else for (let i = 2; i < args.length; i += 2) plain.run(args[i], args[i + 1], feed, m.kind);
     args.length = 2;
+  };
+  const flushFull = () => {
+    if (full.length === 10 * FULL_BATCH) oneBatch.run(full);
+    else for (let i = 0; i < full.length; i += 10) one.run(full.slice(i, i + 10));
+    full.length = 0;
   };
   const bytes = crypto.createHash('sha256');
   let exact = true;
@@ -192,10 +200,11 @@ async function applyFull(
         prev = ind;
         if (p) {
           args.push(ind.t, ind.v);
-          if (args.length === 2 + 2 * INSERT_BATCH) flush();
+          if (args.length === 2 + 2 * INSERT_BATCH) flushPlain();
         } else {
           const row = indicatorToRow(ind, feed, m.kind);
-          one.run(row.type, row.value, feed, m.kind, row.category, row.confidence, row.first_seen, row.last_seen, row.expires_at, row.extra);
+          full.push(row.type, row.value, feed, m.kind, row.category, row.confidence, row.first_seen, row.last_seen, row.expires_at, row.extra);
+          if (full.length === 10 * FULL_BATCH) flushFull();
           // A line in another form than its row's canonical line: hash the rows instead of the bytes.
           if (exact && canonicalLine(rowToIndicator(row)) !== text) exact = false;
         }
@@ -206,7 +215,8 @@ async function applyFull(
       tick(lines.length);
     }
   }
-  flush();
+  flushPlain();
+  flushFull();
   return { added, state: exact ? bytes.digest('hex') : stateFromDb(db, feed) };
 }
 

@@ -16,14 +16,33 @@ export interface IndicatorRow {
   extra: string | null;
 }
 
+// Date.parse and toISOString cost ~1 µs each and feeds repeat their dates (a day's first-seen, one
+// last-seen for the whole list): both conversions are memoized, bounded, with exactly the same results.
+const MEMO_MAX = 65_536;
+const secondsOf = new Map<string, number | null>();
+const isoOf = new Map<number, string>();
+
 function toSeconds(iso: string | undefined): number | null {
   if (iso === undefined || iso === null) return null;
-  const ms = Date.parse(iso);
-  return Number.isFinite(ms) ? Math.floor(ms / 1000) : null;
+  let s = secondsOf.get(iso);
+  if (s === undefined) {
+    const ms = Date.parse(iso);
+    s = Number.isFinite(ms) ? Math.floor(ms / 1000) : null;
+    if (secondsOf.size >= MEMO_MAX) secondsOf.clear();
+    secondsOf.set(iso, s);
+  }
+  return s;
 }
 
 export function secondsToIso(s: number | null | undefined): string | undefined {
-  return s === null || s === undefined ? undefined : new Date(s * 1000).toISOString();
+  if (s === null || s === undefined) return undefined;
+  let iso = isoOf.get(s);
+  if (iso === undefined) {
+    iso = new Date(s * 1000).toISOString();
+    if (isoOf.size >= MEMO_MAX) isoOf.clear();
+    isoOf.set(s, iso);
+  }
+  return iso;
 }
 
 /** Canonical ISO form used in packages: second precision, UTC, `Z`. Unparseable → undefined. */
