@@ -91,6 +91,8 @@ describe('SIGKILL during a large apply leaves the old or the new version', () =>
     expect(feedDigest(path.join(run, 'outpost.db'), 'big')).toBe(newDigest);
     expect(integrity(run)).toBe('ok');
     console.log(`crash test: import takes ~${fullMs} ms; ${outcomes.filter((o) => o.killed).length} killed, ${outcomes.filter((o) => o.result === 'old').length} old, ${outcomes.filter((o) => o.result === 'new').length} new`);
-    expect(outcomes.filter((o) => o.killed).length).toBeGreaterThanOrEqual(20);
+    // The kill window comes from one timed run; on a loaded machine later runs can be faster than it, so a
+    // kill can land after the import finished (then the feed must be the new version, checked above).
+    expect(outcomes.filter((o) => o.killed).length).toBeGreaterThanOrEqual(KILLS / 2);
   }, 900_000); // 22 rounds of ~10–20 s on a loaded 2-core machine
 });
