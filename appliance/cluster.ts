@@ -15,14 +15,13 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
-import http from 'node:http';
-import { getRequestListener } from '@hono/node-server';
 import Database from 'better-sqlite3';
 import type { Config } from './config.ts';
 import { currentGeneration, layout, openDb } from './db.ts';
 import { OutpostError } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
 import { FilterLoader } from './filter-follow.ts';
+import { createHttpServer } from './http-server.ts';
 import type { RunningAppliance } from './serve.ts';
 
 /** How long a worker waits for the primary's persisted filters of a new generation before building them. */
@@ -154,7 +153,6 @@ async function runHttpWorker(): Promise<void> {
   const log = createLogger(cfg.logLevel).child({ worker: cluster.worker?.id });
   const { LookupEngine } = await import('../lookup/engine.ts');
   const { createApi, lookupFastPath } = await import('../lookup/api.ts');
-  const { answerClientError } = await import('../lookup/limits.ts');
   const { Metrics } = await import('../lookup/metrics.ts');
   const paths = layout(cfg.dataDir);
   // Lookups read through a read-only connection; token bookkeeping (last use) needs a writable one.
@@ -240,21 +238,7 @@ async function runHttpWorker(): Promise<void> {
 
   // The plain single GET lookup is answered by the API's fast path straight from node:http; everything else
   // goes through @hono/node-server to the app (or is forwarded to the primary), as in one-process serve.
-  const fast = lookupFastPath(api);
-  const viaHono = getRequestListener(fetchHandler, { hostname: cfg.host });
-  const server = http.createServer(
-    {
-      headersTimeout: cfg.headersTimeoutMs,
-      requestTimeout: cfg.requestTimeoutMs,
-      keepAliveTimeout: cfg.keepAliveTimeoutMs,
-      connectionsCheckingInterval: Math.max(250, Math.min(5_000, Math.floor(cfg.headersTimeoutMs / 4))),
-    },
-    (req, res) => {
-      if (fast === undefined || !fast(req, res)) void viaHono(req, res);
-    },
-  );
-  // Parser-level refusals answer with a catalog code, as in the primary (lookup/limits.ts).
-  server.on('clientError', answerClientError);
+  const server = createHttpServer(cfg, fetchHandler, lookupFastPath(api));
   server.listen(cfg.port, cfg.host);
   server.once('listening', () => log.debug({ port: (server.address() as AddressInfo).port }, 'HTTP worker listening'));
   process.once('SIGTERM', () => {

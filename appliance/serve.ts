@@ -2,13 +2,12 @@
 // and follow new generations (from this process's applies or a CLI import) by swapping filters.
 import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { serve as serveHttp, type ServerType } from '@hono/node-server';
 import type { Config } from './config.ts';
 import { acquireServeLock, currentGeneration, layout, type DB } from './db.ts';
 import { openCheckedDb } from './backup.ts';
 import type { Logger } from './log.ts';
-import { createApi, type AppEnv } from '../lookup/api.ts';
-import { answerClientError } from '../lookup/limits.ts';
+import { createApi, lookupFastPath, type AppEnv } from '../lookup/api.ts';
+import { createHttpServer } from './http-server.ts';
 import type { Hono } from 'hono';
 import { LookupEngine } from '../lookup/engine.ts';
 import { Metrics } from '../lookup/metrics.ts';
@@ -83,19 +82,10 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     ];
     // ---- end integrations ----
     const app = createApi({ cfg, db, engine, log, metrics, sightings, mounts: [mountExports(db, { expiryDays: expiryDaysOf(cfg) }), createConsole({ cfg, db, engine, log, sightings }).mount, ...integrations, mountMirror({ cfg, db, log })] });
-    const server: ServerType = await new Promise((resolve, reject) => {
-      // Slow clients cannot hold connections: limits from config.ts; the checking interval bounds how late
-      // an expired headers/request timeout is noticed (Node's default is 30 s).
-      const serverOptions = {
-        headersTimeout: cfg.headersTimeoutMs,
-        requestTimeout: cfg.requestTimeoutMs,
-        keepAliveTimeout: cfg.keepAliveTimeoutMs,
-        connectionsCheckingInterval: Math.max(250, Math.min(5_000, Math.floor(cfg.headersTimeoutMs / 4))),
-      };
-      const s = serveHttp({ fetch: app.fetch, hostname: cfg.host, port: cfg.port, serverOptions }, () => resolve(s));
-      s.once('error', reject);
-      // Parser-level refusals (bad request line, header overflow, header timeout) answer with a catalog code.
-      s.on('clientError', answerClientError);
+    const server = createHttpServer(cfg, app.fetch, lookupFastPath(app));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(cfg.port, cfg.host, () => resolve());
     });
     const port = (server.address() as AddressInfo).port;
     const host = cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host;
