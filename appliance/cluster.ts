@@ -179,16 +179,9 @@ async function runHttpWorker(): Promise<void> {
   const sightings = new SightingsWriter(hitLog, { ownsDb: true });
   const metrics = new Metrics();
   // Platform push (lookup/push.ts): the worker only queues the hits it answers; the primary sends them.
-  const { startPlatformPush } = await import('../lookup/push.ts');
+  const { attachPlatformPush, startPlatformPush } = await import('../lookup/push.ts');
   const platformPush = startPlatformPush(cfg, log, { producerOnly: true });
-  if (platformPush) {
-    metrics.extra.push(() => platformPush.renderMetrics());
-    const record = sightings.record.bind(sightings);
-    sightings.record = (r, client) => {
-      record(r, client);
-      platformPush.offer(r, client);
-    };
-  }
+  if (platformPush) attachPlatformPush(platformPush, sightings, metrics);
   const api = createApi({ cfg, db: rw, engine, log, metrics, sightings });
   const fetchHandler = (req: Request) => {
     const p = req.url.indexOf('/', req.url.indexOf('//') + 2);

@@ -401,9 +401,20 @@ export function currentGeneration(db: DB): number {
   return Number(getMeta(db, 'generation') ?? 0);
 }
 
+/** One row of the audit table as stored (`detail` is JSON text). */
+export interface AuditRow {
+  id: number;
+  ts: string;
+  actor: string;
+  action: string;
+  code: string | null;
+  subject: string | null;
+  detail: string | null;
+}
+
 /** Writes one audit row. `code` is a stable E_* code for refusals, null for successes. */
 export function audit(db: DB, actor: string, action: string, opts: { code?: string | null; subject?: string; detail?: unknown } = {}): void {
-  db.prepare('INSERT INTO audit(ts, actor, action, code, subject, detail) VALUES (?, ?, ?, ?, ?, ?)').run(
+  cachedStatement(db, 'INSERT INTO audit(ts, actor, action, code, subject, detail) VALUES (?, ?, ?, ?, ?, ?)').run(
     new Date().toISOString(),
     actor,
     action,

@@ -16,7 +16,7 @@ import { policyFrom } from '../lookup/verdict.ts';
 import { mountExports } from '../lookup/exports/routes.ts';
 import { mountTaxii } from '../lookup/taxii.ts';
 import { mountCompat } from '../lookup/compat.ts';
-import { startPlatformPush } from '../lookup/push.ts';
+import { attachPlatformPush, startPlatformPush } from '../lookup/push.ts';
 import { runWorker } from './worker.ts';
 import { ensureDemo, type DemoInfo } from '../scripts/demo.ts';
 import { SyncScheduler } from '../sync/scheduler.ts';
@@ -65,16 +65,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     // Platform push (lookup/push.ts): hits to syslog and the signed webhook through the persistent retry
     // queue, and sync events of every import (this process or a shell's) followed from the audit log.
     const platformPush = startPlatformPush(cfg, log);
-    if (platformPush) {
-      metrics.extra.push(() => platformPush.renderMetrics());
-      // Every result the hit log records (the API's lookups with matches) is offered to the push as well;
-      // offer() only buffers, so the lookup path never waits for a receiver or the disk.
-      const record = sightings.record.bind(sightings);
-      sightings.record = (r, client) => {
-        record(r, client);
-        platformPush.offer(r, client);
-      };
-    }
+    if (platformPush) attachPlatformPush(platformPush, sightings, metrics);
     const limits = { rps: cfg.rateLimitRps, burst: cfg.rateLimitBurst };
     const integrations = [
       mountTaxii(db, { rateLimit: limits, expiryDays: expiryDaysOf(cfg) }),

@@ -21,6 +21,8 @@ import { layout, type DB } from '../appliance/db.ts';
 import type { LookupResult, Verdict } from '../appliance/types.ts';
 import { AUDIT_CURSOR_KEY, SyncEventFollower, type SyncEvent } from '../sync/events.ts';
 import { hitEvent, PushQueue, WebhookPush, webhookConfigFrom, type QueueStats } from './webhook.ts';
+import type { Metrics } from './metrics.ts';
+import type { SightingsWriter } from './sightings.ts';
 
 export type PushTransport = 'tcp' | 'tls' | 'udp';
 export type PushFormat = 'cef' | 'json';
@@ -364,6 +366,20 @@ export interface PlatformPush {
 }
 
 type PushSettings = Parameters<typeof pushConfigFrom>[0] & Parameters<typeof webhookConfigFrom>[0] & { dataDir: string };
+
+/**
+ * Every result the hit log records (the API's lookups with matches) is offered to the push as well, and
+ * the push's queue figures join /metrics. offer() only buffers, so the lookup path never waits for a
+ * receiver or the disk.
+ */
+export function attachPlatformPush(push: PlatformPush, sightings: SightingsWriter, metrics: Metrics): void {
+  metrics.extra.push(() => push.renderMetrics());
+  const record = sightings.record.bind(sightings);
+  sightings.record = (r, client) => {
+    record(r, client);
+    push.offer(r, client);
+  };
+}
 
 /**
  * Starts the configured sinks (null when none is): on their own connection to the store that never waits

@@ -6,7 +6,7 @@
 // once, whichever process produced it, and none is lost across restarts: rows written while serve was
 // down are picked up at its next start. With no cursor yet (push configured for the first time) the
 // follower starts at the newest audit row: history is not replayed.
-import type { DB } from '../appliance/db.ts';
+import type { AuditRow, DB } from '../appliance/db.ts';
 import { getMeta, setMeta } from '../appliance/db.ts';
 import type { Logger } from '../appliance/log.ts';
 
@@ -35,16 +35,6 @@ export const AUDIT_CURSOR_KEY = 'push.audit_cursor';
 
 /** Audit actions that are sync events, and the event each becomes. */
 const ACTIONS: Record<string, SyncEventKind> = { 'package.apply': 'package.applied', 'package.reject': 'package.rejected' };
-
-interface AuditRow {
-  id: number;
-  ts: string;
-  actor: string;
-  action: string;
-  code: string | null;
-  subject: string | null;
-  detail: string | null;
-}
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);

@@ -1,18 +1,8 @@
 // Audit log (admin): search, paginate, download as CSV. Every write the appliance makes leaves a row.
-import type { DB } from '../../appliance/db.ts';
+import type { AuditRow, DB } from '../../appliance/db.ts';
 import type { RouteDef, UiContext } from '../context.ts';
 import type { Ctx } from '../guard.ts';
 import { fmtInt, fmtTime, Page, Pager, parsePage, Table } from '../layout.tsx';
-
-interface AuditRow {
-  id: number;
-  ts: string;
-  actor: string;
-  action: string;
-  code: string | null;
-  subject: string | null;
-  detail: string | null;
-}
 
 const PAGE_SIZE = 50;
 /** A CSV download is capped so one click cannot build an unbounded response in memory. */
