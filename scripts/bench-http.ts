@@ -124,6 +124,16 @@ function cpuSeconds(pid: number): number | null {
   }
 }
 
+/** Resident memory of a process in MiB (VmRSS from /proc, Linux); null where unavailable. */
+function rssMiB(pid: number): number | null {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Math.round(Number(m[1]) / 1024) : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Measures the cores a set of processes used during `fn` (null when /proc is not there). */
 async function withCpu<T>(pids: () => number[], fn: () => Promise<T>): Promise<{ value: T; cores: number | null }> {
   const sum = () => {
@@ -276,8 +286,13 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
       runs.some((r) => r.cores === null) ? null : Math.round((1e6 * runs.reduce((a, r) => a + r.cores!, 0)) / runs.reduce((a, r) => a + r.value.requests.average, 0));
     out.http_server_cpu_us = cpuPerReq(ourRuns);
     out.raw_http_server_cpu_us = cpuPerReq(rawRuns);
+    // Resident memory of each process answering lookups (filters, SQLite page cache, heap), after the
+    // full-load runs: the figure for "memory serving n indicators" (the bench's own data is not in them).
+    const rss = ourPids().map(rssMiB);
+    out.serve_worker_rss_mb = rss.some((r) => r === null) || !rss.length ? null : Math.max(...(rss as number[]));
     const cores = (c: number | null) => (c === null ? 'n/a' : fmt(c, 2));
     say(`http_rps            ${fmt(ours.requests.average)} req/s   GET /api/v1/lookup, 32 connections, ${workers} process(es); bare node:http ${fmt(rawRes.requests.average)} req/s → ${fmt(out.http_vs_raw * 100)}% (median of ${HTTP_ROUNDS} alternating rounds; p99 ${ours.latency.p99} ms at full load)`);
+    say(`serve_worker_rss_mb ${out.serve_worker_rss_mb ?? 'n/a'} MiB   resident memory of the largest HTTP worker after the full-load runs (${rss.map((r) => r ?? 'n/a').join(' / ')} MiB)`);
     say(`http_rounds         bare ${rawRuns.map((r) => fmt(r.value.requests.average)).join(' / ')} req/s, ours ${ourRuns.map((r) => fmt(r.value.requests.average)).join(' / ')} req/s`);
     say(`http_cpu            cores used (of ${os.availableParallelism()}): our HTTP workers ${cores(out.http_server_cores)} + load generator ${cores(out.http_client_cores)}; bare workers ${cores(out.raw_http_server_cores)} + load generator ${cores(out.raw_http_client_cores)}; server CPU per request ${out.http_server_cpu_us ?? 'n/a'} µs (bare ${out.raw_http_server_cpu_us ?? 'n/a'} µs)`);
 
