@@ -36,10 +36,17 @@ export function startWorker(moduleUrl: URL, options: WorkerOptions = {}): Worker
  * Runs a worker to completion: resolves with the payload of its `{type:'done'}` message, rejects with
  * its `{type:'error'}` payload, forwards `{type:'progress'}` messages.
  */
-export function runWorker<T>(moduleUrl: URL, workerData: unknown, onProgress?: (p: any) => void, transferList?: any[]): Promise<T> {
+export function runWorker<T>(moduleUrl: URL, workerData: unknown, onProgress?: (p: any) => void, transferList?: any[], signal?: AbortSignal): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const w = startWorker(moduleUrl, { workerData, transferList });
     let settled = false;
+    // Aborting stops the thread where it is: only for work that is safe to cut (e.g. files written by rename).
+    signal?.addEventListener('abort', () => {
+      if (settled) return;
+      settled = true;
+      reject(new Error('stopped'));
+      void w.terminate();
+    }, { once: true });
     w.on('message', (msg: { type: string; [k: string]: any }) => {
       if (msg.type === 'progress') onProgress?.(msg);
       else if (msg.type === 'done') {

@@ -13,6 +13,7 @@ import { ipRange } from '../lookup/exports/ranges.ts';
 import { ruleContent } from '../lookup/exports/suricata.ts';
 import { stixPattern, uuidv5 } from '../lookup/exports/stix.ts';
 import { ZEEK_HEADER } from '../lookup/exports/zeek.ts';
+import { ExportRegenerator } from '../lookup/exports/regenerate.ts';
 import { addFeed, addRow, buildFixture, collect, DAY, freshDb, NOW, warninglist, type Fixture } from './exports-fixture.ts';
 
 /** RFC 4180 reader (quoted cells, doubled quotes, CRLF), written from the RFC for the test. */
@@ -453,5 +454,48 @@ describe('STIX 2.1 export', () => {
     expect(ids()).toEqual(ids());
     expect(uuidv5('domain:evil.example')).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect(uuidv5('domain:evil.example')).not.toBe(uuidv5('url:evil.example'));
+  });
+});
+
+describe('export regeneration under serve', () => {
+  it('a run stopped mid-write (serve shutting down) leaves the previous files; the next run removes its temp files', async () => {
+    const fx = buildFixture();
+    try {
+      const dir = path.join(fx.dir, 'exports');
+      await writeExportFiles(fx.db, dir, { now: NOW });
+      const before = fs.readFileSync(path.join(dir, 'outpost.csv'), 'utf8');
+      // What a terminated worker leaves behind: half-written temp files next to the previous files.
+      const stale = [path.join(dir, `outpost.csv.tmp-4242-0badc0de`), path.join(dir, 'suricata', `ipv4.lst.tmp-4242-deadbeef`)];
+      for (const f of stale) fs.writeFileSync(f, 'half a file');
+      expect(fs.readFileSync(path.join(dir, 'outpost.csv'), 'utf8')).toBe(before);
+      await writeExportFiles(fx.db, dir, { now: NOW });
+      for (const f of stale) expect(fs.existsSync(f), f).toBe(false);
+      expect(fs.readFileSync(path.join(dir, 'outpost.csv'), 'utf8')).toBe(before);
+    } finally {
+      fx.close();
+    }
+  });
+
+  it('close() stops the run under way instead of waiting for it, and drops pending requests', async () => {
+    let calls = 0;
+    let sawAbort = false;
+    const run = new ExportRegenerator(
+      (signal) =>
+        new Promise<void>((resolve) => {
+          calls++;
+          signal.addEventListener('abort', () => {
+            sawAbort = true;
+            resolve();
+          });
+        }),
+      10,
+    );
+    const first = run.run();
+    run.request(); // would run again after the first; close() drops it
+    await run.close();
+    await first;
+    expect(sawAbort).toBe(true);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(calls).toBe(1);
   });
 });

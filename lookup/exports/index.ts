@@ -92,6 +92,13 @@ export function exportFormat(db: DB, format: ExportFormat | string, opts: Export
   }
 }
 
+/** Removes writeAtomic's temp files below `dir` (runs never overlap, so any found belong to a stopped run). */
+async function removeStaleTemps(dir: string): Promise<void> {
+  for (const e of await fs.promises.readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile() && /\.tmp-\d+-[0-9a-f]{8}$/.test(e.name)) await fs.promises.rm(path.join(e.parentPath, e.name), { force: true });
+  }
+}
+
 /** Writes chunks to `file` via a temp file in the same dir and a rename, so readers never see half a file. */
 export async function writeAtomic(file: string, chunks: Iterable<string> | AsyncIterable<string>): Promise<void> {
   const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
@@ -122,6 +129,7 @@ export async function writeExportFiles(db: DB, dir: string, opts: ExportOptions 
   const now = opts.now ?? Math.floor(Date.now() / 1000);
   const suricataDir = path.join(dir, 'suricata');
   await fs.promises.mkdir(suricataDir, { recursive: true, mode: 0o755 });
+  await removeStaleTemps(dir); // left by a run that was stopped (serve shutting down) before its rename
   const written: string[] = [];
   const report: Record<string, ExportStats> = {};
   const overrides = overridesState(db, new Date(now * 1000));

@@ -7,8 +7,10 @@ export class ExportRegenerator {
   private again = false;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
+  private readonly stop = new AbortController();
 
-  constructor(private readonly regenerate: () => Promise<unknown>, private readonly debounceMs = 1000) {}
+  /** `regenerate` should stop when `signal` aborts (serve shutting down); its files are written by rename. */
+  constructor(private readonly regenerate: (signal: AbortSignal) => Promise<unknown>, private readonly debounceMs = 1000) {}
 
   /** Regenerates now (or right after the run under way); resolves when the files reflect this call. */
   run(): Promise<void> {
@@ -20,7 +22,7 @@ export class ExportRegenerator {
     this.running = (async () => {
       do {
         this.again = false;
-        await this.regenerate().catch(() => {}); // the caller's regenerate logs its own failures
+        await this.regenerate(this.stop.signal).catch(() => {}); // the caller's regenerate logs its own failures
       } while (this.again && !this.closed);
     })().finally(() => {
       this.running = null;
@@ -39,9 +41,10 @@ export class ExportRegenerator {
     this.timer.unref();
   }
 
-  /** Drops a pending request and waits for the run under way. */
+  /** Drops a pending request and stops the run under way (a 10M-indicator export takes minutes). */
   async close(): Promise<void> {
     this.closed = true;
+    this.stop.abort();
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     await this.running;
