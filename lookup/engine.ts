@@ -311,7 +311,7 @@ export class LookupEngine {
     return {
       generation: this.generation,
       ...this.counters,
-      filterBytes: bytes + this.set.v4Index.byteLength,
+      filterBytes: bytes + this.set.v4Index.byteLength + this.set.v4Blocks.byteLength,
       filterValues: values,
       filterBuildMs: this.set.buildMs,
       nonCanonicalNetworks: this.set.nonCanonical,
@@ -353,6 +353,8 @@ export class LookupEngine {
     const n = parseV4(ip);
     if (n < 0) return 0;
     let mask = set.v4Index[n >>> 16];
+    // Prefixes 16..32 (bits 15..31) only when a listed network of that range overlaps the address's /24.
+    if ((mask & 0xffff8000) !== 0 && (set.v4Blocks[n >>> 11] & (1 << ((n >>> 8) & 7))) === 0) mask &= 0x7fff;
     if (mask === 0 && !set.v4HasZero) return 0;
     const nf = set.filters.get('ipv4-cidr')!;
     let hits = 0;

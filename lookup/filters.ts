@@ -54,6 +54,12 @@ export interface FilterSet {
    * length p (1..32) overlaps the bucket. An IP lookup probes only those prefix lengths — usually none.
    */
   v4Index: Uint32Array;
+  /**
+   * IPv4 /24 blocks (2 MiB, one bit per ip >>> 8): set when a listed network of length 16..32 overlaps the
+   * block. At millions of indicators nearly every /16 holds some listed /24, so the /16 index alone would
+   * send most addresses to a network probe; a clear bit here rules out every prefix from 16 to 32.
+   */
+  v4Blocks: Uint8Array;
   /** A listed 0.0.0.0/0 (bit 0 of the index means /1). */
   v4HasZero: boolean;
   /** Network rows whose value was not in canonical `net/prefix` form (they cannot be matched by address). */
@@ -178,9 +184,14 @@ export function v4Network(ip: number, prefix: number): number {
   return (ip & (-1 << (32 - prefix))) >>> 0;
 }
 
-function markV4Index(index: Uint32Array, net: number, prefix: number): void {
+export const V4_BLOCK_BYTES = 1 << 21;
+
+function markV4Index(index: Uint32Array, blocks: Uint8Array, net: number, prefix: number): void {
   if (prefix >= 16) {
     index[net >>> 16] |= 1 << (prefix - 1);
+    const first = net >>> 8;
+    const end = first + (prefix >= 24 ? 1 : 1 << (24 - prefix));
+    for (let b = first; b < end; b++) blocks[b >>> 3] |= 1 << (b & 7);
     return;
   }
   const first = net >>> 16;
@@ -205,7 +216,7 @@ export function newBuilder(counts: Map<string, number>, fpRate: number, generati
   return {
     set: {
       generation, fpRate, fingerprint, builtAt: new Date().toISOString(), buildMs: 0, filters,
-      prefixes4: [], prefixes6: [], v4Index: new Uint32Array(65536), v4HasZero: false, nonCanonical: 0,
+      prefixes4: [], prefixes6: [], v4Index: new Uint32Array(65536), v4Blocks: new Uint8Array(V4_BLOCK_BYTES), v4HasZero: false, nonCanonical: 0,
     },
     p4: new Set(),
     p6: new Set(),
@@ -226,7 +237,7 @@ export function addIndicator(b: FilterBuilder, type: string, value: string): voi
     } else {
       b.p4.add(prefix);
       if (prefix === 0) b.set.v4HasZero = true;
-      else markV4Index(b.set.v4Index, net, prefix);
+      else markV4Index(b.set.v4Index, b.set.v4Blocks, net, prefix);
     }
   } else if (type === 'ipv6-cidr') {
     const prefix = Number(value.slice(value.indexOf('/') + 1));
@@ -287,7 +298,7 @@ export function buildFiltersFrom(items: Iterable<[IndicatorType, string]>, fpRat
 // ---------------------------------------------------------------- bulk binary form (file and worker transfer)
 
 const MAGIC = 'OUTPOSTF';
-const FORMAT = 'outpost-filters/1';
+const FORMAT = 'outpost-filters/2'; // /2: the /24 block bitmap after the /16 index (a /1 file is rebuilt)
 
 interface Header {
   format: typeof FORMAT;
@@ -303,7 +314,7 @@ interface Header {
   filters: { type: IndicatorType; m: number; k: number; seed: number; count: number; bytes: number }[];
 }
 
-/** Header + the raw arrays: [v4Index bytes, filter bit arrays in header order]. */
+/** Header + the raw arrays: [v4Index bytes, v4Blocks, filter bit arrays in header order]. */
 export interface FilterParts {
   header: Header;
   arrays: Uint8Array[];
@@ -318,20 +329,22 @@ export function toParts(set: FilterSet): FilterParts {
       nonCanonical: set.nonCanonical,
       filters: filters.map((f) => ({ type: f.type, m: f.m, k: f.k, seed: f.seed, count: f.count, bytes: f.bits.byteLength })),
     },
-    arrays: [new Uint8Array(set.v4Index.buffer, set.v4Index.byteOffset, set.v4Index.byteLength), ...filters.map((f) => f.bits)],
+    arrays: [new Uint8Array(set.v4Index.buffer, set.v4Index.byteOffset, set.v4Index.byteLength), set.v4Blocks, ...filters.map((f) => f.bits)],
   };
 }
 
 export function fromParts(parts: FilterParts): FilterSet {
   const h = parts.header;
-  if (h.format !== FORMAT || parts.arrays.length !== h.filters.length + 1) {
+  if (h.format !== FORMAT || parts.arrays.length !== h.filters.length + 2) {
     throw new OutpostError('E_FORMAT', 'filter data is not in the expected format');
   }
   const idx = parts.arrays[0];
   if (idx.byteLength !== 65536 * 4 || idx.byteOffset % 4 !== 0) throw new OutpostError('E_FORMAT', 'filter data: bad prefix index');
+  const blocks = parts.arrays[1];
+  if (blocks.byteLength !== V4_BLOCK_BYTES) throw new OutpostError('E_FORMAT', 'filter data: bad /24 block index');
   const filters = new Map<IndicatorType, TypedFilter>();
   h.filters.forEach((fh, i) => {
-    const bits = parts.arrays[i + 1];
+    const bits = parts.arrays[i + 2];
     if (bits.byteLength !== Math.ceil(fh.m / 8) || fh.k < 1) throw new OutpostError('E_FORMAT', `filter data: bad ${fh.type} filter`);
     const bf = new BloomFilter(fh.m, fh.k);
     bf.seed = fh.seed;
@@ -341,7 +354,7 @@ export function fromParts(parts: FilterParts): FilterSet {
   return {
     generation: h.generation, fpRate: h.fpRate, fingerprint: h.fingerprint, builtAt: h.builtAt, buildMs: h.buildMs,
     filters, prefixes4: h.prefixes4, prefixes6: h.prefixes6,
-    v4Index: new Uint32Array(idx.buffer, idx.byteOffset, 65536), v4HasZero: h.v4HasZero, nonCanonical: h.nonCanonical,
+    v4Index: new Uint32Array(idx.buffer, idx.byteOffset, 65536), v4Blocks: blocks, v4HasZero: h.v4HasZero, nonCanonical: h.nonCanonical,
   };
 }
 
@@ -406,7 +419,7 @@ export function loadFilters(file: string): FilterSet {
   // Copy into a fresh ArrayBuffer when the Buffer is not 8-aligned (the Uint32 index needs 4-byte alignment).
   const base = buf.byteOffset % 8 === 0 ? buf : Buffer.from(buf);
   let offset = pad8(12 + hlen);
-  const sizes = [65536 * 4, ...(header.filters ?? []).map((f) => f.bytes)];
+  const sizes = [65536 * 4, V4_BLOCK_BYTES, ...(header.filters ?? []).map((f) => f.bytes)];
   const arrays = sizes.map((n) => {
     if (offset + n > base.length) throw new OutpostError('E_FORMAT', `${file} is truncated`);
     const a = new Uint8Array(base.buffer, base.byteOffset + offset, n);

@@ -281,7 +281,7 @@ export async function runBench(opts: BenchOptions): Promise<Record<string, numbe
     const filterFileBytes = fs.existsSync(filterFile) ? fs.statSync(filterFile).size : 0;
     let theoryBytes = 0;
     for (const f of engine.filters.filters.values()) theoryBytes += (f.count * -Math.log(fpRate)) / (Math.LN2 * Math.LN2) / 8;
-    const filterBitsBytes = engine.stats().filterBytes - engine.filters.v4Index.byteLength;
+    const filterBitsBytes = engine.stats().filterBytes - engine.filters.v4Index.byteLength - engine.filters.v4Blocks.byteLength;
     say(`start from persisted filters: ${fmt(startMs, 1)} ms (file ${fmt(filterFileBytes / 1048576, 1)} MiB; bit arrays ${fmt(filterBitsBytes / 1048576, 2)} MiB = ${fmt(filterBitsBytes / theoryBytes, 3)}× the theoretical −n·ln p/(ln 2)² bits)`);
 
     // Values that are not listed, normalized, in the same type mix.

@@ -124,6 +124,46 @@ describe('matching on real data', () => {
     expect(r.verdict).toBe('malicious');
   });
 
+  it('/24 block index: every listed /16../32 network still matches at its first and last address; an address of the same /16 outside every listed block costs no network probe', () => {
+    const v4 = (t: string) => t.split('.').reduce((a, o) => a * 256 + Number(o), 0);
+    const text = (n: number) => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+    const nets = [...feeds.firehol.values, ...feeds.aws.values]
+      .filter((v) => v.type === 'ipv4-cidr')
+      .map((v) => ({ value: v.value, base: v4(v.value.split('/')[0]), prefix: Number(v.value.split('/')[1]) }));
+    const size = (p: number) => 2 ** (32 - p);
+    const contains = (n: { base: number; prefix: number }, ip: number) => ip >= n.base && ip < n.base + size(n.prefix);
+    const mid = nets.filter((n) => n.prefix >= 16 && !cidrIsCapped(n.value));
+    expect(mid.length).toBeGreaterThan(1000);
+    for (const n of mid) {
+      for (const ip of [n.base, n.base + size(n.prefix) - 1]) {
+        const r = engine.lookup(text(ip));
+        expect(r.matches.some((m) => m.kind === 'cidr' && m.indicator === n.value), `${text(ip)} in ${n.value}`).toBe(true);
+      }
+    }
+    // A /16 holding a listed /24-or-longer network but no network shorter than /16, and an address in it
+    // outside every listed network; and a /16 with no listed network at all.
+    const probes = (ip: string) => {
+      const before = engine.stats().filterProbes;
+      engine.lookup(ip);
+      return engine.stats().filterProbes - before;
+    };
+    const wide = nets.filter((n) => n.prefix < 16);
+    const empty16 = [...Array(200).keys()].map((i) => (i + 11) * 2 ** 24 + 77 * 65536).find((b) => !nets.some((n) => contains(n, b) || (n.base >= b && n.base < b + 65536)))!;
+    expect(empty16).toBeDefined();
+    let outside: number | undefined;
+    for (const n of mid.filter((m) => m.prefix >= 24)) {
+      const b16 = n.base - (n.base % 65536);
+      if (wide.some((w) => contains(w, b16))) continue;
+      for (let c = 0; c < 256 && outside === undefined; c++) {
+        const ip = b16 + c * 256 + 9;
+        if (!nets.some((m) => m.prefix >= 16 && (m.base >>> 8 === ip >>> 8 || contains(m, ip)))) outside = ip;
+      }
+      if (outside !== undefined) break;
+    }
+    expect(outside).toBeDefined();
+    expect(probes(text(outside!))).toBe(probes(text(empty16 + 9)));
+  });
+
   it('an IPv6 address inside a listed IPv6 network (AWS allowlist) matches as cidr and is benign', () => {
     const net = feeds.aws.values.find((v) => v.type === 'ipv6-cidr' && /\/(4[0-9]|5[0-6])$/.test(v.value))!;
     expect(net).toBeDefined();
