@@ -4,16 +4,15 @@
 // expired tokens, duplicate Authorization headers, wrong scope, rate limit, empty and undecodable values,
 // other query parameters — and the same metrics and hit-log counts. Two real servers on loopback over one
 // real store: one with the fast path in front of the app (as the workers run it), one with the app alone.
-import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { getRequestListener } from '@hono/node-server';
+import { createHttpServer } from '../appliance/http-server.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../appliance/config.ts';
 import { openDb, type DB } from '../appliance/db.ts';
 import { createLogger } from '../appliance/log.ts';
 import { createToken, revokeToken } from '../appliance/tokens.ts';
-import { createApi, lookupFastPath } from '../lookup/api.ts';
+import { createApi, lookupFastPath, type LookupFastPath } from '../lookup/api.ts';
 import { LookupEngine } from '../lookup/engine.ts';
 import { API_SCOPES } from '../lookup/limits.ts';
 import { Metrics } from '../lookup/metrics.ts';
@@ -60,14 +59,16 @@ describe('GET /api/v1/lookup fast path', () => {
     const metrics = new Metrics();
     const sightings = new SightingsWriter(db, { flushMs: 3_600_000 });
     const app = createApi({ cfg, db, engine, log: createLogger('silent'), metrics, sightings });
-    const viaHono = getRequestListener(app.fetch);
     const fp = lookupFastPath(app)!;
     expect(typeof fp).toBe('function');
     const s: Side = { port: 0, metrics, sightings, fastAnswered: 0, close: async () => {} };
-    const server = http.createServer((req, res) => {
-      if (withFast && fp(req, res)) s.fastAnswered++;
-      else void viaHono(req, res);
-    });
+    // The server every serving process runs (appliance/http-server.ts), with the fast path counted.
+    const counted: LookupFastPath = (req, res) => {
+      const answered = fp(req, res);
+      if (answered) s.fastAnswered++;
+      return answered;
+    };
+    const server = createHttpServer(cfg, app.fetch, withFast ? counted : undefined);
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     s.port = (server.address() as AddressInfo).port;
     s.close = async () => {
