@@ -5,7 +5,9 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Worker, type WorkerOptions } from 'node:worker_threads';
+import { parentPort, Worker, type WorkerOptions } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+import { asOutpostError } from './errors.ts';
 
 let tsxApi: string | undefined;
 
@@ -70,4 +72,26 @@ export function runWorker<T>(moduleUrl: URL, workerData: unknown, onProgress?: (
       }
     });
   });
+}
+
+/**
+ * The body of a worker-thread entry that works on a SQLite connection of its own (so the thread that
+ * answers lookups never waits on it): opens `dbPath` (WAL, 30 s busy timeout, plus `pragmas`), runs
+ * `fn`, answers runWorker with `{type:'done', result}` or `{type:'error', error:{code, message}}` (a
+ * catalog code), and closes the connection.
+ */
+export async function workOnOwnConnection(dbPath: string, opts: { readonly?: boolean; pragmas?: string[] }, fn: (db: Database.Database) => Promise<unknown> | unknown): Promise<void> {
+  const port = parentPort!;
+  const db = new Database(dbPath, opts.readonly ? { readonly: true } : {});
+  db.pragma('busy_timeout = 30000');
+  if (!opts.readonly) db.pragma('journal_mode = WAL');
+  for (const p of opts.pragmas ?? []) db.pragma(p);
+  try {
+    port.postMessage({ type: 'done', result: await fn(db) });
+  } catch (e) {
+    const err = asOutpostError(e);
+    port.postMessage({ type: 'error', error: { code: err.code, message: err.message } });
+  } finally {
+    db.close();
+  }
 }

@@ -3,27 +3,16 @@
 // its workerData.
 import { once } from 'node:events';
 import { parentPort, workerData } from 'node:worker_threads';
-import Database from 'better-sqlite3';
-import { asOutpostError } from '../appliance/errors.ts';
+import { workOnOwnConnection } from '../appliance/worker.ts';
 import { applyStaged } from './apply.ts';
 import type { ApplyJob } from './import.ts';
 
 const job: ApplyJob = (workerData as { waitForJob?: boolean } | null)?.waitForJob
   ? ((await once(parentPort!, 'message'))[0] as { job: ApplyJob }).job
   : (workerData as ApplyJob);
-const db = new Database(job.dbPath);
-db.pragma('busy_timeout = 30000');
-db.pragma('journal_mode = WAL');
 // A larger page cache for this connection only: a full package into a store holding other feeds inserts
 // between their rows, and pages that stay cached are not spilled to the WAL before the commit.
-db.pragma('cache_size = -131072');
-try {
+await workOnOwnConnection(job.dbPath, { pragmas: ['cache_size = -131072'] }, (db) => {
   const staged = { ...job.staged, files: new Map(job.staged.files), cleanup: () => {} };
-  const result = await applyStaged(db, staged, job.limits, job.meta, (p) => parentPort!.postMessage({ type: 'progress', ...p }), job.filters);
-  parentPort!.postMessage({ type: 'done', result });
-} catch (e) {
-  const err = asOutpostError(e);
-  parentPort!.postMessage({ type: 'error', error: { code: err.code, message: err.message } });
-} finally {
-  db.close();
-}
+  return applyStaged(db, staged, job.limits, job.meta, (p) => parentPort!.postMessage({ type: 'progress', ...p }), job.filters);
+});

@@ -11,6 +11,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Indicator } from '../appliance/types.ts';
 import { readPackage, writeDelta } from '../sync/delta.ts';
 import { cli, dbDigest, getJson, serve, tmpDir } from './helpers.ts';
+import { loadConfig } from '../appliance/config.ts';
+import { layout } from '../appliance/db.ts';
+import { runWorker } from '../appliance/worker.ts';
+import { expiryDaysOf } from '../sync/expiry.ts';
 import { makeKeys, realIndicators, sortUnique, writeFull } from './sync-b-fixture.ts';
 
 const DAY = 86_400_000;
@@ -114,8 +118,11 @@ describe('indicator expiry, purge and freshness', () => {
     for (const x of res.slice(5)) expect(x.matches.length, x.value).toBeGreaterThan(0);
     expect(res[6].matches[0].confidence).toBe(99);
     expect(rows('indicators_expired')).toEqual({});
-    // A purge now takes only the domain whose own expiry passed.
-    expect(JSON.parse(cli(['purge'], { dataDir }).lastLine)).toMatchObject({ total: 1 });
+    // A purge now takes only the domain whose own expiry passed — here through the worker serve's
+    // scheduled purge runs (sync/background.ts), on its own connection.
+    const viaWorker = await runWorker<{ total: number }>(new URL('../sync/purge-worker.ts', import.meta.url), { dbPath: layout(dataDir).db, days: expiryDaysOf(loadConfig({}, {})) });
+    expect(viaWorker).toMatchObject({ total: 1 });
+    expect(JSON.parse(cli(['purge', '--dry-run'], { dataDir }).lastLine)).toMatchObject({ total: 0 });
   });
 
   it('a stale fail-closed feed: /healthz 503 stale, status shows it, lookups answer unknown with stale: true', async () => {
