@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifySignature } from '../lookup/webhook.ts';
 import { generateKeyPair } from '../sync/keys.ts';
 import { buildPackage } from '../sync/provider-build.ts';
-import { BIN, DATA, ROOT, cli, freePort, postJson, readLines, serve, tmpDir, type Served } from './helpers.ts';
+import { BIN, DATA, ROOT, cli, freePort, getJson, postJson, readLines, serve, tmpDir, type Served } from './helpers.ts';
 import { parseCef, startRsyslog, until, type Received, type Rsyslog } from './rsyslog-fixture.ts';
 
 const SECRET = 'platform-push-test-secret-0123456789';
@@ -170,6 +170,14 @@ describe('platform push from a running appliance (rsyslog + webhook)', () => {
 
     // Hits: a batch lookup of real listed values (and one unlisted) by the token "edge-proxy".
     const values = [...readLines(path.join(DATA, 'threatfox/ips.txt')).filter((l) => /^\d/.test(l)).slice(0, 15).map((l) => l.split(/[\s:]/)[0]), '192.0.2.200'];
+    // serve swaps to the previous test's import (v2, which added the ThreatFox values) within a second or
+    // so of its commit, later on a loaded machine: wait until lookups answer from the stored generation
+    // (asking with an unlisted value, which is no hit and so pushes nothing).
+    for (const end = Date.now() + 30_000; ; await new Promise((r) => setTimeout(r, 100))) {
+      const stored = (await getJson(`${server.url}/healthz`)).body.generation;
+      if ((await getJson(`${server.url}/api/v1/lookup?value=192.0.2.200`, token)).body.generation === stored) break;
+      if (Date.now() > end) throw new Error('serve did not swap to the imported generation');
+    }
     const { status, body } = await postJson(`${server.url}/api/v1/lookup`, { values }, token);
     expect(status).toBe(200);
     const hits = (body.results as any[]).filter((r) => r.matches.length && (r.verdict === 'malicious' || r.verdict === 'suspicious'));
