@@ -20,6 +20,7 @@ import { mountActors } from './actors.ts';
 import { parseFields, pickFields } from './fields.ts';
 import { mountVerdictRoutes } from './verdict-routes.ts';
 import type { SightingsWriter } from './sightings.ts';
+import { plainJsonText } from '../sync/records.ts';
 
 export type AppEnv = { Variables: { token: TokenRow } };
 
@@ -352,15 +353,6 @@ function streamNdjson(c: Context<AppEnv>, engine: LookupEngine, metrics: Metrics
     },
   });
   return new Response(out, { status: 200, headers: { 'content-type': 'application/x-ndjson' } });
-}
-
-/** s[start, end) contains none of `"`, `\\` and control characters: as a JSON string body it means itself. */
-function plainJsonText(s: string, start: number, end: number): boolean {
-  for (let i = start; i < end; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 32 || c === 34 || c === 92) return false;
-  }
-  return true;
 }
 
 const VALUE_PREFIX = '{"value":"';

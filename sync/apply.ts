@@ -13,7 +13,7 @@ import crypto from 'node:crypto';
 import { addIndicator, finishBuild, newBuilder, storeFingerprint, writeFilterFile, type FilterBuilder, type FilterSet } from '../lookup/filters.ts';
 import { parseIndicatorLine, readIndicators, readLines, type Limits, type StagedPackage } from './package-reader.ts';
 import { StateHasher, canonicalLine } from './package-writer.ts';
-import { compareIndicators, indicatorToRow, rowToIndicator } from './records.ts';
+import { compareIndicators, indicatorToRow, plainJsonText, rowToIndicator } from './records.ts';
 import { dropExpired, restoreExpired } from './expiry.ts';
 import type { ApplyJob } from './import.ts';
 
@@ -125,10 +125,7 @@ export function plainLine(s: string): [string, string] | null {
   if (q < 0 || !s.startsWith('","v":"', q)) return null;
   const end = s.length - 2;
   if (end < q + 7 || s.charCodeAt(end) !== 34 || s.charCodeAt(end + 1) !== 125) return null;
-  for (let i = q + 7; i < end; i++) {
-    const c = s.charCodeAt(i);
-    if (c === 34 || c === 92 || c < 32) return null;
-  }
+  if (!plainJsonText(s, q + 7, end)) return null;
   const t = s.slice(6, q);
   for (let i = 0; i < t.length; i++) if (t.charCodeAt(i) === 92) return null;
   return [t, s.slice(q + 7, end)];

@@ -116,3 +116,15 @@ export function compareCodePoints(a: string, b: string): number {
   }
   return a.length - b.length;
 }
+
+/**
+ * s[start, end) contains none of `"`, `\\` and control characters: as the body of a JSON string it means
+ * itself, so a line can be read without JSON.parse (package lines on apply, NDJSON lookup lines).
+ */
+export function plainJsonText(s: string, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 32 || c === 34 || c === 92) return false;
+  }
+  return true;
+}
