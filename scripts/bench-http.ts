@@ -1,8 +1,9 @@
 // HTTP phase of `outpost bench` (scripts/bench.ts): serves the bench's store with the appliance's own
 // serve path (appliance/cluster.ts, OUTPOST_HTTP_WORKERS processes, default one per core) and measures,
-// with autocannon in a load-generator process of its own, GET /api/v1/lookup beside a bare node:http
-// server answering a fixed JSON body with the same number of processes; p99 at half that load; NDJSON
-// batch throughput; and lookups while a delta package is imported and its filters swapped in. The CPU the
+// with a load generator in a process of its own (scripts/loadgen.ts), GET /api/v1/lookup beside a bare
+// node:http server answering a fixed JSON body with the same number of processes (closed loop, autocannon);
+// p99 at half that load (paced, open loop, both servers); NDJSON batch throughput; and lookups at half load
+// while a delta package is imported and its filters swapped in. The CPU the
 // load generator and the server processes used is reported with each throughput run: on a small machine
 // they share the cores, so the figures say how much of the machine each side had.
 import cluster from 'node:cluster';
@@ -11,72 +12,27 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import { httpWorkerCount, startServing } from '../appliance/cluster.ts';
 import { createLogger } from '../appliance/log.ts';
 import { createToken } from '../appliance/tokens.ts';
 import { importPackage } from '../sync/import.ts';
 import type { HttpBench } from './bench.ts';
+import type { LoadResult, LoadSpec } from './loadgen.ts';
 
-// autocannon's result, the parts used here.
-interface Result {
-  requests: { average: number };
-  latency: { p50: number; p99: number; max: number };
-  errors: number;
-  timeouts: number;
-  non2xx: number;
-  statusCodeStats?: Record<string, unknown>;
-}
 /** A run's result with the load generator's CPU time over the run's wall time (cores used). */
-type Run = Result & { clientCores: number };
-interface LoadSpec {
-  url: string;
-  token: string;
-  /** Request paths, cycled through one per request. */
-  paths: string[];
-  duration: number;
-  overallRate?: number;
-}
+type Run = LoadResult;
 
-// The load generator: autocannon in its own process (forked once, one run per message), so neither the
-// primary's work in this process (imports, filter builds) nor the client's own work shares an event loop
-// with the other: latencies are the server's plus the client's own, never the bench process's stalls.
-const LOADGEN = `
-const autocannon = require(process.env.AUTOCANNON);
-let inst = null;
-process.on('message', (m) => {
-  if (m.stop) return inst && inst.stop();
-  const spec = m.spec;
-  let i = 0;
-  const c0 = process.cpuUsage();
-  const t0 = process.hrtime.bigint();
-  inst = autocannon({
-    url: spec.url, connections: 32, pipelining: 1, duration: spec.duration,
-    ...(spec.overallRate ? { overallRate: spec.overallRate } : {}),
-    headers: { authorization: 'Bearer ' + spec.token },
-    requests: [{ setupRequest: (req) => ({ ...req, path: spec.paths[i++ % spec.paths.length] }) }],
-  }, (err, r) => {
-    inst = null;
-    const c = process.cpuUsage(c0);
-    const wallUs = Number(process.hrtime.bigint() - t0) / 1000;
-    if (err) return process.send({ error: String(err && err.message || err) });
-    process.send({ result: {
-      requests: { average: r.requests.average }, latency: { p50: r.latency.p50, p99: r.latency.p99, max: r.latency.max },
-      errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx, statusCodeStats: r.statusCodeStats,
-      clientCores: (c.user + c.system) / wallUs,
-    } });
-  });
-});
-process.send({ ready: true });
-`;
-
+// The load generator (scripts/loadgen.ts) runs in its own process (forked once, one run per message), so
+// neither the primary's work in this process (imports, filter builds) nor the client's own work shares an
+// event loop with the other: latencies are the server's plus the client's own, never the bench process's
+// stalls. Throughput runs are closed-loop (autocannon); latency runs are paced (open-loop, evenly spaced
+// requests, latency from each request's due instant).
 class LoadGen {
   private constructor(private readonly child: ChildProcess) {}
 
-  static async start(dir: string): Promise<LoadGen> {
-    const file = path.join(dir, 'loadgen.cjs');
-    fs.writeFileSync(file, LOADGEN);
-    const child = fork(file, [], { env: { ...process.env, AUTOCANNON: createRequire(import.meta.url).resolve('autocannon') }, execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  static async start(): Promise<LoadGen> {
+    const child = fork(fileURLToPath(new URL('./loadgen.ts', import.meta.url)), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     await new Promise<void>((resolve, reject) => {
       child.once('message', () => resolve());
       child.once('exit', (c) => reject(new Error(`load generator exited with ${c}`)));
@@ -211,7 +167,7 @@ async function ndjson(url: string, token: string, values: string[], streams: num
   return { perS: answered / ((performance.now() - t0) / 1000), answered, errors };
 }
 
-const errorsOf = (r: Result) => r.errors + r.timeouts + r.non2xx;
+const errorsOf = (r: Run) => r.errors;
 const fmt = (n: number, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
 
 export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, seconds, delta, say }) => {
@@ -221,7 +177,7 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
   const served = await startServing(cfg, log, workers);
   const serveStartMs = performance.now() - t0;
   const out: Record<string, number | null> = { http_workers: workers, serve_start_ms: Math.round(serveStartMs) };
-  const gen = await LoadGen.start(path.dirname(dataDir));
+  const gen = await LoadGen.start();
   try {
     const { token } = createToken(served.db, 'bench', 'lookup');
     const paths = lookupPaths(misses);
@@ -233,9 +189,9 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
       let last = 0;
       for (let i = 0; i < 6; i++) {
         const r = await gen.run({ url, token, paths, duration: 1 });
-        if (errorsOf(r) > 0) throw new Error(`HTTP warm-up saw ${errorsOf(r)} errors/non-2xx (first status codes: ${JSON.stringify(r.statusCodeStats)})`);
-        if (last > 0 && Math.abs(r.requests.average - last) < 0.1 * last) return;
-        last = r.requests.average;
+        if (errorsOf(r) > 0) throw new Error(`HTTP warm-up saw ${errorsOf(r)} errors/non-2xx (status codes: ${r.statuses.join(', ') || 'none'})`);
+        if (last > 0 && Math.abs(r.rps - last) < 0.1 * last) return;
+        last = r.rps;
       }
     };
     await warmUp(served.url);
@@ -258,11 +214,11 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
       }
       // Latency at half of our full rate, ours and then the bare server at the same rate: the bare figure
       // is what the machine itself (scheduling, the load generator, other jobs) adds to any server.
-      const half = Math.max(1, Math.round(combineRuns(ourRuns.map((r) => r.value)).requests.average / 2));
+      const half = Math.max(1, Math.round(combineRuns(ourRuns.map((r) => r.value)).rps / 2));
       halfRuns = {
         half,
-        ours: await gen.run({ url: served.url, token, paths, duration: seconds, overallRate: half }),
-        bare: await gen.run({ url: raw.url, token, paths, duration: seconds, overallRate: half }),
+        ours: await gen.run({ url: served.url, token, paths, duration: seconds, rate: half }),
+        bare: await gen.run({ url: raw.url, token, paths, duration: seconds, rate: half }),
       };
     } finally {
       raw.stop();
@@ -270,9 +226,9 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
     const rawRes = combineRuns(rawRuns.map((r) => r.value));
     const ours = combineRuns(ourRuns.map((r) => r.value));
     const meanCores = (runs: { cores: number | null }[]) => (runs.some((r) => r.cores === null) ? null : round2(runs.reduce((a, r) => a + r.cores!, 0) / runs.length));
-    out.raw_http_rps = Math.round(rawRes.requests.average);
-    out.http_rps = Math.round(ours.requests.average);
-    out.http_vs_raw = Math.round((100 * ours.requests.average) / rawRes.requests.average) / 100;
+    out.raw_http_rps = Math.round(rawRes.rps);
+    out.http_rps = Math.round(ours.rps);
+    out.http_vs_raw = Math.round((100 * ours.rps) / rawRes.rps) / 100;
     out.http_errors = ourRuns.reduce((a, r) => a + errorsOf(r.value), 0);
     // Cores used during the full-load runs by the load generator and by the processes answering (the HTTP
     // workers on both sides; the primaries only accept connections).
@@ -283,7 +239,7 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
     // CPU time of the answering processes per request: the figure least disturbed by the machine's other
     // load (a busy machine lowers req/s for both sides, but a request still costs about the same CPU).
     const cpuPerReq = (runs: { value: Run; cores: number | null }[]) =>
-      runs.some((r) => r.cores === null) ? null : Math.round((1e6 * runs.reduce((a, r) => a + r.cores!, 0)) / runs.reduce((a, r) => a + r.value.requests.average, 0));
+      runs.some((r) => r.cores === null) ? null : Math.round((1e6 * runs.reduce((a, r) => a + r.cores!, 0)) / runs.reduce((a, r) => a + r.value.rps, 0));
     out.http_server_cpu_us = cpuPerReq(ourRuns);
     out.raw_http_server_cpu_us = cpuPerReq(rawRuns);
     // Resident memory of each process answering lookups (filters, SQLite page cache, heap), after the
@@ -291,17 +247,17 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
     const rss = ourPids().map(rssMiB);
     out.serve_worker_rss_mb = rss.some((r) => r === null) || !rss.length ? null : Math.max(...(rss as number[]));
     const cores = (c: number | null) => (c === null ? 'n/a' : fmt(c, 2));
-    say(`http_rps            ${fmt(ours.requests.average)} req/s   GET /api/v1/lookup, 32 connections, ${workers} process(es); bare node:http ${fmt(rawRes.requests.average)} req/s → ${fmt(out.http_vs_raw * 100)}% (median of ${HTTP_ROUNDS} alternating rounds; p99 ${ours.latency.p99} ms at full load)`);
+    say(`http_rps            ${fmt(ours.rps)} req/s   GET /api/v1/lookup, 32 connections, ${workers} process(es); bare node:http ${fmt(rawRes.rps)} req/s → ${fmt(out.http_vs_raw * 100)}% (median of ${HTTP_ROUNDS} alternating rounds; p99 ${ours.p99} ms at full load)`);
     say(`serve_worker_rss_mb ${out.serve_worker_rss_mb ?? 'n/a'} MiB   resident memory of the largest HTTP worker after the full-load runs (${rss.map((r) => r ?? 'n/a').join(' / ')} MiB)`);
-    say(`http_rounds         bare ${rawRuns.map((r) => fmt(r.value.requests.average)).join(' / ')} req/s, ours ${ourRuns.map((r) => fmt(r.value.requests.average)).join(' / ')} req/s`);
+    say(`http_rounds         bare ${rawRuns.map((r) => fmt(r.value.rps)).join(' / ')} req/s, ours ${ourRuns.map((r) => fmt(r.value.rps)).join(' / ')} req/s`);
     say(`http_cpu            cores used (of ${os.availableParallelism()}): our HTTP workers ${cores(out.http_server_cores)} + load generator ${cores(out.http_client_cores)}; bare workers ${cores(out.raw_http_server_cores)} + load generator ${cores(out.raw_http_client_cores)}; server CPU per request ${out.http_server_cpu_us ?? 'n/a'} µs (bare ${out.raw_http_server_cpu_us ?? 'n/a'} µs)`);
 
     const { half, ours: halfRes, bare: bareHalf } = halfRuns!;
-    out.http_p99_half_ms = halfRes.latency.p99;
-    out.http_p50_half_ms = halfRes.latency.p50;
-    out.raw_http_p99_half_ms = bareHalf.latency.p99;
-    out.raw_http_p50_half_ms = bareHalf.latency.p50;
-    say(`http_p99_half_ms    ${halfRes.latency.p99} ms   at ${fmt(half)} req/s (half of http_rps); p50 ${halfRes.latency.p50} ms, ${errorsOf(halfRes)} errors; bare node:http at the same rate: p99 ${bareHalf.latency.p99} ms, p50 ${bareHalf.latency.p50} ms`);
+    out.http_p99_half_ms = halfRes.p99;
+    out.http_p50_half_ms = halfRes.p50;
+    out.raw_http_p99_half_ms = bareHalf.p99;
+    out.raw_http_p50_half_ms = bareHalf.p50;
+    say(`http_p99_half_ms    ${halfRes.p99} ms   at ${fmt(half)} req/s (half of http_rps, paced: evenly spaced requests, latency from each one's due instant); p50 ${halfRes.p50} ms, ${errorsOf(halfRes)} errors; bare node:http at the same rate: p99 ${bareHalf.p99} ms, p50 ${bareHalf.p50} ms`);
 
     const lines = Math.max(20_000, Math.min(400_000, Math.round(150_000 * seconds)));
     await ndjson(served.url, token, mixed, workers, 20_000);
@@ -313,7 +269,7 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
     if (delta) {
       // Lookups at half load while the delta is verified, applied (worker thread, one transaction) and the
       // new filters built and swapped in by every process; stopped once all of that is done.
-      const inst = gen.begin({ url: served.url, token, paths, duration: 3600, overallRate: half });
+      const inst = gen.begin({ url: served.url, token, paths, duration: 3600, rate: half });
       await new Promise((r) => setTimeout(r, 500));
       const tA = performance.now();
       const res = await importPackage(cfg, served.db, delta.tar, { actor: 'bench' });
@@ -328,9 +284,9 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
       out.delta_size = delta.count;
       out.delta_apply_ms = Math.round(applyMs);
       out.delta_swap_ms = Math.round(swapMs);
-      out.delta_p99_ms = during.latency.p99;
+      out.delta_p99_ms = during.p99;
       out.delta_errors = errorsOf(during);
-      say(`delta_p99_ms        ${during.latency.p99} ms   lookups at ${fmt(half)} req/s during a ${fmt(delta.count)}-indicator delta: applied in ${fmt(applyMs)} ms, new filters persisted after ${fmt(swapMs)} ms; ${out.delta_errors} errors, max ${during.latency.max} ms`);
+      say(`delta_p99_ms        ${during.p99} ms   lookups at ${fmt(half)} req/s during a ${fmt(delta.count)}-indicator delta: applied in ${fmt(applyMs)} ms, new filters persisted after ${fmt(swapMs)} ms; ${out.delta_errors} errors, max ${during.max} ms`);
     }
     return out;
   } finally {
@@ -353,11 +309,13 @@ function combineRuns(runs: Run[]): Run {
   };
   const worst = (f: (r: Run) => number) => Math.max(...runs.map(f));
   return {
-    requests: { average: median((r) => r.requests.average) },
-    latency: { p50: worst((r) => r.latency.p50), p99: worst((r) => r.latency.p99), max: worst((r) => r.latency.max) },
-    errors: mean((r) => r.errors) * runs.length,
-    timeouts: mean((r) => r.timeouts) * runs.length,
-    non2xx: mean((r) => r.non2xx) * runs.length,
+    rps: median((r) => r.rps),
+    p50: worst((r) => r.p50),
+    p99: worst((r) => r.p99),
+    max: worst((r) => r.max),
+    answered: runs.reduce((a, r) => a + r.answered, 0),
+    errors: runs.reduce((a, r) => a + r.errors, 0),
+    statuses: [...new Set(runs.flatMap((r) => r.statuses))],
     clientCores: mean((r) => r.clientCores),
   };
 }

@@ -1,0 +1,298 @@
+// The bench's load generator (scripts/bench-http.ts), run in a process of its own so that neither the bench
+// process's work (imports, filter builds, GC of its data set) nor the servers share its event loop. Two kinds
+// of run, one per message from the parent:
+//
+// - `closed`: autocannon, 32 keep-alive connections each sending its next request as soon as the previous
+//   answer arrives — the most requests/s a server gives (http_rps, raw_http_rps).
+// - `paced`: an open-loop client for latency at a given rate (http_p99_half_ms, delta_p99_ms). Requests are
+//   due at evenly spaced instants (rate/s) and sent on the first free connection of the pool. A request
+//   that had to wait for a free connection counts its latency from the instant it was *due*, not from when
+//   a connection was free, so a server stall also counts against the requests that waited behind it (no
+//   "coordinated omission"); one sent at the first timer tick after its due instant counts from the send.
+//   autocannon's own rate option cannot measure this: it lets each connection send its whole per-second
+//   quota back to back at the start of every second and then pause, so "half load" is full load for half
+//   of each second and its p99 is the full-load queueing latency.
+import fs from 'node:fs';
+import net from 'node:net';
+import { createRequire } from 'node:module';
+import type { Socket } from 'node:net';
+
+export interface LoadSpec {
+  url: string;
+  token: string;
+  /** Request paths, cycled through one per request. */
+  paths: string[];
+  /** Seconds. */
+  duration: number;
+  /** Requests per second: a paced (open-loop) run; without it a closed-loop autocannon run. */
+  rate?: number;
+  /** Keep-alive connections (default 32). */
+  connections?: number;
+}
+
+export interface LoadResult {
+  /** Answered requests per second over the run. */
+  rps: number;
+  /** Latencies in ms (paced runs: from the instant each request was due). */
+  p50: number;
+  p99: number;
+  max: number;
+  /** Requests answered. */
+  answered: number;
+  /** Failed requests: connection errors, timeouts, non-2xx answers. */
+  errors: number;
+  /** First non-2xx status codes seen (at most a few), for the error message. */
+  statuses: number[];
+  /** Cores the load generator itself used over the run (its CPU time ÷ wall time). */
+  clientCores: number;
+}
+
+const CRLF2 = Buffer.from('\r\n\r\n');
+/** A request that gets no answer within this long counts as an error (its connection is replaced). */
+const TIMEOUT_MS = 10_000;
+
+/** Percentile of sorted latencies (nearest rank). */
+function pct(sorted: Float64Array, p: number): number {
+  if (!sorted.length) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
+}
+
+const round3 = (n: number) => Math.round(n * 1000) / 1000;
+
+/**
+ * One paced run: `spec.rate` requests/s for `spec.duration` s over `spec.connections` keep-alive connections
+ * (HTTP/1.1, one request in flight per connection). Resolves once every sent request is answered or timed
+ * out; `stop` ends the sending early.
+ */
+export function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopped: boolean }): Promise<LoadResult> {
+  const u = new URL(spec.url);
+  const port = Number(u.port || 80);
+  const host = u.hostname;
+  const requests = spec.paths.map((p) =>
+    Buffer.from(`GET ${p} HTTP/1.1\r\nHost: ${u.host}\r\nAuthorization: Bearer ${spec.token}\r\nConnection: keep-alive\r\n\r\n`, 'latin1'),
+  );
+  const intervalNs = 1e9 / spec.rate;
+  const c0 = process.cpuUsage();
+  const t0 = process.hrtime.bigint();
+  const now = () => Number(process.hrtime.bigint() - t0); // ns since the start
+  const endNs = spec.duration * 1e9;
+
+  let latencies = new Float64Array(Math.max(1024, Math.ceil(spec.rate * Math.min(spec.duration, 600) * 1.1)));
+  let answered = 0;
+  let errors = 0;
+  const statuses: number[] = [];
+  const record = (ms: number) => {
+    if (answered === latencies.length) {
+      const bigger = new Float64Array(latencies.length * 2);
+      bigger.set(latencies);
+      latencies = bigger;
+    }
+    latencies[answered++] = ms;
+  };
+
+  // Due instants (ns) of requests not yet sent, in order: a ring would do, an array with a head index is enough.
+  const due: number[] = [];
+  let dueHead = 0;
+  let nextIndex = 0; // requests made due so far
+  let sending = true;
+  let lastPumpNs = -1;
+
+  interface Conn {
+    socket: Socket;
+    busy: boolean;
+    /** Due instant of the request in flight, and the instant its latency counts from. */
+    dueNs: number;
+    startNs: number;
+    sentNs: number;
+    buf: Buffer | null;
+  }
+  const idle: Conn[] = [];
+  const all = new Set<Conn>();
+  let finish: (() => void) | null = null;
+  let done = false;
+
+  const open = (): Conn => {
+    const c: Conn = { socket: net.connect({ host, port, noDelay: true }), busy: false, dueNs: 0, startNs: 0, sentNs: 0, buf: null };
+    all.add(c);
+    c.socket.on('data', (chunk: Buffer) => onData(c, chunk));
+    // A connection that fails (refused, reset) or closes with a request in flight is one error; a new one
+    // takes its place while there is work.
+    const lost = (failed: boolean) => {
+      if (!all.has(c)) return;
+      all.delete(c);
+      const i = idle.indexOf(c);
+      if (i >= 0) idle.splice(i, 1);
+      if (c.busy || failed) errors++;
+      c.busy = false;
+      if (sending || due.length > dueHead) setTimeout(() => {
+        if (done) return;
+        idle.push(open());
+        pump();
+      }, failed ? 100 : 0);
+      else pump();
+    };
+    c.socket.on('error', () => lost(true));
+    c.socket.on('close', () => lost(false));
+    return c;
+  };
+
+  const onData = (c: Conn, chunk: Buffer) => {
+    const buf = c.buf ? Buffer.concat([c.buf, chunk]) : chunk;
+    const headEnd = buf.indexOf(CRLF2);
+    if (headEnd < 0) {
+      c.buf = buf;
+      return;
+    }
+    const head = buf.toString('latin1', 0, headEnd);
+    const status = Number(head.slice(9, 12));
+    const m = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+    if (!m) {
+      // Every answer of the servers measured here has a length; anything else is an error, and the
+      // connection is not reusable.
+      c.buf = null;
+      c.busy = false;
+      errors++;
+      c.socket.destroy();
+      return;
+    }
+    const total = headEnd + 4 + Number(m[1]);
+    if (buf.length < total) {
+      c.buf = buf;
+      return;
+    }
+    c.buf = null;
+    c.busy = false;
+    if (status >= 200 && status < 300) record((now() - c.startNs) / 1e6);
+    else {
+      errors++;
+      if (statuses.length < 5 && !statuses.includes(status)) statuses.push(status);
+    }
+    idle.push(c);
+    pump();
+  };
+
+  /** Makes due every request whose instant has come, and sends waiting requests on free connections. */
+  const pump = () => {
+    const t = now();
+    if (sending) {
+      if (stop?.stopped || t >= endNs) sending = false;
+      else while (nextIndex * intervalNs <= t) due.push(nextIndex++ * intervalNs);
+    }
+    while (dueHead < due.length && idle.length) {
+      const c = idle.pop()!;
+      c.busy = true;
+      c.dueNs = due[dueHead++];
+      c.sentNs = t;
+      // Latency counts from the due instant when the request was already due at the previous pump and
+      // waited for a free connection (the server was behind); a request that came due since then goes out
+      // now, and the wait for this timer tick (≤ ~1 ms) is the client's own, not counted.
+      c.startNs = c.dueNs <= lastPumpNs ? c.dueNs : t;
+      c.socket.write(requests[Math.floor(c.dueNs / intervalNs) % requests.length]);
+    }
+    lastPumpNs = t;
+    if (dueHead > 65_536) {
+      due.splice(0, dueHead);
+      dueHead = 0;
+    }
+    if (!sending && dueHead === due.length && finish && ![...all].some((c) => c.busy)) finish();
+  };
+
+  for (let i = 0; i < (spec.connections ?? 32); i++) idle.push(open());
+  // Timers fire about every millisecond: requests due in between go out together at the next tick (or
+  // earlier, when an answer arrives and pumps). Their latency still counts from their due instant.
+  const ticker = setInterval(() => {
+    pump();
+    const t = now();
+    for (const c of all) {
+      if (c.busy && t - c.sentNs > TIMEOUT_MS * 1e6) {
+        c.busy = false; // counted once here, not again when the socket closes
+        errors++;
+        c.socket.destroy();
+      }
+    }
+    // Requests still unsent long after the end (no connection could be made) fail, so a run always ends.
+    if (!sending && t > endNs + 2 * TIMEOUT_MS * 1e6 && dueHead < due.length) {
+      errors += due.length - dueHead;
+      dueHead = due.length;
+      pump();
+    }
+  }, 1);
+
+  return new Promise<LoadResult>((resolve) => {
+    finish = () => {
+      finish = null;
+      done = true;
+      clearInterval(ticker);
+      const wallNs = now();
+      for (const c of all) c.socket.destroy();
+      all.clear();
+      const sorted = latencies.slice(0, answered).sort();
+      const cpu = process.cpuUsage(c0);
+      resolve({
+        rps: answered / (wallNs / 1e9),
+        p50: round3(pct(sorted, 50)),
+        p99: round3(pct(sorted, 99)),
+        max: round3(pct(sorted, 100)),
+        answered,
+        errors,
+        statuses,
+        clientCores: (cpu.user + cpu.system) / (wallNs / 1000),
+      });
+    };
+  });
+}
+
+/** One closed-loop run with autocannon (32 connections, no pipelining). */
+function closedRun(spec: LoadSpec, stop: { stopped: boolean; inst?: { stop(): void } }): Promise<LoadResult> {
+  const autocannon = createRequire(import.meta.url)('autocannon');
+  let i = 0;
+  const c0 = process.cpuUsage();
+  const t0 = process.hrtime.bigint();
+  return new Promise((resolve, reject) => {
+    stop.inst = autocannon(
+      {
+        url: spec.url,
+        connections: spec.connections ?? 32,
+        pipelining: 1,
+        duration: spec.duration,
+        headers: { authorization: `Bearer ${spec.token}` },
+        requests: [{ setupRequest: (req: object) => ({ ...req, path: spec.paths[i++ % spec.paths.length] }) }],
+      },
+      (err: Error | null, r: any) => {
+        const c = process.cpuUsage(c0);
+        const wallUs = Number(process.hrtime.bigint() - t0) / 1000;
+        if (err) return reject(err);
+        resolve({
+          rps: r.requests.average,
+          p50: r.latency.p50,
+          p99: r.latency.p99,
+          max: r.latency.max,
+          answered: r['2xx'],
+          errors: r.errors + r.timeouts + r.non2xx,
+          statuses: Object.keys(r.statusCodeStats ?? {}).map(Number).filter((s) => s < 200 || s >= 300).slice(0, 5),
+          clientCores: (c.user + c.system) / wallUs,
+        });
+      },
+    );
+  });
+}
+
+// ------------------------------------------------------------------------------- as a forked process
+
+if (process.send && process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(new URL(import.meta.url).pathname)) {
+  let stop: { stopped: boolean; inst?: { stop(): void } } = { stopped: false };
+  process.on('message', (m: { spec?: LoadSpec; stop?: true }) => {
+    if (m.stop) {
+      stop.stopped = true;
+      stop.inst?.stop();
+      return;
+    }
+    const spec = m.spec!;
+    stop = { stopped: false };
+    (spec.rate ? pacedRun(spec as LoadSpec & { rate: number }, stop) : closedRun(spec, stop)).then(
+      (result) => process.send!({ result }),
+      (err: unknown) => process.send!({ error: String((err as Error)?.message ?? err) }),
+    );
+  });
+  process.send({ ready: true });
+}

@@ -1,0 +1,113 @@
+// The bench's paced load generator (scripts/loadgen.ts pacedRun), against real node:http servers on
+// 127.0.0.1: it sends at the rate asked (not as fast as it can), counts a server stall against every request
+// that waited behind it (latency from the due instant), counts non-2xx answers and lost connections as
+// errors, and reads answers that arrive in pieces.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { pacedRun } from '../scripts/loadgen.ts';
+
+const servers: http.Server[] = [];
+afterEach(async () => {
+  for (const s of servers.splice(0)) {
+    s.closeAllConnections();
+    await new Promise((r) => s.close(r));
+  }
+});
+
+async function serve(handler: http.RequestListener): Promise<string> {
+  const s = http.createServer(handler);
+  servers.push(s);
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  return `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+}
+
+const body = Buffer.from('{"verdict":"unknown"}');
+const ok = (res: http.ServerResponse) => {
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length });
+  res.end(body);
+};
+
+describe('paced load generator', () => {
+  it('sends rate × duration requests, each with the path and token, and answers them all', async () => {
+    let seen = 0;
+    const paths = new Set<string>();
+    let auth = '';
+    const url = await serve((req, res) => {
+      seen++;
+      paths.add(req.url!);
+      auth = req.headers.authorization ?? '';
+      ok(res);
+    });
+    const r = await pacedRun({ url, token: 'tok', paths: ['/a?x=1', '/b?x=2', '/c?x=3'], rate: 500, duration: 2, connections: 8 });
+    expect(r.errors).toBe(0);
+    expect(r.answered).toBe(seen);
+    // 1,000 requests are due in 2 s at 500/s; a closed-loop client would send many times more. (Due requests
+    // are released by a timer, so on a very busy machine the last few may not have come due before the end.)
+    expect(seen).toBeLessThanOrEqual(1000);
+    expect(seen).toBeGreaterThan(900);
+    expect([...paths].sort()).toEqual(['/a?x=1', '/b?x=2', '/c?x=3']);
+    expect(auth).toBe('Bearer tok');
+    expect(r.p50).toBeLessThanOrEqual(r.p99);
+    expect(r.p99).toBeLessThanOrEqual(r.max);
+    expect(r.clientCores).toBeGreaterThan(0);
+  });
+
+  it('counts a server stall against every request that waited behind it (latency from the due instant)', async () => {
+    // The server holds every answer during one 400 ms window; with 4 connections, the ~400 requests that
+    // come due meanwhile wait in the client. Measured from when they were sent, only 4 requests would look
+    // slow and the p99 would stay small.
+    let stallUntil = 0;
+    let n = 0;
+    const url = await serve((_req, res) => {
+      if (++n === 200) stallUntil = Date.now() + 400;
+      const wait = stallUntil - Date.now();
+      if (wait > 0) setTimeout(() => ok(res), wait);
+      else ok(res);
+    });
+    const r = await pacedRun({ url, token: 't', paths: ['/'], rate: 1000, duration: 1.5, connections: 4 });
+    expect(r.errors).toBe(0);
+    expect(r.max).toBeGreaterThanOrEqual(390);
+    // ≥ 25 % of the requests were due during the stall and waited part of it.
+    expect(r.p99).toBeGreaterThanOrEqual(100);
+  });
+
+  it('counts non-2xx answers and connections lost mid-request as errors, with the status codes', async () => {
+    let n = 0;
+    const url = await serve((req, res) => {
+      n++;
+      if (n % 10 === 0) {
+        res.writeHead(503, { 'content-length': 0 });
+        res.end();
+      } else if (n % 25 === 0) req.socket.destroy();
+      else ok(res);
+    });
+    const r = await pacedRun({ url, token: 't', paths: ['/'], rate: 400, duration: 1, connections: 4 });
+    const failed = Math.floor(n / 10) + (Math.floor(n / 25) - Math.floor(n / 50));
+    expect(r.errors).toBe(failed);
+    expect(r.answered).toBe(n - failed);
+    expect(r.statuses).toEqual([503]);
+  });
+
+  it('reads an answer whose head and body arrive in separate pieces', async () => {
+    const url = await serve((_req, res) => {
+      res.socket!.setNoDelay(true);
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length });
+      res.flushHeaders();
+      res.write(body.subarray(0, 5));
+      setTimeout(() => res.end(body.subarray(5)), 5);
+    });
+    const r = await pacedRun({ url, token: 't', paths: ['/'], rate: 100, duration: 0.5, connections: 2 });
+    expect(r.errors).toBe(0);
+    expect(r.answered).toBeGreaterThan(40);
+    expect(r.p50).toBeGreaterThanOrEqual(4);
+  });
+
+  it('reports every request as failed when nothing listens', async () => {
+    const url = await serve(ok);
+    for (const s of servers.splice(0)) await new Promise((r) => s.close(r));
+    const r = await pacedRun({ url, token: 't', paths: ['/'], rate: 100, duration: 0.3, connections: 2 });
+    expect(r.answered).toBe(0);
+    expect(r.errors).toBeGreaterThan(0);
+  });
+});
