@@ -4,28 +4,25 @@
 // seeding) and serves every other route (console, exports, admin) on an internal loopback port, to which
 // workers forward those requests. With 1 worker (the default) nothing here runs: serve is one process.
 //
-// Generations: a worker polls meta.generation once a second and swaps filters only once the primary has
-// persisted them (`<data dir>/filters/filters-<gen>.bin`), so the one filter build happens in the primary;
-// until the swap it keeps answering from the previous generation. After FILTER_WAIT_MS without a file it
-// builds on its own (in a worker thread: lookups keep being answered meanwhile).
+// Generations: every process follows them with the one GenerationFollower (appliance/filter-follow.ts). A
+// worker swaps filters only once they are persisted (`<data dir>/filters/filters-<gen>.bin`, by a full
+// apply or else by the primary's build), so a generation costs at most one build; until the swap it keeps
+// answering from the previous generation. After FILTER_WAIT_MS without a file it builds on its own (in a
+// worker thread: lookups keep being answered meanwhile).
 import cluster, { type Worker as ClusterWorker } from 'node:cluster';
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import Database from 'better-sqlite3';
 import type { Config } from './config.ts';
-import { currentGeneration, layout, openDb } from './db.ts';
+import { layout, openDb } from './db.ts';
 import { OutpostError } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
-import { FilterLoader } from './filter-follow.ts';
+import { GenerationFollower } from './filter-follow.ts';
 import { createHttpServer } from './http-server.ts';
 import type { RunningAppliance } from './serve.ts';
 
-/** How long a worker waits for the primary's persisted filters of a new generation before building them. */
-const FILTER_WAIT_MS = 60_000;
 /** How often the primary checkpoints the WAL (the HTTP workers' connections never do, see runHttpWorker). */
 const CHECKPOINT_MS = 10_000;
 const WORKER_ENV = 'OUTPOST_CLUSTER_WORKER';
@@ -189,43 +186,13 @@ async function runHttpWorker(): Promise<void> {
     return servedByWorker(req.url.slice(p, q < 0 ? undefined : q)) ? api.fetch(req) : forward(req, primary);
   };
 
-  // Follow generations: swap in the primary's persisted filters once they exist. The file is checked against
-  // the store and read in a worker thread (FilterLoader), so the swap costs this event loop one assignment.
-  const filterDir = path.join(path.dirname(paths.db), 'filters');
-  const loader = new FilterLoader();
-  loader.warm();
-  let waitingSince = 0;
-  let reloading = false;
-  const swap = async (gen: number, file: string) => {
-    const set = await loader.load(paths.db, file, cfg.filterFpRate).catch((err: unknown) => {
-      log.warn({ err, file }, 'loading persisted filters in the loader thread failed; loading them here');
-      return undefined;
-    });
-    if (set) engine.adoptSet(set);
-    else if (set === null && Date.now() - waitingSince < FILTER_WAIT_MS) return; // stale file: wait for the right one
-    else await engine.reload(); // no usable file in time: the engine loads or builds (in a worker thread) itself
-    log.info({ generation: engine.generation, wanted: gen }, 'worker serving new generation');
-  };
+  // Follow generations (appliance/filter-follow.ts): swap in the persisted filters of the apply or of the
+  // primary's build, checked and read in the follower's loader thread (warm from the start), so the swap
+  // costs this event loop one assignment; until then keep answering from the previous generation.
+  const follower = new GenerationFollower({ engine, db: ro, fpRate: cfg.filterFpRate, log, builder: false, warm: true });
   const follow = setInterval(() => {
     engine.refreshOverrides();
-    if (reloading) return;
-    const gen = currentGeneration(ro);
-    if (gen === engine.generation) {
-      waitingSince = 0;
-      return;
-    }
-    const now = Date.now();
-    if (waitingSince === 0) waitingSince = now;
-    const file = path.join(filterDir, `filters-${gen}.bin`);
-    const exists = fs.existsSync(file);
-    if (!exists && now - waitingSince < FILTER_WAIT_MS) return;
-    reloading = true;
-    (exists ? swap(gen, file) : engine.reload().then(() => log.info({ generation: engine.generation }, 'worker serving new generation (built here)')))
-      .catch((err: unknown) => log.error({ err }, 'worker filter reload failed; still serving the previous generation'))
-      .finally(() => {
-        reloading = false;
-        if (engine.generation === currentGeneration(ro)) waitingSince = 0;
-      });
+    void follower.poll();
   }, 1000);
   follow.unref();
 
@@ -236,7 +203,7 @@ async function runHttpWorker(): Promise<void> {
   server.once('listening', () => log.debug({ port: (server.address() as AddressInfo).port }, 'HTTP worker listening'));
   process.once('SIGTERM', () => {
     clearInterval(follow);
-    void loader.close();
+    void follower.close();
     server.close(() => {
       void Promise.all([sightings.close(), platformPush?.close()]).finally(() => {
         ro.close();

@@ -4,13 +4,18 @@
 // size) before swapping it in. Done inline, that is one synchronous stall of the event loop per swap:
 // tens of ms at 200k indicators, seconds at 10M. A FilterLoader does both in one long-lived worker thread
 // (started once, so no module loading per swap) and hands back the bit arrays without copying; the caller
-// swaps them in with engine.adoptSet(), one assignment.
+// swaps them in with engine.adoptSet(), one assignment. GenerationFollower (below) is the one generation
+// follower of every serving process: it knows whether a file is coming for a generation, and waits for it
+// or builds.
 import fs from 'node:fs';
 import path from 'node:path';
 import { isMainThread, parentPort, workerData, type Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { startWorker } from './worker.ts';
-import { fromParts, loadFilters, storeFingerprint, toParts, type FilterParts, type FilterSet } from '../lookup/filters.ts';
+import { currentGeneration, type DB } from './db.ts';
+import type { Logger } from './log.ts';
+import type { LookupEngine } from '../lookup/engine.ts';
+import { filterFileAnnounced, filterFileOf, fromParts, loadFilters, storeFingerprint, toParts, type FilterParts, type FilterSet } from '../lookup/filters.ts';
 
 const TAG = 'outpost:filter-follow';
 
@@ -113,23 +118,138 @@ if (!isMainThread && (workerData as { tag?: string } | null)?.tag === TAG) {
   parentPort!.on('message', (req: Request) => answer(req));
 }
 
+/** How long a follower waits for a filter file that is coming before building the filters itself. */
+export const FILTER_WAIT_MS = 60_000;
+
+/** What one poll did: nothing to do, still at work from the last poll, waiting for a file, swapped in a file, built, failed. */
+export type FollowStep = 'current' | 'busy' | 'waiting' | 'file' | 'built' | 'failed';
+
+export interface FollowerOptions {
+  engine: Pick<LookupEngine, 'generation' | 'adoptSet' | 'reload'>;
+  /** A connection to the store (read-only is enough): meta.generation and the file announcement. */
+  db: DB;
+  fpRate: number;
+  log: Logger;
+  /**
+   * Whether this process builds the filters of a generation whose writer announced no file (one-process
+   * serve, a cluster's primary: its build persists the file). A cluster's HTTP workers do not: they wait
+   * for the primary's file, so a delta costs one build, not one per process.
+   */
+  builder: boolean;
+  /** Start the loader thread now (HTTP workers: the first swap then costs only the load). */
+  warm?: boolean;
+  /** Tests only: a shorter bound and a clock. */
+  waitMs?: number;
+  now?: () => number;
+}
+
 /**
- * Brings `engine` to generation `gen` of the store at `dbPath`: when that generation's filters are persisted
- * (`<data dir>/filters/filters-<gen>.bin`, written by the apply or another process's build) they are checked
- * and read by `loader` and swapped in; otherwise, or when the file is stale or unreadable, engine.reload()
- * loads or builds them (the build in a worker thread).
+ * Follows the store's generation for one serving process (one-process serve, a cluster's primary, each
+ * HTTP worker). poll() runs every second. When meta.generation moved:
+ * - `filters-<gen>.bin` exists → checked against the store and read in the loader thread, then swapped in
+ *   (engine.adoptSet: one assignment);
+ * - otherwise, when a file is coming — the writer announced it (lookup/filters.ts announceFilterFile: a
+ *   full apply, written right after its COMMIT), or this is an HTTP worker (the primary persists every
+ *   generation's filters) — it waits, answering from the previous generation, for at most FILTER_WAIT_MS
+ *   (an HTTP worker twice that for an announced file: the primary's wait comes first), then builds;
+ * - otherwise (delta, rollback to a delta, purge, an older writer) it builds at once, in a worker thread
+ *   (engine.reload), which persists the file for the other processes.
+ * A stale file (other content or rate) is read again only once rewritten.
  */
-export async function followGeneration(
-  engine: { adoptSet(set: FilterSet): void; reload(): Promise<void> },
-  loader: FilterLoader,
-  dbPath: string,
-  fpRate: number,
-  gen: number,
-): Promise<void> {
-  const file = path.join(path.dirname(dbPath), 'filters', `filters-${gen}.bin`);
-  if (fs.existsSync(file)) {
-    const set = await loader.load(dbPath, file, fpRate).catch(() => null);
-    if (set) return engine.adoptSet(set);
+export class GenerationFollower {
+  readonly loader = new FilterLoader();
+  private busy = false;
+  private waiting: { generation: number; since: number } | null = null;
+  private stale: { generation: number; stamp: string } | null = null;
+  private readonly dbPath: string;
+  private readonly waitMs: number;
+  private readonly now: () => number;
+
+  constructor(private readonly o: FollowerOptions) {
+    this.dbPath = o.db.name;
+    this.waitMs = o.waitMs ?? FILTER_WAIT_MS;
+    this.now = o.now ?? Date.now;
+    if (o.warm) this.loader.warm();
   }
-  await engine.reload();
+
+  /** One look at the store; resolves with what it did (the swap included). Never rejects. */
+  async poll(): Promise<FollowStep> {
+    if (this.busy) return 'busy';
+    const { engine, db, log } = this.o;
+    let generation: number;
+    try {
+      generation = currentGeneration(db);
+    } catch (err) {
+      log.warn({ err }, 'reading the store generation failed');
+      return 'failed';
+    }
+    if (generation === engine.generation) {
+      this.waiting = null;
+      return 'current';
+    }
+    this.busy = true;
+    try {
+      const step = await this.follow(generation);
+      if (step === 'file' || step === 'built') {
+        log.info({ generation: engine.generation, filters: step, waitedMs: this.waiting ? this.now() - this.waiting.since : 0 }, 'serving new generation');
+        this.waiting = null;
+      }
+      return step;
+    } catch (err) {
+      log.error({ err, generation }, 'filter reload failed; still serving the previous generation');
+      return 'failed';
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  close(): Promise<void> {
+    return this.loader.close();
+  }
+
+  private async follow(generation: number): Promise<FollowStep> {
+    const { engine, db, log, fpRate } = this.o;
+    const file = filterFileOf(path.join(path.dirname(this.dbPath), 'filters'), generation);
+    const stamp = fileStamp(file);
+    if (stamp && !(this.stale?.generation === generation && this.stale.stamp === stamp)) {
+      const set = await this.loader.load(this.dbPath, file, fpRate).catch((err: unknown) => {
+        log.warn({ err, file }, 'loading persisted filters in the loader thread failed; loading or building them here');
+        return undefined;
+      });
+      if (set) {
+        engine.adoptSet(set);
+        return 'file';
+      }
+      if (set === undefined) {
+        await engine.reload(); // reads the file inline, or builds
+        return 'built';
+      }
+      this.stale = { generation, stamp };
+    }
+    const announced = filterFileAnnounced(db, generation);
+    // A file is coming: announced by its writer and not here yet, or (HTTP worker) the primary persists it.
+    const coming = this.o.builder ? announced && !stamp : true;
+    if (coming) {
+      const now = this.now();
+      if (this.waiting?.generation !== generation) {
+        this.waiting = { generation, since: now };
+        log.info({ generation, from: announced ? 'apply' : 'primary' }, 'waiting for the persisted filters of the new generation');
+      }
+      const bound = this.o.builder || !announced ? this.waitMs : 2 * this.waitMs;
+      if (now - this.waiting.since < bound) return 'waiting';
+      log.warn({ generation, waitedMs: now - this.waiting.since }, 'persisted filters did not come; building them here');
+    }
+    await engine.reload({ force: true }); // builds in a worker thread and persists the file
+    return 'built';
+  }
+}
+
+/** Identifies one version of a file (rewritten by rename: new inode), or null when there is none. */
+function fileStamp(file: string): string | null {
+  try {
+    const st = fs.statSync(file);
+    return `${st.ino}:${st.size}:${st.mtimeMs}`;
+  } catch {
+    return null;
+  }
 }

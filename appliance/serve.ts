@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Config } from './config.ts';
-import { acquireServeLock, currentGeneration, layout, type DB } from './db.ts';
+import { acquireServeLock, layout, type DB } from './db.ts';
 import { openCheckedDb } from './backup.ts';
 import type { Logger } from './log.ts';
 import { createApi, lookupFastPath, type AppEnv } from '../lookup/api.ts';
@@ -23,7 +23,7 @@ import { SyncScheduler } from '../sync/scheduler.ts';
 import { mountMirror, prefetchMirror } from '../sync/mirror.ts';
 import { startBackgroundJobs } from '../sync/background.ts';
 import { FeedPolicy } from './freshness.ts';
-import { FilterLoader, followGeneration } from './filter-follow.ts';
+import { GenerationFollower } from './filter-follow.ts';
 import { expiryDaysOf } from '../sync/expiry.ts';
 import { ExportRegenerator } from '../lookup/exports/regenerate.ts';
 import { exportedOverridesState } from '../lookup/exports/index.ts';
@@ -94,8 +94,9 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     );
     const regenerateExports = () => exportsRun.run();
     let exportedOverrides = exportedOverridesState(paths.exports) ?? overridesState(db); // changed while stopped: regenerate
-    let reloading = false;
-    const loader = new FilterLoader();
+    // This process builds the filters of a generation whose writer persists none (appliance/filter-follow.ts);
+    // a cluster's HTTP workers then load the file it persists.
+    const follower = new GenerationFollower({ engine, db, fpRate: cfg.filterFpRate, log, builder: true });
     let exportedGeneration = -1;
     const follow = setInterval(() => {
       engine.refreshOverrides(); // overrides added by the CLI in another process
@@ -104,20 +105,12 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
         exportedOverrides = overrides;
         exportsRun.request();
       }
-      const generation = currentGeneration(db!);
-      if (reloading || generation === engine.generation) return;
-      reloading = true;
-      // The persisted file is checked and read in the loader's thread: no stall of the lookup thread.
-      followGeneration(engine, loader, paths.db, cfg.filterFpRate, generation)
-        .then(async () => {
-          log.info({ generation: engine.generation }, 'serving new generation');
-          if (exportedGeneration !== engine.generation) {
-            exportedGeneration = engine.generation;
-            await regenerateExports();
-          }
-        })
-        .catch((err: unknown) => log.error({ err }, 'filter reload failed; still serving the previous generation'))
-        .finally(() => (reloading = false));
+      void follower.poll().then(async (step) => {
+        if ((step === 'file' || step === 'built') && exportedGeneration !== engine.generation) {
+          exportedGeneration = engine.generation;
+          await regenerateExports();
+        }
+      });
     }, 1000);
     if (!fs.existsSync(`${paths.exports}/exports.json`) && engine.generation > 0) {
       exportedGeneration = engine.generation;
@@ -148,7 +141,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
       app,
       async close() {
         clearInterval(follow);
-        await loader.close();
+        await follower.close();
         await exportsRun.close();
         await scheduler.stop();
         await jobs.stop();

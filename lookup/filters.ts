@@ -8,7 +8,7 @@ import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { startWorker } from '../appliance/worker.ts';
 import Database from 'better-sqlite3';
 import bloomFilters from 'bloom-filters';
-import type { DB } from '../appliance/db.ts';
+import { getMeta, setMeta, type DB } from '../appliance/db.ts';
 import { OutpostError } from '../appliance/errors.ts';
 import type { IndicatorType } from '../appliance/types.ts';
 import { FastHashing, HASH_OUT, hashRange, hashV4Net, streamSeeds } from './hash.ts';
@@ -387,6 +387,29 @@ export function serializeFilters(set: FilterSet, file: string): void {
 /** The persisted file of a generation's filters in `dir` (the engine reads `<data dir>/filters` by default). */
 export function filterFileOf(dir: string, generation: number): string {
   return path.join(dir, `filters-${generation}.bin`);
+}
+
+/**
+ * meta row naming the generation whose filter file the writer that committed it is about to persist: the
+ * apply of a full package sets it in the transaction that moves the generation and writes the file right
+ * after COMMIT. A generation not named here (delta, purge, an older writer) gets no file from its writer,
+ * so a serving process builds its filters at once instead of waiting (appliance/filter-follow.ts).
+ */
+const ANNOUNCED_KEY = 'filters_announced';
+
+/** Records, inside the writer's transaction, that `generation`'s filter file follows its COMMIT. */
+export function announceFilterFile(db: DB, generation: number): void {
+  setMeta(db, ANNOUNCED_KEY, String(generation));
+}
+
+/** Withdraws the announcement when writing the file failed (a follower then builds instead of waiting). */
+export function withdrawFilterFile(db: DB, generation: number): void {
+  db.prepare('DELETE FROM meta WHERE key = ? AND value = ?').run(ANNOUNCED_KEY, String(generation));
+}
+
+/** Whether the writer of `generation` announced its filter file. */
+export function filterFileAnnounced(db: DB, generation: number): boolean {
+  return getMeta(db, ANNOUNCED_KEY) === String(generation);
 }
 
 /**

@@ -10,7 +10,7 @@ import type { Indicator, Manifest, IndicatorType } from '../appliance/types.ts';
 import { INDICATOR_TYPES } from '../appliance/types.ts';
 import { normalize } from '../lookup/normalize.ts';
 import crypto from 'node:crypto';
-import { addIndicator, finishBuild, newBuilder, storeFingerprint, writeFilterFile, type FilterBuilder, type FilterSet } from '../lookup/filters.ts';
+import { addIndicator, announceFilterFile, finishBuild, newBuilder, storeFingerprint, withdrawFilterFile, writeFilterFile, type FilterBuilder, type FilterSet } from '../lookup/filters.ts';
 import { parseIndicatorLine, readIndicators, readLines, type Limits, type StagedPackage } from './package-reader.ts';
 import { StateHasher, canonicalLine } from './package-writer.ts';
 import { compareIndicators, indicatorToRow, plainJsonText, rowToIndicator } from './records.ts';
@@ -333,6 +333,8 @@ export async function applyStaged(
     if (build && sameCounts(m.counts.by_type, byType)) {
       const { fingerprint } = storeFingerprint(db, others + added);
       set = finishBuild(build, generation, fingerprint);
+      // Serving processes that see this generation before the file wait for it instead of building.
+      if (filters) announceFilterFile(db, generation);
     }
     audit(db, meta.actor, 'package.apply', { subject: `${m.feed}@${m.version}`, detail: { type: m.type, added, removed, total, generation, sha256: staged.sha256, key_id: m.key_id, source: meta.source } });
     db.exec('COMMIT');
@@ -340,7 +342,12 @@ export async function applyStaged(
       try {
         writeFilterFile(set, filters.dir);
       } catch {
-        /* best effort: without the file the engine builds the filters from the store */
+        // Best effort: without the file the engine builds the filters from the store; say so at once.
+        try {
+          withdrawFilterFile(db, generation);
+        } catch {
+          /* followers stop waiting after their bounded wait */
+        }
       }
     }
     onProgress?.({ done: totalLines, total: totalLines });

@@ -1,7 +1,8 @@
 // `outpost serve` with OUTPOST_HTTP_WORKERS=2 (appliance/cluster.ts): the HTTP workers answer single and
 // batch lookups on the public port (the GET fast path included), forward every other route to the primary,
 // and follow a new generation imported by another process: each worker loads the persisted filters in its
-// loader thread and swaps them in, with no failed request meanwhile and the new values found afterwards.
+// loader thread and swaps them in, with no failed request meanwhile and the new values found afterwards —
+// the full apply's file, or after a delta the file of the primary's one build (no worker builds).
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -25,6 +26,14 @@ describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
   let hook: http.Server;
   const received: string[] = [];
   let real: ReturnType<typeof prepareRealData>;
+  let v2Package = '';
+  /** The generation follower's log lines (appliance/filter-follow.ts) about generations after `gen`. */
+  const followLines = (gen: number) =>
+    server
+      .stderr()
+      .split('\n')
+      .filter((l) => /serving new generation|waiting for the persisted filters|did not come|filter reload failed/.test(l))
+      .filter((l) => Number(/"generation":(\d+)/.exec(l)?.[1] ?? 0) > gen);
 
   beforeAll(async () => {
     real = prepareRealData(work, ['ipsum/levels/3.txt']);
@@ -100,6 +109,7 @@ describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
     const startGen = before.body.generation;
     const b = cli(['provider', 'build', '--feed', 'threats', '--key', real.key, '--out', path.join(work, 'out2'), '--category', 'malware', '--version', '2', path.join(DATA, 'ipsum/levels/3.txt'), path.join(DATA, 'threatfox/ips.txt')]);
     expect(b.code, b.stderr).toBe(0);
+    v2Package = b.lastLine;
     const imported = cliAsync(['import', b.lastLine], { dataDir: real.dataDir });
     let done: { code: number; stderr: string } | undefined;
     void imported.then((r) => (done = r));
@@ -125,10 +135,47 @@ describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
     expect(done!.code, done!.stderr).toBe(0);
     // Both workers swapped through their loader threads (not the inline fallback); their log lines reach
     // the test through the primary's stderr, so allow them a moment.
-    const swapLines = () => server.stderr().split('\n').filter((l) => l.includes('worker serving new generation') && !l.includes('built here'));
+    const swapLines = () => followLines(startGen).filter((l) => l.includes('"worker":') && l.includes('"filters":"file"'));
     for (let i = 0; i < 50 && swapLines().length < 2; i++) await new Promise((r) => setTimeout(r, 100));
     const swaps = swapLines();
-    expect(swaps.length, server.stderr().split('\n').filter((l) => /generation|worker|loader/.test(l)).join('\n')).toBe(2);
+    expect(swaps.length, followLines(0).join('\n')).toBe(2);
     expect(server.stderr()).not.toMatch(/loader thread failed/);
+  }, 180_000);
+
+  it('after a delta (no file from the apply) the primary builds once and both workers swap to its file', async () => {
+    expect(v2Package).toBeTruthy();
+    const before = await get(V2_ONLY[0]);
+    expect(before.body.matches.length).toBeGreaterThan(0);
+    const startGen = before.body.generation;
+    // v3 drops the threatfox values again: the delta removes them.
+    const b = cli(['provider', 'build', '--feed', 'threats', '--key', real.key, '--out', path.join(work, 'out3'), '--category', 'malware', '--version', '3', '--base', v2Package, path.join(DATA, 'ipsum/levels/3.txt')]);
+    expect(b.code, b.stderr).toBe(0);
+    expect(b.lastLine).toMatch(/delta/);
+    const imported = await cliAsync(['import', b.lastLine], { dataDir: real.dataDir });
+    expect(imported.code, imported.stderr).toBe(0);
+    // Both workers answer from the new generation: 20 answers in a row without the removed values.
+    let inARow = 0;
+    for (let i = 0; inARow < 20; i++) {
+      if (i > 5000) throw new Error('the workers never all served the delta generation');
+      const value = V2_ONLY[i % V2_ONLY.length];
+      const r = await get(value);
+      expect(r.status).toBe(200);
+      if (r.body.generation > startGen) {
+        expect(r.body.matches.map((m) => m.indicator), `removed value ${value} after the swap`).not.toContain(value);
+        inARow++;
+      } else {
+        inARow = 0;
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    }
+    // The mechanism: the primary built the filters (nothing was announced, so it did not wait), each worker
+    // loaded the primary's file, and no worker built its own.
+    const swapLines = () => followLines(startGen).filter((l) => l.includes('"worker":') && l.includes('"filters":"file"'));
+    for (let i = 0; i < 50 && swapLines().length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+    const lines = followLines(startGen);
+    expect(swapLines().length, lines.join('\n')).toBe(2);
+    expect(lines.filter((l) => !l.includes('"worker":') && l.includes('"filters":"built"')).length, lines.join('\n')).toBe(1);
+    expect(lines.filter((l) => !l.includes('"worker":') && l.includes('waiting for the persisted filters')), lines.join('\n')).toEqual([]);
+    expect(lines.filter((l) => l.includes('"worker":') && (l.includes('"filters":"built"') || l.includes('did not come'))), lines.join('\n')).toEqual([]);
   }, 180_000);
 });
