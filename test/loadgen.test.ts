@@ -104,7 +104,7 @@ describe('paced load generator', () => {
   });
 
   it('reports every request as failed when nothing listens', async () => {
-    const url = await serve(ok);
+    const url = await serve((_req, res) => ok(res));
     for (const s of servers.splice(0)) await new Promise((r) => s.close(r));
     const r = await pacedRun({ url, token: 't', paths: ['/'], rate: 100, duration: 0.3, connections: 2 });
     expect(r.answered).toBe(0);
