@@ -20,6 +20,8 @@ ENV NODE_ENV=production \
 WORKDIR /app
 COPY --from=build /app /app
 RUN mkdir -p /data && chown node:node /data && chmod 700 /data
+# Worker threads' compiled module graphs (appliance/worker.ts), written on first use by the `node` user.
+RUN mkdir -p /app/node_modules/.cache/outpost && chown node:node /app/node_modules/.cache/outpost
 USER node
 VOLUME ["/data"]
 EXPOSE 8080

@@ -1,22 +1,124 @@
 // Starts a worker_thread from one of our TypeScript modules. The project runs from source through tsx;
 // on Node 20, loader hooks passed to a worker as `execArgv: ['--import', tsx]` are not applied to the
-// worker's own imports ("Unknown file extension .ts"), so a .ts worker starts as a tiny eval'd script
-// that registers tsx's ESM API in its own thread and then imports the module.
+// worker's own imports ("Unknown file extension .ts"), so a .ts worker starts as a tiny eval'd script.
+// That script imports the worker's module graph compiled once into one ES module (esbuild, which tsx
+// itself runs on), cached under node_modules/.cache/outpost/workers and keyed by the content of every
+// source file in the graph; when that is not possible it registers tsx's ESM API in its own thread and
+// imports the .ts module. Registering tsx costs each thread a loader-hooks thread of its own and a
+// message round trip per module: ~0.2 s of the ~0.35 s the apply worker took to start (docs/performance.md).
+import crypto from 'node:crypto';
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parentPort, Worker, type WorkerOptions } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { asOutpostError } from './errors.ts';
 
+const require = createRequire(import.meta.url);
 let tsxApi: string | undefined;
 
-function bootstrap(moduleUrl: URL): string {
+function tsxBootstrap(moduleUrl: URL): string {
   if (!tsxApi) {
-    const tsxDir = path.dirname(createRequire(import.meta.url).resolve('tsx/package.json'));
+    const tsxDir = path.dirname(require.resolve('tsx/package.json'));
     tsxApi = pathToFileURL(path.join(tsxDir, 'dist', 'esm', 'api', 'index.mjs')).href;
   }
   return `${LOWER_PRIORITY}.then(() => import(${JSON.stringify(tsxApi)})).then(({ register }) => { register(); return import(${JSON.stringify(moduleUrl.href)}); });`;
+}
+
+// Stack traces in the compiled module name the .ts files and lines (inline source map).
+const compiledBootstrap = (compiled: string) =>
+  `${LOWER_PRIORITY}.then(() => { process.setSourceMapsEnabled(true); return import(${JSON.stringify(pathToFileURL(compiled).href)}); });`;
+
+/** The project root (this file is appliance/worker.ts): bare imports in a compiled module resolve from its node_modules. */
+const projectRoot = () => path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+export const workerCacheDir = () => path.join(projectRoot(), 'node_modules', '.cache', 'outpost', 'workers');
+/** Bump when the build options below change: part of every cache key. */
+const COMPILE_FORMAT = 1;
+const compiled = new Map<string, string | null>();
+
+function graphHash(root: string, inputs: string[], esbuildVersion: string): string {
+  const h = crypto.createHash('sha256').update(`${COMPILE_FORMAT}\0${process.version}\0${esbuildVersion}\0`);
+  for (const f of inputs) h.update(`${f}\0`).update(fs.readFileSync(path.join(root, f))).update('\0');
+  return h.digest('hex');
+}
+
+function writeAtomic(file: string, text: string): void {
+  const tmp = `${file}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`;
+  fs.writeFileSync(tmp, text);
+  fs.renameSync(tmp, file);
+}
+
+/**
+ * The worker module `entry` (a .ts file) compiled with its project imports into one ES module (packages
+ * stay imports), from the cache when every input is unchanged, else built now (~50–80 ms) and cached.
+ * Null when it cannot be used: esbuild missing, cache not writable (the worker then runs through tsx),
+ * or the compiled code uses `import.meta` for anything but `createRequire(import.meta.url)`, which
+ * would name the cache file instead of the module's own (e.g. filters.ts starting itself as a worker).
+ */
+export function compiledWorker(entry: string): string | null {
+  let out = compiled.get(entry);
+  if (out === undefined) {
+    try {
+      out = compile(entry);
+    } catch {
+      out = null;
+    }
+    compiled.set(entry, out); // once per process: its workers run the code of one moment, like its main thread
+  }
+  return out;
+}
+
+function compile(entry: string): string | null {
+  const root = projectRoot();
+  const dir = workerCacheDir();
+  const rel = path.relative(root, entry);
+  if (rel.startsWith('..') || path.isAbsolute(rel)) return null;
+  const name = rel.replace(/\.ts$/, '').replace(/[^A-Za-z0-9]+/g, '-');
+  const manifestFile = path.join(dir, `${name}.json`);
+  const esbuildVersion = (JSON.parse(fs.readFileSync(require.resolve('esbuild/package.json'), 'utf8')) as { version: string }).version;
+  try {
+    const m = JSON.parse(fs.readFileSync(manifestFile, 'utf8')) as { inputs: string[]; hash: string; file: string };
+    const file = path.join(dir, m.file);
+    if (m.hash === graphHash(root, m.inputs, esbuildVersion) && fs.existsSync(file)) return file;
+  } catch {
+    /* no usable cache entry: build */
+  }
+  const esbuild = require('esbuild') as typeof import('esbuild');
+  const started = Date.now();
+  const r = esbuild.buildSync({
+    entryPoints: [entry],
+    absWorkingDir: root,
+    bundle: true,
+    packages: 'external',
+    platform: 'node',
+    format: 'esm',
+    target: `node${process.versions.node}`,
+    sourcemap: 'inline',
+    sourcesContent: false,
+    metafile: true,
+    write: false,
+    outfile: path.join(dir, `${name}.mjs`),
+    logLevel: 'silent',
+  });
+  const text = r.outputFiles[0]!.text;
+  if (/import\.meta/.test(text.replace(/\bcreateRequire\d*\(import\.meta\.url\)/g, ''))) return null;
+  const inputs = Object.keys(r.metafile.inputs).sort();
+  // A source edited while esbuild read it: not cached under a key that may not match what was compiled.
+  if (inputs.some((f) => fs.statSync(path.join(root, f)).mtimeMs >= started - 1000)) return null;
+  const hash = graphHash(root, inputs, esbuildVersion);
+  const file = `${name}-${hash.slice(0, 16)}.mjs`;
+  fs.mkdirSync(dir, { recursive: true });
+  writeAtomic(path.join(dir, file), text);
+  writeAtomic(manifestFile, JSON.stringify({ inputs, hash, file }));
+  // Earlier compilations of this entry: a running process may still start workers from one, so only
+  // those untouched for a day go.
+  for (const old of fs.readdirSync(dir)) {
+    if (old === file || !/^[0-9a-f]{16}\.mjs$/.test(old.slice(name.length + 1)) || !old.startsWith(`${name}-`)) continue;
+    const f = path.join(dir, old);
+    if (fs.statSync(f).mtimeMs < Date.now() - 86_400_000) fs.rmSync(f, { force: true });
+  }
+  return path.join(dir, file);
 }
 
 /**
@@ -30,7 +132,10 @@ export const WORKER_NICE = 10;
 const LOWER_PRIORITY = `Promise.all([import('node:fs'), import('node:os')]).then(([fs, os]) => { try { os.setPriority(Number(fs.readlinkSync('/proc/thread-self').split('/').pop()), ${WORKER_NICE}); } catch {} })`;
 
 export function startWorker(moduleUrl: URL, options: WorkerOptions = {}): Worker {
-  if (moduleUrl.pathname.endsWith('.ts')) return new Worker(bootstrap(moduleUrl), { ...options, eval: true });
+  if (moduleUrl.pathname.endsWith('.ts')) {
+    const js = moduleUrl.protocol === 'file:' ? compiledWorker(fileURLToPath(moduleUrl)) : null;
+    return new Worker(js ? compiledBootstrap(js) : tsxBootstrap(moduleUrl), { ...options, eval: true });
+  }
   return new Worker(moduleUrl, options);
 }
 

@@ -7,13 +7,15 @@ import path from 'node:path';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { startWorker } from '../appliance/worker.ts';
 import Database from 'better-sqlite3';
-import bloomFilters from 'bloom-filters';
+import { createRequire } from 'node:module';
 import { getMeta, setMeta, type DB } from '../appliance/db.ts';
 import { OutpostError } from '../appliance/errors.ts';
 import type { IndicatorType } from '../appliance/types.ts';
 import { FastHashing, HASH_OUT, hashRange, hashV4Net, streamSeeds } from './hash.ts';
 
-const { BloomFilter } = bloomFilters;
+// The one class we use, not the package index (dist/api.js), which also loads every other structure and
+// lodash: ~60–100 ms more to start each thread that builds or loads filters (docs/performance.md).
+const BloomFilter = (createRequire(import.meta.url)('bloom-filters/dist/bloom/bloom-filter.js') as typeof import('bloom-filters/dist/bloom/bloom-filter.js')).default;
 type BloomFilterT = InstanceType<typeof BloomFilter>;
 
 /** Types with an exact-value filter. Networks have their own (`ipv4-cidr`, `ipv6-cidr`). */

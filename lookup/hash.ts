@@ -2,10 +2,11 @@
 // (murmur3-style blocks),
 // computed in one pass with no allocation, plugged into bloom-filters through its Hashing extension point.
 // bloom-filters' default (xxhash64 over a Buffer) costs ~11 µs per has(); this costs tens of nanoseconds.
-import bloomFilters from 'bloom-filters';
+import { createRequire } from 'node:module';
 import type { HashableInput, TwoHashes } from 'bloom-filters/dist/hashing/hashing.js';
 
-const { Hashing } = bloomFilters;
+// The base class from its own module: the package index also loads lodash and every other structure.
+const Hashing = (createRequire(import.meta.url)('bloom-filters/dist/hashing/hashing.js') as typeof import('bloom-filters/dist/hashing/hashing.js')).default;
 
 /**
  * Output slots of the allocation-free hash functions below: [first, second], both unsigned 32-bit.

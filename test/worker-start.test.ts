@@ -1,0 +1,89 @@
+// Worker threads start from their module graph compiled once into a cached ES module (appliance/worker.ts):
+// the cache must follow every source edit, keep stack traces on the .ts lines, fall back to tsx when the
+// compiled code could not stand in for the module, and the real apply worker must run from it.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { compiledWorker, runWorker, workerCacheDir } from '../appliance/worker.ts';
+
+const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+// Inside the project (bare imports resolve from its node_modules), outside the sources.
+const dir = fs.mkdtempSync(path.join(ROOT, 'node_modules', '.cache', 'outpost-test-worker-'));
+fs.writeFileSync(path.join(dir, 'package.json'), '{"type":"module"}\n'); // package scopes stop at node_modules
+afterAll(() => {
+  fs.rmSync(dir, { recursive: true, force: true });
+  const prefix = path.relative(ROOT, dir).replace(/[^A-Za-z0-9]+/g, '-');
+  for (const f of fs.readdirSync(workerCacheDir())) if (f.startsWith(prefix)) fs.rmSync(path.join(workerCacheDir(), f), { force: true });
+});
+
+/** Writes a source file dated a minute back (compile() caches nothing edited during its build). */
+function write(name: string, text: string): string {
+  const f = path.join(dir, name);
+  fs.writeFileSync(f, text);
+  const past = new Date(Date.now() - 60_000);
+  fs.utimesSync(f, past, past);
+  return f;
+}
+
+const entry = (helper: string) => `import { parentPort, workerData } from 'node:worker_threads';
+import { answer } from './${helper}';
+const n: number = workerData.n;
+parentPort!.postMessage({ type: 'done', result: answer(n) });
+`;
+
+/** Runs the worker in a process of its own (each process compiles at most once per entry). */
+function runInProcess(file: string): { result: number; compiled: string | null } {
+  const code = `const w = await import(${JSON.stringify(pathToFileURL(path.join(ROOT, 'appliance', 'worker.ts')).href)});
+const result = await w.runWorker(new URL(${JSON.stringify(pathToFileURL(file).href)}), { n: 20 });
+console.log(JSON.stringify({ result, compiled: w.compiledWorker(${JSON.stringify(file)}) }));`;
+  const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: ROOT, encoding: 'utf8' });
+  return JSON.parse(out.trim().split('\n').pop()!);
+}
+
+describe('worker threads from compiled module graphs', () => {
+  it('compiles the graph once, reuses it while the sources are unchanged and recompiles after an edit', () => {
+    write('helper.ts', 'export const answer = (n: number): number => n * 2;\n');
+    const main = write('entry.ts', entry('helper.ts'));
+    const first = runInProcess(main);
+    expect(first.result).toBe(40);
+    expect(first.compiled).toMatch(/\.mjs$/);
+    expect(path.dirname(first.compiled!)).toBe(workerCacheDir());
+    const again = runInProcess(main);
+    expect(again).toEqual(first);
+
+    write('helper.ts', 'export const answer = (n: number): number => n * 3;\n');
+    const edited = runInProcess(main);
+    expect(edited.result).toBe(60);
+    expect(edited.compiled).not.toBe(first.compiled);
+  });
+
+  it('keeps error stacks on the TypeScript file and line', async () => {
+    write('thrower.ts', '// line 1\nexport function answer(n: number): number {\n  throw new Error(`no answer for ${n}`);\n}\n');
+    const main = write('entry-throws.ts', entry('thrower.ts'));
+    const err = await runWorker(pathToFileURL(main), { n: 7 }).then(() => null, (e: Error) => e);
+    expect(compiledWorker(main)).toMatch(/\.mjs$/);
+    expect(err?.message).toBe('no answer for 7');
+    expect(err?.stack).toContain(`${path.join(dir, 'thrower.ts')}:3:9`);
+  });
+
+  it('runs a module whose compiled form would misname its own URL through tsx instead', async () => {
+    const main = write('self.ts', `import { parentPort, workerData } from 'node:worker_threads';
+parentPort!.postMessage({ type: 'done', result: new URL(import.meta.url).pathname.endsWith('/self.ts') ? workerData.n : -1 });
+`);
+    expect(compiledWorker(main)).toBeNull();
+    expect(await runWorker(pathToFileURL(main), { n: 5 })).toBe(5);
+  });
+
+  it('the apply worker compiles with its whole graph', () => {
+    const file = compiledWorker(fileURLToPath(new URL('../sync/apply-worker.ts', import.meta.url)));
+    expect(file).toMatch(/\.mjs$/);
+    const manifest = JSON.parse(fs.readFileSync(path.join(workerCacheDir(), 'sync-apply-worker.json'), 'utf8')) as { inputs: string[] };
+    expect(manifest.inputs).toEqual(expect.arrayContaining(['sync/apply-worker.ts', 'sync/apply.ts', 'lookup/filters.ts', 'lookup/normalize.ts']));
+    // Packages stay imports resolved from the project's node_modules, not copies.
+    const text = fs.readFileSync(file!, 'utf8');
+    expect(text).toMatch(/from "better-sqlite3"/);
+    expect(text).toMatch(/from "tldts"/);
+  });
+});
