@@ -34,7 +34,8 @@ const compiledBootstrap = (compiled: string) =>
 const projectRoot = () => path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 export const workerCacheDir = () => path.join(projectRoot(), 'node_modules', '.cache', 'outpost', 'workers');
 /** Bump when the build options below change: part of every cache key. */
-const COMPILE_FORMAT = 1;
+const COMPILE_FORMAT = 2;
+const STDIN = 'outpost-worker-entry.js';
 const compiled = new Map<string, string | null>();
 
 function graphHash(root: string, inputs: string[], esbuildVersion: string): string {
@@ -52,9 +53,11 @@ function writeAtomic(file: string, text: string): void {
 /**
  * The worker module `entry` (a .ts file) compiled with its project imports into one ES module (packages
  * stay imports), from the cache when every input is unchanged, else built now (~50–80 ms) and cached.
- * Null when it cannot be used: esbuild missing, cache not writable (the worker then runs through tsx),
- * or the compiled code uses `import.meta` for anything but `createRequire(import.meta.url)`, which
- * would name the cache file instead of the module's own (e.g. filters.ts starting itself as a worker).
+ * The entry is compiled as imported for its effects (a worker answers through messages, not exports),
+ * so what it exports for the main thread, e.g. filters.ts's function that starts filters.ts itself as a
+ * worker with `new URL(import.meta.url)`, is left out. Null when it cannot be used: esbuild missing,
+ * cache not writable (the worker then runs through tsx), or the compiled code still uses `import.meta`
+ * for anything but `createRequire(import.meta.url)`: it would name the cache file, not the module.
  */
 export function compiledWorker(entry: string): string | null {
   let out = compiled.get(entry);
@@ -87,7 +90,7 @@ function compile(entry: string): string | null {
   const esbuild = require('esbuild') as typeof import('esbuild');
   const started = Date.now();
   const r = esbuild.buildSync({
-    entryPoints: [entry],
+    stdin: { contents: `import ${JSON.stringify(`./${path.basename(entry)}`)};`, resolveDir: path.dirname(entry), sourcefile: STDIN, loader: 'js' },
     absWorkingDir: root,
     bundle: true,
     packages: 'external',
@@ -103,7 +106,7 @@ function compile(entry: string): string | null {
   });
   const text = r.outputFiles[0]!.text;
   if (/import\.meta/.test(text.replace(/\bcreateRequire\d*\(import\.meta\.url\)/g, ''))) return null;
-  const inputs = Object.keys(r.metafile.inputs).sort();
+  const inputs = Object.keys(r.metafile.inputs).filter((f) => path.basename(f) !== STDIN).sort();
   // A source edited while esbuild read it: not cached under a key that may not match what was compiled.
   if (inputs.some((f) => fs.statSync(path.join(root, f)).mtimeMs >= started - 1000)) return null;
   const hash = graphHash(root, inputs, esbuildVersion);
