@@ -170,7 +170,7 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
     if (limiter.enabled && limiter.take(row.id) > 0) return false; // the app takes again and answers 429
     let body: string;
     try {
-      body = JSON.stringify(lookupOne(value, undefined, row.name));
+      body = resultJson(lookupOne(value, undefined, row.name) as LookupResult); // JSON.stringify's bytes; a miss from a template
     } catch (err) {
       log.error({ err, path: '/api/v1/lookup' }, 'unhandled error');
       body = JSON.stringify(errorBody('E_INTERNAL', 'internal error'));
