@@ -16,7 +16,7 @@ import type { DB } from '../appliance/db.ts';
 import type { FeedKind, IndicatorType, LookupResult, LookupType, Match, MatchKind } from '../appliance/types.ts';
 import {
   buildFilters, buildFiltersInWorker, loadFilters, parseV4, probe, probeRange, probeV4Net, serializeFilters,
-  storeFingerprint, v4Network, type FilterSet, type TypedFilter,
+  storeFingerprint, urlAuthorityEnd, v4Network, type FilterSet, type TypedFilter,
 } from './filters.ts';
 import { annotateResult } from './actors.ts';
 import type { IndicatorRow } from '../sync/records.ts';
@@ -294,10 +294,14 @@ export class LookupEngine {
     const f = this.set.filters.get(type);
     if (!f) return false;
     if (type === 'ipv4') {
-      if (probe(f, value)) return true;
-      return this.v4NetworkKeys(value, null) > 0;
+      const n = parseV4(value);
+      if (n < 0) return probe(f, value);
+      const inBlock = this.v4BlockListed(n);
+      if (inBlock && probe(f, value)) return true;
+      return this.v4NetworkKeys(n, inBlock, null) > 0;
     }
     if (type === 'domain') return this.domainCandidates(f, value, null) > 0;
+    if (type === 'url' && !this.urlKeysMayMatch(value, value.indexOf('://'))) return false;
     return probe(f, value);
   }
 
@@ -311,7 +315,7 @@ export class LookupEngine {
     return {
       generation: this.generation,
       ...this.counters,
-      filterBytes: bytes + this.set.v4Index.byteLength + this.set.v4Blocks.byteLength,
+      filterBytes: bytes + this.set.v4Index.byteLength + this.set.v4Blocks.byteLength + this.set.urlHosts.bits.byteLength,
       filterValues: values,
       filterBuildMs: this.set.buildMs,
       nonCanonicalNetworks: this.set.nonCanonical,
@@ -327,13 +331,23 @@ export class LookupEngine {
 
   private matchIp(ip: string, type: 'ipv4' | 'ipv6', exactKind: MatchKind): void {
     const f = this.set.filters.get(type)!;
-    this.counters.filterProbes++;
-    if (probe(f, ip)) this.confirm(type, ip, exactKind);
     if (type === 'ipv4') {
+      // The /24 block bitmap first: a clear bit means no listed address and no listed network of length
+      // 16..32 in the address's /24, so neither the exact filter nor those network keys need a probe.
+      const n = parseV4(ip);
+      const inBlock = n < 0 || this.v4BlockListed(n);
+      if (inBlock) {
+        this.counters.filterProbes++;
+        if (probe(f, ip)) this.confirm(type, ip, exactKind);
+      }
       // Scratch list reused across lookups (confirm() never re-enters matchIp): no array per lookup.
       const keys = this.keyScratch;
-      if (this.v4NetworkKeys(ip, keys) > 0) for (const k of keys.splice(0)) this.confirm('ipv4-cidr', k, 'cidr');
-    } else if (this.set.prefixes6.length) {
+      if (n >= 0 && this.v4NetworkKeys(n, inBlock, keys) > 0) for (const k of keys.splice(0)) this.confirm('ipv4-cidr', k, 'cidr');
+      return;
+    }
+    this.counters.filterProbes++;
+    if (probe(f, ip)) this.confirm(type, ip, exactKind);
+    if (this.set.prefixes6.length) {
       const nf = this.set.filters.get('ipv6-cidr')!;
       for (const p of this.set.prefixes6) {
         if (p === 128) continue; // normalize stores a /128 as the plain address: matched exactly above
@@ -344,17 +358,21 @@ export class LookupEngine {
     }
   }
 
+  /** The /24 of address `n` holds a listed address or overlaps a listed network of length 16..32 (v4Blocks). */
+  private v4BlockListed(n: number): boolean {
+    return (this.set.v4Blocks[n >>> 11] & (1 << ((n >>> 8) & 7))) !== 0;
+  }
+
   /**
-   * Probes the listed-network filter for each prefix length the /16 index says is present around `ip`;
-   * collects the keys that hit (when `out` is given). Returns the number of hits.
+   * Probes the listed-network filter for each prefix length the /16 index says is present around address
+   * `n` (prefixes 16..32 only when `inBlock`, see v4BlockListed); collects the keys that hit (when `out` is
+   * given). Returns the number of hits.
    */
-  private v4NetworkKeys(ip: string, out: string[] | null): number {
+  private v4NetworkKeys(n: number, inBlock: boolean, out: string[] | null): number {
     const set = this.set;
-    const n = parseV4(ip);
-    if (n < 0) return 0;
     let mask = set.v4Index[n >>> 16];
     // Prefixes 16..32 (bits 15..31) only when a listed network of that range overlaps the address's /24.
-    if ((mask & 0xffff8000) !== 0 && (set.v4Blocks[n >>> 11] & (1 << ((n >>> 8) & 7))) === 0) mask &= 0x7fff;
+    if ((mask & 0xffff8000) !== 0 && !inBlock) mask &= 0x7fff;
     if (mask === 0 && !set.v4HasZero) return 0;
     const nf = set.filters.get('ipv4-cidr')!;
     let hits = 0;
@@ -428,15 +446,17 @@ export class LookupEngine {
    * URL in that order, then the host — a domain probed inside the URL, sliced only when a filter hits.
    */
   private matchUrl(url: string): void {
-    const f = this.set.filters.get('url')!;
-    const ends = this.endScratch; // confirm() never re-enters matchUrl: the scratch stays ours
-    const n = urlKeyEndsInto(url, ends);
-    for (let i = 0; i < n; i++) {
-      this.counters.filterProbes++;
-      if (probeRange(f, url, 0, ends[i])) this.confirm('url', i === 0 ? url : url.slice(0, ends[i]), i === 0 ? 'exact' : 'url');
+    const sep = url.indexOf('://');
+    if (this.urlKeysMayMatch(url, sep)) {
+      const f = this.set.filters.get('url')!;
+      const ends = this.endScratch; // confirm() never re-enters matchUrl: the scratch stays ours
+      const n = urlKeyEndsInto(url, ends);
+      for (let i = 0; i < n; i++) {
+        this.counters.filterProbes++;
+        if (probeRange(f, url, 0, ends[i])) this.confirm('url', i === 0 ? url : url.slice(0, ends[i]), i === 0 ? 'exact' : 'url');
+      }
     }
     const len = url.length;
-    const sep = url.indexOf('://');
     // The host as urlHost() finds it: bracketed IPv6, else up to the first ':' before the path.
     let hs = sep < 0 ? 0 : sep + 3;
     let he = url.indexOf('/', hs);
@@ -458,6 +478,13 @@ export class LookupEngine {
       if (this.domainCandidates(this.set.filters.get('domain')!, s, keys, hs, he) === 0) return;
       for (const k of keys.splice(0)) this.confirm('domain', k, 'subdomain');
     }
+  }
+
+  /** False when no listed URL has this URL's authority (FilterSet.urlHosts), so none of its URL keys is listed. */
+  private urlKeysMayMatch(url: string, sep: number): boolean {
+    if (sep < 0) return true;
+    this.counters.filterProbes++;
+    return probeRange(this.set.urlHosts, url, sep + 3, urlAuthorityEnd(url, sep + 3));
   }
 
   private check(filterType: IndicatorType, storeType: IndicatorType, value: string, kind: MatchKind): void {

@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 import { getMeta, setMeta, type DB } from '../appliance/db.ts';
 import { OutpostError } from '../appliance/errors.ts';
 import type { IndicatorType } from '../appliance/types.ts';
-import { FastHashing, HASH_OUT, hashRange, hashV4Net, streamSeeds } from './hash.ts';
+import { BLOCK_BITS, FastHashing, HASH_OUT, hashRange, hashV4Net, positionWord, streamSeeds } from './hash.ts';
 
 // The one class we use, not the package index (dist/api.js), which also loads every other structure and
 // lodash: ~60–100 ms more to start each thread that builds or loads filters (docs/performance.md).
@@ -32,6 +32,8 @@ export interface TypedFilter {
   /** The filter's bit array (BitSet.array): bit i is `bits[i >> 3] & (1 << (i & 7))`. */
   bits: Uint8Array;
   m: number;
+  /** m / BLOCK_BITS: the value's block is `first hash % blocks` (lookup/hash.ts, blocked index scheme). */
+  blocks: number;
   k: number;
   seed: number;
   s1: number;
@@ -57,32 +59,88 @@ export interface FilterSet {
    */
   v4Index: Uint32Array;
   /**
-   * IPv4 /24 blocks (2 MiB, one bit per ip >>> 8): set when a listed network of length 16..32 overlaps the
-   * block. At millions of indicators nearly every /16 holds some listed /24, so the /16 index alone would
-   * send most addresses to a network probe; a clear bit here rules out every prefix from 16 to 32.
+   * IPv4 /24 blocks (2 MiB, one bit per ip >>> 8): set when a listed address lies in the block or a listed
+   * network of length 16..32 overlaps it. A clear bit rules out the exact address and every prefix from 16
+   * to 32 with one read of this bitmap, before any filter probe: at 10M indicators (5.5M addresses) about
+   * 70 % of the /24s are clear, and the exact-address filter is 10 MiB of cache and TLB misses. (At millions
+   * of indicators nearly every /16 holds some listed /24, so the /16 index alone would send most addresses
+   * to a network probe.)
    */
   v4Blocks: Uint8Array;
   /** A listed 0.0.0.0/0 (bit 0 of the index means /1). */
   v4HasZero: boolean;
+  /**
+   * The authorities (`host[:port]`, urlAuthorityEnd) of listed URLs, at URL_HOST_FP_RATE: a URL whose
+   * authority is not in it has none of its URL keys listed, so a lookup probes its one key here instead of
+   * 2–6 URL keys (the URL, without query, path prefixes), each a cache miss in a filter of many MiB. An index
+   * like v4Index and v4Blocks: a false positive costs only the URL-key probes it would have made anyway.
+   */
+  urlHosts: TypedFilter;
   /** Network rows whose value was not in canonical `net/prefix` form (they cannot be matched by address). */
   nonCanonical: number;
 }
 
 // ---------------------------------------------------------------- sizing and the fast probe
 
-/** Optimal size for n values at false-positive rate p: m = −n ln p / (ln 2)², k = round((m/n) ln 2). */
+/**
+ * False-positive rate of a blocked filter (BLOCK_BITS-bit blocks) with c bits per value and k bits per
+ * value: a block holds a Poisson(BLOCK_BITS / c) number of values, and a value that is not listed is a false
+ * positive when its k bits in its block are all set.
+ */
+export function blockedFpRate(c: number, k: number): number {
+  const lambda = BLOCK_BITS / c;
+  const jMax = Math.ceil(lambda + 12 * Math.sqrt(lambda) + 30);
+  let logP = -lambda; // log of Poisson(j; λ), from j = 0
+  const logEmpty = Math.log1p(-1 / BLOCK_BITS); // log of the chance one set bit misses a given position
+  let sum = 0;
+  for (let j = 0; j <= jMax; j++) {
+    if (j > 0) logP += Math.log(lambda / j);
+    sum += Math.exp(logP) * Math.pow(1 - Math.exp(j * k * logEmpty), k);
+  }
+  return sum;
+}
+
+const shapes = new Map<number, { bitsPerValue: number; k: number }>();
+
+/** The fewest bits per value (and its k) whose blocked false-positive rate is at most p. */
+export function blockedShape(p: number): { bitsPerValue: number; k: number } {
+  let best = shapes.get(p);
+  if (best) return best;
+  // The best k is near log2(1/p) (log2(1/p) + 0..1 for p = 0.1 … 1e-6); search a range around it.
+  const l = Math.log2(1 / p);
+  for (let k = Math.max(1, Math.floor(0.5 * l)); k <= Math.ceil(1.3 * l) + 2; k++) {
+    let lo = 0.5;
+    let hi = 4 * (-Math.log(p) / (Math.LN2 * Math.LN2)) + 8;
+    if (blockedFpRate(hi, k) > p) continue;
+    for (let i = 0; i < 32; i++) {
+      const mid = (lo + hi) / 2;
+      if (blockedFpRate(mid, k) > p) lo = mid;
+      else hi = mid;
+    }
+    if (!best || hi < best.bitsPerValue) best = { bitsPerValue: hi, k };
+  }
+  best ??= { bitsPerValue: 4 * (-Math.log(p) / (Math.LN2 * Math.LN2)) + 8, k: 1 };
+  shapes.set(p, best);
+  return best;
+}
+
+/**
+ * Size for n values at false-positive rate p, in whole blocks: the fewest bits per value whose blocked
+ * false-positive rate (blockedFpRate) is at most p, with its k. At p = 0.001 that is 15.5 bits and k = 9,
+ * 1.08× the −ln p / (ln 2)² = 14.4 bits of a filter whose bits are spread over the whole array.
+ */
 export function filterSize(n: number, p: number): { m: number; k: number } {
   if (!(p > 0 && p < 1)) throw new OutpostError('E_CONFIG', `filter false-positive rate must be between 0 and 1, got ${p}`);
-  if (n <= 0) return { m: 8, k: 1 };
-  const m = Math.max(8, Math.ceil((-n * Math.log(p)) / (Math.LN2 * Math.LN2)));
-  const k = Math.max(1, Math.round((m / n) * Math.LN2));
-  return { m, k };
+  if (n <= 0) return { m: BLOCK_BITS, k: 1 };
+  const { bitsPerValue, k } = blockedShape(p);
+  return { m: Math.max(1, Math.ceil((n * bitsPerValue) / BLOCK_BITS)) * BLOCK_BITS, k };
 }
 
 function wrap(type: IndicatorType, filter: BloomFilterT, count: number): TypedFilter {
   filter._hashing = FASTHASHING;
   const [s1, s2] = streamSeeds(filter.seed);
-  return { type, filter, bits: filter._filter.array, m: filter._size, k: filter._nbHashes, seed: filter.seed, s1, s2, count };
+  if (filter._size % BLOCK_BITS !== 0) throw new OutpostError('E_FORMAT', `a ${type} filter of ${filter._size} bits is not a whole number of ${BLOCK_BITS}-bit blocks`);
+  return { type, filter, bits: filter._filter.array, m: filter._size, blocks: filter._size / BLOCK_BITS, k: filter._nbHashes, seed: filter.seed, s1, s2, count };
 }
 
 export function createFilter(type: IndicatorType, n: number, p: number): TypedFilter {
@@ -91,39 +149,40 @@ export function createFilter(type: IndicatorType, n: number, p: number): TypedFi
 }
 
 /*
- * bloom-filters' getIndexes: index_i = |(a + i·b + (i³ − i)/6) mod m| with {a, b} = hashTwice(value, seed).
- * a, b are unsigned here, so index_i = (a + i·b + (i³ − i)/6) mod m, and successive differences are
- * b + i(i+1)/2 — which the loops below step through incrementally (no multiplication, no modulo of large
- * numbers, no array). A test checks the indexes equal the library's for real values.
+ * The indexes of FastHashing.getIndexes (lookup/hash.ts, blockedIndexes): the value's block is
+ * `HASH_OUT[0] % blocks`, bit i within it is 9 bits of positionWord(HASH_OUT[1], i / 3). The loops below read
+ * and set them in place (no array); a test checks the bits and answers equal the library's add()/has().
  */
 
 /** True when the hash pair in HASH_OUT may be in the filter. */
 function testHashed(f: TypedFilter): boolean {
-  const m = f.m;
   const bits = f.bits;
-  let x = HASH_OUT[0] % m;
-  let d = HASH_OUT[1] % m;
-  for (let i = 0; i < f.k; i++) {
-    if ((bits[x >>> 3] & (1 << (x & 7))) === 0) return false;
-    x += d;
-    if (x >= m) x -= m;
-    d += i + 1;
-    if (d >= m) d -= m;
+  const base = (HASH_OUT[0] % f.blocks) << 6; // byte offset of the block (64 bytes)
+  const h2 = HASH_OUT[1];
+  let w = h2;
+  for (let i = 0, r = 0; i < f.k; i++, r++) {
+    if (r === 3) {
+      r = 0;
+      w = positionWord(h2, i / 3);
+    }
+    const p = (w >>> (9 * r)) & 511;
+    if ((bits[base + (p >>> 3)] & (1 << (p & 7))) === 0) return false;
   }
   return true;
 }
 
 function setHashed(f: TypedFilter): void {
-  const m = f.m;
   const bits = f.bits;
-  let x = HASH_OUT[0] % m;
-  let d = HASH_OUT[1] % m;
-  for (let i = 0; i < f.k; i++) {
-    bits[x >>> 3] |= 1 << (x & 7);
-    x += d;
-    if (x >= m) x -= m;
-    d += i + 1;
-    if (d >= m) d -= m;
+  const base = (HASH_OUT[0] % f.blocks) << 6;
+  const h2 = HASH_OUT[1];
+  let w = h2;
+  for (let i = 0, r = 0; i < f.k; i++, r++) {
+    if (r === 3) {
+      r = 0;
+      w = positionWord(h2, i / 3);
+    }
+    const p = (w >>> (9 * r)) & 511;
+    bits[base + (p >>> 3)] |= 1 << (p & 7);
   }
 }
 
@@ -149,6 +208,21 @@ export function probeV4Net(f: TypedFilter, net: number, prefix: number): boolean
 export function addValue(f: TypedFilter, value: string): void {
   hashRange(value, 0, value.length, f.s1, f.s2);
   setHashed(f);
+}
+
+/** False-positive rate of the URL authority index (FilterSet.urlHosts): a hit only lets the URL keys be probed. */
+export const URL_HOST_FP_RATE = 0.01;
+
+/**
+ * End of the authority of a canonical URL that starts at `start` (just after `://`): the first '/', '?' or
+ * '#' after it, else the end. The same on build and lookup, so the index has no false negatives.
+ */
+export function urlAuthorityEnd(url: string, start: number): number {
+  for (let i = start; i < url.length; i++) {
+    const c = url.charCodeAt(i);
+    if (c === 47 || c === 63 || c === 35) return i;
+  }
+  return url.length;
 }
 
 // ---------------------------------------------------------------- IPv4 helpers
@@ -219,6 +293,8 @@ export function newBuilder(counts: Map<string, number>, fpRate: number, generati
     set: {
       generation, fpRate, fingerprint, builtAt: new Date().toISOString(), buildMs: 0, filters,
       prefixes4: [], prefixes6: [], v4Index: new Uint32Array(65536), v4Blocks: new Uint8Array(V4_BLOCK_BYTES), v4HasZero: false, nonCanonical: 0,
+      // Sized for one authority per listed URL (an upper bound: many URLs share a host).
+      urlHosts: createFilter('url', counts.get('url') ?? 0, URL_HOST_FP_RATE),
     },
     p4: new Set(),
     p6: new Set(),
@@ -245,6 +321,15 @@ export function addIndicator(b: FilterBuilder, type: string, value: string): voi
     const prefix = Number(value.slice(value.indexOf('/') + 1));
     if (!Number.isInteger(prefix) || prefix < 0 || prefix > 128 || value.indexOf('/') < 0) b.set.nonCanonical++;
     else b.p6.add(prefix);
+  } else if (type === 'ipv4') {
+    const n = parseV4(value);
+    if (n >= 0) b.set.v4Blocks[n >>> 11] |= 1 << ((n >>> 8) & 7);
+  } else if (type === 'url') {
+    const sep = value.indexOf('://');
+    if (sep >= 0) {
+      hashRange(value, sep + 3, urlAuthorityEnd(value, sep + 3), b.set.urlHosts.s1, b.set.urlHosts.s2);
+      setHashed(b.set.urlHosts);
+    }
   }
   addValue(f, value);
 }
@@ -300,7 +385,9 @@ export function buildFiltersFrom(items: Iterable<[IndicatorType, string]>, fpRat
 // ---------------------------------------------------------------- bulk binary form (file and worker transfer)
 
 const MAGIC = 'OUTPOSTF';
-const FORMAT = 'outpost-filters/2'; // /2: the /24 block bitmap after the /16 index (a /1 file is rebuilt)
+// /2: the /24 block bitmap after the /16 index; /3: blocked filters (lookup/hash.ts), listed addresses in the
+// /24 bitmap, the URL authority index. An older file is rebuilt.
+const FORMAT = 'outpost-filters/3';
 
 interface Header {
   format: typeof FORMAT;
@@ -313,10 +400,31 @@ interface Header {
   prefixes6: number[];
   v4HasZero: boolean;
   nonCanonical: number;
-  filters: { type: IndicatorType; m: number; k: number; seed: number; count: number; bytes: number }[];
+  filters: FilterHeader[];
+  urlHosts: FilterHeader;
 }
 
-/** Header + the raw arrays: [v4Index bytes, v4Blocks, filter bit arrays in header order]. */
+interface FilterHeader {
+  type: IndicatorType;
+  m: number;
+  k: number;
+  seed: number;
+  count: number;
+  bytes: number;
+}
+
+const headerOf = (f: TypedFilter): FilterHeader => ({ type: f.type, m: f.m, k: f.k, seed: f.seed, count: f.count, bytes: f.bits.byteLength });
+
+/** A filter from its header and bit array (adopted, not copied). */
+function filterFrom(fh: FilterHeader, bits: Uint8Array): TypedFilter {
+  if (bits.byteLength !== Math.ceil(fh.m / 8) || fh.k < 1) throw new OutpostError('E_FORMAT', `filter data: bad ${fh.type} filter`);
+  const bf = new BloomFilter(fh.m, fh.k);
+  bf.seed = fh.seed;
+  bf._filter.array = bits; // the library's BitSet keeps its bits in `array`; adopt ours instead of copying
+  return wrap(fh.type, bf, fh.count);
+}
+
+/** Header + the raw arrays: [v4Index bytes, v4Blocks, urlHosts bits, filter bit arrays in header order]. */
 export interface FilterParts {
   header: Header;
   arrays: Uint8Array[];
@@ -329,15 +437,16 @@ export function toParts(set: FilterSet): FilterParts {
       format: FORMAT, generation: set.generation, fpRate: set.fpRate, fingerprint: set.fingerprint, builtAt: set.builtAt,
       buildMs: set.buildMs, prefixes4: set.prefixes4, prefixes6: set.prefixes6, v4HasZero: set.v4HasZero,
       nonCanonical: set.nonCanonical,
-      filters: filters.map((f) => ({ type: f.type, m: f.m, k: f.k, seed: f.seed, count: f.count, bytes: f.bits.byteLength })),
+      filters: filters.map(headerOf),
+      urlHosts: headerOf(set.urlHosts),
     },
-    arrays: [new Uint8Array(set.v4Index.buffer, set.v4Index.byteOffset, set.v4Index.byteLength), set.v4Blocks, ...filters.map((f) => f.bits)],
+    arrays: [new Uint8Array(set.v4Index.buffer, set.v4Index.byteOffset, set.v4Index.byteLength), set.v4Blocks, set.urlHosts.bits, ...filters.map((f) => f.bits)],
   };
 }
 
 export function fromParts(parts: FilterParts): FilterSet {
   const h = parts.header;
-  if (h.format !== FORMAT || parts.arrays.length !== h.filters.length + 2) {
+  if (h.format !== FORMAT || parts.arrays.length !== h.filters.length + 3 || !h.urlHosts) {
     throw new OutpostError('E_FORMAT', 'filter data is not in the expected format');
   }
   const idx = parts.arrays[0];
@@ -345,18 +454,12 @@ export function fromParts(parts: FilterParts): FilterSet {
   const blocks = parts.arrays[1];
   if (blocks.byteLength !== V4_BLOCK_BYTES) throw new OutpostError('E_FORMAT', 'filter data: bad /24 block index');
   const filters = new Map<IndicatorType, TypedFilter>();
-  h.filters.forEach((fh, i) => {
-    const bits = parts.arrays[i + 2];
-    if (bits.byteLength !== Math.ceil(fh.m / 8) || fh.k < 1) throw new OutpostError('E_FORMAT', `filter data: bad ${fh.type} filter`);
-    const bf = new BloomFilter(fh.m, fh.k);
-    bf.seed = fh.seed;
-    bf._filter.array = bits; // the library's BitSet keeps its bits in `array`; adopt ours instead of copying
-    filters.set(fh.type, wrap(fh.type, bf, fh.count));
-  });
+  h.filters.forEach((fh, i) => filters.set(fh.type, filterFrom(fh, parts.arrays[i + 3])));
   return {
     generation: h.generation, fpRate: h.fpRate, fingerprint: h.fingerprint, builtAt: h.builtAt, buildMs: h.buildMs,
     filters, prefixes4: h.prefixes4, prefixes6: h.prefixes6,
     v4Index: new Uint32Array(idx.buffer, idx.byteOffset, 65536), v4Blocks: blocks, v4HasZero: h.v4HasZero, nonCanonical: h.nonCanonical,
+    urlHosts: filterFrom(h.urlHosts, parts.arrays[2]),
   };
 }
 
@@ -444,7 +547,7 @@ export function loadFilters(file: string): FilterSet {
   // Copy into a fresh ArrayBuffer when the Buffer is not 8-aligned (the Uint32 index needs 4-byte alignment).
   const base = buf.byteOffset % 8 === 0 ? buf : Buffer.from(buf);
   let offset = pad8(12 + hlen);
-  const sizes = [65536 * 4, V4_BLOCK_BYTES, ...(header.filters ?? []).map((f) => f.bytes)];
+  const sizes = [65536 * 4, V4_BLOCK_BYTES, header.urlHosts?.bytes ?? 0, ...(header.filters ?? []).map((f) => f.bytes)];
   const arrays = sizes.map((n) => {
     if (offset + n > base.length) throw new OutpostError('E_FORMAT', `${file} is truncated`);
     const a = new Uint8Array(base.buffer, base.byteOffset + offset, n);

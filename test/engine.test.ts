@@ -164,6 +164,60 @@ describe('matching on real data', () => {
     expect(probes(text(outside!))).toBe(probes(text(empty16 + 9)));
   });
 
+  it('/24 block index holds listed addresses too: every listed address matches; an unlisted address is probed only when its /24 holds a listed one', () => {
+    const v4 = (t: string) => t.split('.').reduce((a, o) => a * 256 + Number(o), 0) >>> 0;
+    const probes = (ip: string) => {
+      const before = engine.stats().filterProbes;
+      engine.lookup(ip);
+      return engine.stats().filterProbes - before;
+    };
+    const exact = Object.values(feeds).flatMap((f) => f.values).filter((v) => v.type === 'ipv4').map((v) => v.value);
+    expect(exact.length).toBeGreaterThan(29_000);
+    for (const ip of exact) expect(engine.lookup(ip).matches.some((m) => m.kind === 'exact' && m.indicator === ip), ip).toBe(true);
+    const listed = new Set(exact);
+    const nets = Object.values(feeds).flatMap((f) => f.values).filter((v) => v.type === 'ipv4-cidr').map((v) => ({ base: v4(v.value.split('/')[0]), prefix: Number(v.value.split('/')[1]) }));
+    const covered = (ip: number) => nets.some((n) => ip >= n.base && ip < n.base + 2 ** (32 - n.prefix));
+    const blocks = new Set(exact.map((ip) => v4(ip) >>> 8));
+    // An unlisted address beside a listed one in the same /24, outside every network: the exact filter is probed.
+    const beside = exact.map((ip) => ((v4(ip) & ~255) | ((v4(ip) + 1) & 255)) >>> 0).find((n) => !listed.has([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.')) && !covered(n) && !nets.some((m) => m.base >>> 16 === n >>> 16))!;
+    expect(beside).toBeDefined();
+    const besideText = [beside >>> 24, (beside >>> 16) & 255, (beside >>> 8) & 255, beside & 255].join('.');
+    expect(probes(besideText)).toBeGreaterThanOrEqual(1);
+    expect(engine.lookup(besideText).verdict).toBe('unknown');
+    // An address whose /24 holds no listed address and whose /16 no listed network: no probe at all.
+    let quiet: string | undefined;
+    for (let a = 11; a < 200 && quiet === undefined; a++) {
+      const n = (a * 2 ** 24 + 77 * 65536 + 9) >>> 0;
+      if (!blocks.has(n >>> 8) && !nets.some((m) => m.base >>> 16 === n >>> 16 || (n >= m.base && n < m.base + 2 ** (32 - m.prefix)))) quiet = [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+    }
+    expect(quiet).toBeDefined();
+    expect(probes(quiet!)).toBe(0);
+    expect(engine.mayMatch('ipv4', quiet!)).toBe(false);
+  });
+
+  it('URL authority index: a URL on an authority no listed URL has probes no URL key; on a listed authority it does', () => {
+    const probes = (v: string) => {
+      const before = engine.stats().filterProbes;
+      engine.lookup(v);
+      return engine.stats().filterProbes - before;
+    };
+    const urls = feeds.urlhaus.values.filter((v) => v.type === 'url').map((v) => v.value);
+    const authority = (u: string) => u.slice(u.indexOf('://') + 3).split(/[/?#]/)[0];
+    const listedAuthorities = new Set(urls.map(authority));
+    const host = (u: string) => authority(u).replace(/:\d+$/, '');
+    // A listed URL's authority with another path: the authority index passes, the URL keys are probed.
+    const listed = urls.find((u) => /^https?:\/\/[a-z][a-z0-9.-]*\.[a-z]{2,}\/[^?]*$/.test(u))!;
+    const sibling = `${listed.slice(0, listed.indexOf('://') + 3)}${authority(listed)}/outpost-${'q'.repeat(5)}/x/y`;
+    expect(probes(sibling) - probes(host(sibling))).toBeGreaterThanOrEqual(3); // index + URL keys
+    // An authority no listed URL has: one probe of the index, then only the host's domain probes.
+    let n = 0;
+    let other = '';
+    do other = `http://outpost-unlisted-${n++}.example.org/a/b/c/d?q=1`;
+    while ((listedAuthorities.has(authority(other)) || engine.filters.urlHosts.filter.has(authority(other))) && n < 1000);
+    expect(listedAuthorities.has(authority(other))).toBe(false);
+    expect(probes(other) - probes(host(other))).toBe(1);
+  });
+
   it('an IPv6 address inside a listed IPv6 network (AWS allowlist) matches as cidr and is benign', () => {
     const net = feeds.aws.values.find((v) => v.type === 'ipv6-cidr' && /\/(4[0-9]|5[0-6])$/.test(v.value))!;
     expect(net).toBeDefined();

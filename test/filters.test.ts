@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDb, type DB } from '../appliance/db.ts';
 import type { IndicatorType } from '../appliance/types.ts';
 import {
-  addValue, buildFilters, buildFiltersFrom, buildFiltersInWorker, createFilter, filterSize, loadFilters, parseV4, probe,
+  addValue, blockedFpRate, blockedShape, buildFilters, buildFiltersFrom, buildFiltersInWorker, createFilter, filterSize, loadFilters, parseV4, probe,
   probeV4Net, serializeFilters, v4Network, type FilterSet,
 } from '../lookup/filters.ts';
 import { cidrKey, normalize } from '../lookup/normalize.ts';
@@ -62,14 +62,25 @@ beforeAll(() => {
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 describe('sizing', () => {
-  it('follows m = −n ln p / (ln 2)², k = round((m/n) ln 2)', () => {
-    expect(filterSize(1_000_000, 0.001)).toEqual({ m: 14_377_588, k: 10 });
-    expect(filterSize(1000, 0.01)).toEqual({ m: 9586, k: 7 });
-    expect(filterSize(0, 0.001)).toEqual({ m: 8, k: 1 });
+  it('sizes blocked filters from the count and the rate: the fewest bits per value whose blocked FP rate is ≤ p', () => {
+    expect(filterSize(1_000_000, 0.001)).toEqual({ m: 15_488_512, k: 9 });
+    expect(filterSize(1000, 0.01)).toEqual({ m: 10_240, k: 6 });
+    expect(filterSize(0, 0.001)).toEqual({ m: 512, k: 1 });
+    for (const p of [0.1, 0.01, 0.001, 0.0001]) {
+      const { bitsPerValue, k } = blockedShape(p);
+      expect(blockedFpRate(bitsPerValue, k)).toBeLessThanOrEqual(p * (1 + 1e-9));
+      // over the unblocked optimum −ln p / (ln 2)² (1.08× at the default 0.001), within the 1.2× allowed
+      const theory = -Math.log(p) / (Math.LN2 * Math.LN2);
+      expect(bitsPerValue / theory).toBeGreaterThan(1);
+      expect(bitsPerValue / theory).toBeLessThan(1.2);
+      // no other k does it with fewer bits
+      for (let kk = 1; kk <= 20; kk++) expect(blockedFpRate(bitsPerValue * 0.999, kk)).toBeGreaterThan(p);
+    }
     const f = createFilter('domain', 50_000, 0.001);
-    expect(f.m / 50_000).toBeCloseTo(14.38, 1);
+    expect(f.m % 512).toBe(0);
+    expect(f.m / 50_000).toBeCloseTo(15.49, 1);
     expect(f.filter._size).toBe(f.m);
-    expect(f.filter._nbHashes).toBe(10);
+    expect(f.filter._nbHashes).toBe(9);
   });
 
   it('refuses a rate outside (0, 1)', () => {
@@ -162,11 +173,12 @@ describe('persistence', () => {
     expect(loaded.prefixes4).toEqual(set.prefixes4);
     expect(Buffer.compare(Buffer.from(loaded.v4Index.buffer, loaded.v4Index.byteOffset, loaded.v4Index.byteLength),
       Buffer.from(set.v4Index.buffer, set.v4Index.byteOffset, set.v4Index.byteLength))).toBe(0);
-    for (const [t, f] of set.filters) {
-      const g = loaded.filters.get(t)!;
+    expect(Buffer.compare(Buffer.from(loaded.v4Blocks), Buffer.from(set.v4Blocks))).toBe(0);
+    for (const [f, g] of [...[...set.filters].map(([t, f]) => [f, loaded.filters.get(t)!]), [set.urlHosts, loaded.urlHosts]]) {
       expect([g.m, g.k, g.seed, g.count]).toEqual([f.m, f.k, f.seed, f.count]);
       expect(Buffer.compare(Buffer.from(g.bits), Buffer.from(f.bits))).toBe(0);
     }
+    expect(set.urlHosts.bits.some((b) => b !== 0)).toBe(true);
     let missing = 0;
     for (const [t, v] of values) if (!probe(loaded.filters.get(t)!, v)) missing++;
     expect(missing).toBe(0);
