@@ -173,7 +173,7 @@ async function runHttpWorker(): Promise<void> {
   const hitLog = new Database(paths.db);
   hitLog.pragma('busy_timeout = 0');
   hitLog.pragma('wal_autocheckpoint = 0');
-  const sightings = new SightingsWriter(hitLog, { ownsDb: true });
+  const sightings = new SightingsWriter(hitLog, { ownsDb: true, inThread: true });
   const metrics = new Metrics();
   // Platform push (lookup/push.ts): the worker only queues the hits it answers; the primary sends them.
   const { attachPlatformPush, startPlatformPush } = await import('../lookup/push.ts');

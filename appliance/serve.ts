@@ -60,7 +60,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     await engine.reload();
     const metrics = new Metrics();
     // Hit log on its own connection: its flushes never wait for (or hold up) an apply's write lock.
-    const sightings = SightingsWriter.forDataDir(cfg.dataDir);
+    const sightings = SightingsWriter.forDataDir(cfg.dataDir, { inThread: true });
     // ---- integrations: TAXII 2.1, VirusTotal-compatible lookups, platform push (docs/integrations.md) ----
     // Platform push (lookup/push.ts): hits to syslog and the signed webhook through the persistent retry
     // queue, and sync events of every import (this process or a shell's) followed from the audit log.

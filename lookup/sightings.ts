@@ -2,11 +2,15 @@
 // first/last local sighting, the client (token name) and the matched feeds. The lookup path only updates
 // an in-memory map (bounded; overflow is counted, never blocks); a timer flushes it every ~1 s, or sooner
 // when it holds `flushRows` values, in one transaction on its own connection with no busy wait, so a long
-// apply holding the write lock delays the flush, never a lookup. `outpost hits`, GET /api/v1/hits and
+// apply holding the write lock delays the flush, never a lookup. In a serving process (`inThread`) the
+// timed flushes are written by a writer thread with its own connection: a flush of a thousand hits is
+// 10–60 ms of SQLite work that would otherwise stall every request on that event loop. `outpost hits`, GET /api/v1/hits and
 // the false-positive action read and use what was flushed. Every recorded lookup, matched or not, also
 // bumps an in-memory per-day counter (lookups, matches) flushed to lookup_counts with the same batch.
+import { isMainThread, parentPort, workerData, type Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { audit, layout, type DB } from '../appliance/db.ts';
+import { startWorker } from '../appliance/worker.ts';
 import { OutpostError } from '../appliance/errors.ts';
 import type { LookupResult, Verdict } from '../appliance/types.ts';
 import { normalize } from './normalize.ts';
@@ -23,6 +27,32 @@ export interface SightingsOptions {
   retentionDays?: number;
   /** Clock, unix seconds (tests). */
   now?: () => number;
+  /**
+   * Timed flushes go to a writer thread on its own connection to the same database file (serving
+   * processes). An explicit flush() still writes on the calling thread. Needs a file database.
+   */
+  inThread?: boolean;
+}
+
+const THREAD_TAG = 'outpost:sightings-writer';
+type DayMap = Map<string, { lookups: number; matches: number }>;
+interface ThreadBatch {
+  id: number;
+  rows: [string, Pending][];
+  days: [string, { lookups: number; matches: number }][];
+  /** The last batch: write it (retrying while busy, as close() does) and stop. */
+  final?: boolean;
+  /** The sending writer's clock (unix s): the thread prunes the log by it, as the writer would. */
+  now: number;
+}
+interface ThreadReply {
+  id: number;
+  written: number;
+  flushes: number;
+  busy: number;
+  dropped: number;
+  /** Pairs the thread still holds (its database was busy). */
+  queued: number;
 }
 
 interface Pending {
@@ -66,6 +96,11 @@ export class SightingsWriter {
   private dayAt = Number.NaN;
   private day = '';
   private readonly counters = { recorded: 0, written: 0, dropped: 0, flushes: 0, busy: 0 };
+  /** inThread: the writer thread, its last counts, and the reply awaited by close(). */
+  private thread: Worker | null = null;
+  private threadCounts = { written: 0, flushes: 0, busy: 0, dropped: 0, queued: 0 };
+  private threadBatches = 0;
+  private threadFinal: ((r: ThreadReply | null) => void) | null = null;
 
   constructor(db: DB, opts: SightingsOptions & { ownsDb?: boolean } = {}) {
     this.db = db;
@@ -93,8 +128,45 @@ export class SightingsWriter {
        ON CONFLICT(day) DO UPDATE SET lookups = lookups + excluded.lookups, matches = matches + excluded.matches`,
     );
     const every = opts.flushMs ?? 1000;
-    this.timer = setInterval(() => this.flush(), every);
+    if (opts.inThread) this.startThread(opts);
+    this.timer = setInterval(() => (this.thread ? this.post() : this.flush()), every);
     this.timer.unref();
+  }
+
+  private startThread(opts: SightingsOptions): void {
+    const w = startWorker(new URL(import.meta.url), {
+      workerData: { tag: THREAD_TAG, dbPath: this.db.name, retentionDays: opts.retentionDays, flushMs: opts.flushMs },
+    });
+    w.unref();
+    w.on('message', (m: ThreadReply) => {
+      this.threadCounts = { written: m.written, flushes: m.flushes, busy: m.busy, dropped: m.dropped, queued: m.queued };
+      if (m.id === -1) this.threadFinal?.(m);
+    });
+    const lost = () => {
+      // The thread is gone (it failed to start or crashed): flush here from now on. What it held is lost
+      // and not counted; the lookups it would have logged were answered.
+      if (this.thread !== w) return;
+      this.thread = null;
+      this.threadFinal?.(null);
+    };
+    w.on('error', lost);
+    w.on('exit', lost);
+    this.thread = w;
+  }
+
+  /** inThread: hands what is queued to the writer thread (a structured clone; no SQLite on this thread). */
+  private post(final = false): void {
+    if (!this.thread) return;
+    if (!final && this.pending.size === 0 && this.dayCounts.size === 0) return;
+    const msg: ThreadBatch = { id: final ? -1 : ++this.threadBatches, rows: [...this.pending], days: [...this.dayCounts], final, now: this.now() };
+    this.pending = new Map();
+    this.dayCounts = new Map();
+    this.thread.postMessage(msg);
+  }
+
+  /** Thread side: takes a batch into the queue (merged with what a busy database left there). */
+  absorb(rows: [string, Pending][], days: [string, { lookups: number; matches: number }][]): void {
+    this.requeue(new Map(rows), new Map(days));
   }
 
   /** A writer on its own connection to the data dir's database: never waits for the write lock. */
@@ -139,7 +211,8 @@ export class SightingsWriter {
       this.soon = true;
       setImmediate(() => {
         this.soon = false;
-        this.flush();
+        if (this.thread) this.post();
+        else this.flush();
       });
     }
   }
@@ -173,18 +246,7 @@ export class SightingsWriter {
       }).immediate();
     } catch (e) {
       // Put the batch back (merged with anything recorded meanwhile); drop only what does not fit.
-      for (const [day, d] of days) {
-        const q = this.dayCounts.get(day) ?? { lookups: 0, matches: 0 };
-        this.dayCounts.set(day, { lookups: q.lookups + d.lookups, matches: q.matches + d.matches });
-      }
-      for (const [k, p] of batch) {
-        const q = this.pending.get(k);
-        if (q) {
-          q.count += p.count;
-          q.first = Math.min(q.first, p.first);
-        } else if (this.pending.size < this.maxQueue) this.pending.set(k, p);
-        else this.counters.dropped += p.count;
-      }
+      this.requeue(batch, days);
       if ((e as { code?: string }).code === 'SQLITE_BUSY' || (e as { code?: string }).code === 'SQLITE_LOCKED') {
         this.counters.busy++;
         return 0;
@@ -196,14 +258,50 @@ export class SightingsWriter {
     return batch.size;
   }
 
+  /** Merges a batch back into the queue; drops only what does not fit. */
+  private requeue(batch: Map<string, Pending>, days: DayMap): void {
+    for (const [day, d] of days) {
+      const q = this.dayCounts.get(day) ?? { lookups: 0, matches: 0 };
+      this.dayCounts.set(day, { lookups: q.lookups + d.lookups, matches: q.matches + d.matches });
+    }
+    for (const [k, p] of batch) {
+      const q = this.pending.get(k);
+      if (q) {
+        q.count += p.count;
+        q.first = Math.min(q.first, p.first);
+        q.last = Math.max(q.last, p.last);
+      } else if (this.pending.size < this.maxQueue) this.pending.set(k, p);
+      else this.counters.dropped += p.count;
+    }
+  }
+
   stats(): SightingsStats {
-    return { queued: this.pending.size, ...this.counters };
+    const t = this.threadCounts;
+    return {
+      queued: this.pending.size + t.queued,
+      recorded: this.counters.recorded,
+      written: this.counters.written + t.written,
+      dropped: this.counters.dropped + t.dropped,
+      flushes: this.counters.flushes + t.flushes,
+      busy: this.counters.busy + t.busy,
+    };
   }
 
   /** Stops the timer and writes what is queued (retrying briefly if the database is busy). */
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    const w = this.thread;
+    if (w) {
+      // The last batch to the thread, which writes it with close()'s retries and answers once done.
+      const done = new Promise<ThreadReply | null>((resolve) => (this.threadFinal = resolve));
+      this.post(true);
+      const timer = setTimeout(() => this.threadFinal?.(null), 10_000);
+      await done;
+      clearTimeout(timer);
+      this.thread = null;
+      await w.terminate();
+    }
     for (let i = 0; i < 50 && (this.pending.size || this.dayCounts.size); i++) {
       this.flush();
       if (this.pending.size || this.dayCounts.size) await new Promise((r) => setTimeout(r, 100));
@@ -310,4 +408,33 @@ export function markFalsePositive(db: DB, raw: string, reason: string, actor: st
     audit(db, actor, 'hits.false-positive', { subject: n.value, detail: { override_id: override.id, sightings: s.count } });
     return { override, value: n.value, type: n.type };
   })();
+}
+
+// ------------------------------------------------------------------------------------------ writer thread
+
+if (!isMainThread && (workerData as { tag?: string } | null)?.tag === THREAD_TAG) {
+  const { dbPath, retentionDays, flushMs } = workerData as { dbPath: string; retentionDays?: number; flushMs?: number };
+  const db = new Database(dbPath);
+  db.pragma('busy_timeout = 0');
+  // The thread's own writer: same statements and busy handling; its timer retries what a busy database left.
+  let clock = Math.floor(Date.now() / 1000);
+  const writer = new SightingsWriter(db, { ownsDb: true, retentionDays, flushMs, now: () => clock });
+  const reply = (id: number) => {
+    const st = writer.stats();
+    parentPort!.postMessage({ id, written: st.written, flushes: st.flushes, busy: st.busy, dropped: st.dropped, queued: st.queued } satisfies ThreadReply);
+  };
+  parentPort!.on('message', (m: ThreadBatch) => {
+    clock = m.now;
+    writer.absorb(m.rows, m.days);
+    if (m.final) {
+      void writer.close().finally(() => reply(-1));
+      return;
+    }
+    try {
+      writer.flush();
+    } catch {
+      // kept queued by flush(); retried on the writer's timer
+    }
+    reply(m.id);
+  });
 }

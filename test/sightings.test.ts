@@ -199,6 +199,37 @@ describe('SightingsWriter', () => {
     expect(lookupsPerDay(db, 1, t)).toEqual([{ day: '2026-03-11', lookups: 2, matches: 1 }]);
   });
 
+  it('inThread: timed flushes are written by the writer thread; a busy database keeps them there until it frees; close writes the rest', async () => {
+    const day = Date.parse('2026-04-02T08:00:00Z') / 1000;
+    const w = SightingsWriter.forDataDir(dir, { flushMs: 50, inThread: true, now: () => day });
+    const waitFor = async (what: () => boolean) => {
+      for (let i = 0; i < 400 && !what(); i++) await new Promise((r) => setTimeout(r, 25));
+      return what();
+    };
+    const seen = (v: string) => listHits(db, { top: 1000 }).find((h) => h.value === v)?.hits ?? 0;
+    for (let i = 0; i < 3; i++) w.record(result('thread-a.example'), 'c');
+    w.record(result('thread-miss.example', false), 'c');
+    // Nobody calls flush(): the timer hands the batch to the thread, which writes it.
+    expect(await waitFor(() => seen('thread-a.example') === 3)).toBe(true);
+    expect(lookupsPerDay(db, 1, day)).toEqual([{ day: '2026-04-02', lookups: 4, matches: 3 }]);
+    expect(await waitFor(() => w.stats().written >= 1 && w.stats().flushes >= 1)).toBe(true);
+    // Busy: the thread keeps the batch (queued) and retries on its own timer.
+    const other = new Database(path.join(dir, 'outpost.db'));
+    other.exec('BEGIN IMMEDIATE');
+    w.record(result('thread-b.example'), 'c');
+    expect(await waitFor(() => w.stats().busy >= 1 && w.stats().queued === 1)).toBe(true);
+    expect(seen('thread-b.example')).toBe(0);
+    other.exec('COMMIT');
+    other.close();
+    expect(await waitFor(() => seen('thread-b.example') === 1)).toBe(true);
+    // What is recorded just before close() is written by close().
+    w.record(result('thread-c.example'), 'c');
+    w.record(result('thread-c.example'), 'c');
+    await w.close();
+    expect(seen('thread-c.example')).toBe(2);
+    expect(lookupsPerDay(db, 1, day)).toEqual([{ day: '2026-04-02', lookups: 7, matches: 6 }]);
+  });
+
   it('--since accepts ISO times and durations', () => {
     expect(parseSince('2026-08-01T00:00:00Z')).toBe(Date.parse('2026-08-01T00:00:00Z') / 1000);
     expect(parseSince('24h', 100_000)).toBe(100_000 - 86_400);
