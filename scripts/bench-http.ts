@@ -217,8 +217,8 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
       const half = Math.max(1, Math.round(combineRuns(ourRuns.map((r) => r.value)).rps / 2));
       halfRuns = {
         half,
-        ours: await gen.run({ url: served.url, token, paths, duration: seconds, rate: half }),
-        bare: await gen.run({ url: raw.url, token, paths, duration: seconds, rate: half }),
+        ours: await gen.run({ url: served.url, token, paths, duration: seconds, rate: half, warmup: 1 }),
+        bare: await gen.run({ url: raw.url, token, paths, duration: seconds, rate: half, warmup: 1 }),
       };
     } finally {
       raw.stop();
@@ -269,8 +269,9 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
     if (delta) {
       // Lookups at half load while the delta is verified, applied (worker thread, one transaction) and the
       // new filters built and swapped in by every process; stopped once all of that is done.
-      const inst = gen.begin({ url: served.url, token, paths, duration: 3600, rate: half });
-      await new Promise((r) => setTimeout(r, 500));
+      // One second at the rate before recording starts, then half a second recorded before the import.
+      const inst = gen.begin({ url: served.url, token, paths, duration: 3600, rate: half, warmup: 1 });
+      await new Promise((r) => setTimeout(r, 1500));
       const tA = performance.now();
       const res = await importPackage(cfg, served.db, delta.tar, { actor: 'bench' });
       const applyMs = performance.now() - tA;
