@@ -4,24 +4,24 @@
 // (with the HTTP hook, scripts/bench-http.ts) HTTP figures beside a bare node:http server. Indicators are
 // shaped like the real lists (real values from ../shared/data when present, topped up with synthetic ones
 // of the same shapes), so figures do not flatter short keys. Every phase is bounded in time.
+import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { fileURLToPath } from 'node:url';
-import bloomFilters from 'bloom-filters';
 import { loadConfig, type Config } from '../appliance/config.ts';
 import { openDb, type DB } from '../appliance/db.ts';
 import type { IndicatorType } from '../appliance/types.ts';
 import { LookupEngine } from '../lookup/engine.ts';
-import { createFilter, probe } from '../lookup/filters.ts';
 import { normalize } from '../lookup/normalize.ts';
 import { generateKeyPair } from '../sync/keys.ts';
 import { importPackage } from '../sync/import.ts';
 import { buildPackage } from '../sync/provider-build.ts';
 import { trustAdd } from '../sync/trust.ts';
 import { mulberry32 as rng } from './prng.ts';
+import type { InProcFigures, InProcInput } from './bench-inproc.ts';
 
 /** What the HTTP phase gets: a data dir holding the imported store, values to ask for, and the run's bounds. */
 export interface HttpBenchInput {
@@ -173,25 +173,23 @@ function makeIndicators(size: number, real: Map<IndicatorType, string[]>, gen: (
   return { pairs, listed };
 }
 
-/** Runs fn over the values repeatedly for about `seconds`; mean nanoseconds per call. */
-function timePerCall(values: string[], seconds: number, fn: (v: string) => unknown): number {
-  let sink = 0;
-  const warm = Math.min(values.length, 20_000);
-  for (let i = 0; i < warm; i++) if (fn(values[i])) sink++;
-  let calls = 0;
-  const start = process.hrtime.bigint();
-  const budget = BigInt(Math.round(seconds * 1e9));
-  let elapsed = 0n;
-  do {
-    for (let i = 0; i < values.length; i++) if (fn(values[i])) sink++;
-    calls += values.length;
-    elapsed = process.hrtime.bigint() - start;
-  } while (elapsed < budget);
-  if (sink < 0) throw new Error('unreachable');
-  return Number(elapsed) / calls;
-}
-
 const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+
+/** Runs scripts/bench-inproc.ts in a process of its own on `inputFile`; resolves with its figures. */
+function inProcess(inputFile: string): Promise<InProcFigures> {
+  return new Promise((resolve, reject) => {
+    const child = fork(fileURLToPath(new URL('./bench-inproc.ts', import.meta.url)), [inputFile], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    let settled = false;
+    child.once('message', (m: { result?: InProcFigures; error?: string }) => {
+      settled = true;
+      if (m.result) resolve(m.result);
+      else reject(new Error(`in-process figures: ${m.error}`));
+    });
+    child.once('exit', (code) => {
+      if (!settled) reject(new Error(`in-process figures: process exited with ${code}`));
+    });
+  });
+}
 
 /** A full garbage collection now (V8's gc(), exposed for this one call; a no-op where refused). */
 function collectGarbage(): void {
@@ -314,7 +312,6 @@ export async function runBench(opts: BenchOptions): Promise<Record<string, numbe
       if (n.ok && !listed.has(n.value) && !engine.mayMatch(n.type, n.value)) missPairs.push([n.type, n.value]);
     }
     const missValues = missPairs.map(([, v]) => v);
-    const missTypes = missPairs.map(([t]) => t);
 
     // What the timed loops need from the data set: listed IPv4 values (for the library comparison) and a
     // sample of listed values (the batch's hits); then the delta for the HTTP phase (the provider tooling).
@@ -353,54 +350,23 @@ export async function runBench(opts: BenchOptions): Promise<Record<string, numbe
       say(`delta for the HTTP phase: ${fmt(next.delta!.added)} added, ${fmt(next.delta!.removed)} removed (built in ${fmt(performance.now() - tD)} ms)`);
       delta = { tar: next.delta!.path, count: next.delta!.added + next.delta!.removed };
     }
-    // A serving process holds the store, the filters and its own state, not a generated data set: at 10M the
-    // bench's values and their Set are ~2 GiB of heap, whose major GCs would be charged to the lookups
-    // timed below. Let them go and collect once before timing.
+    // The bench's values and their Set are ~2 GiB of heap at 10M: let them go and collect once before the
+    // timed phases (this process is also the HTTP phase's cluster primary).
     pairs = [];
     listed = new Set();
     collectGarbage();
+    const heapAfterMb = process.memoryUsage().heapUsed / 1048576;
 
-    // ---- 3. In-process figures.
-    // The engine's filter stage on a normalized value that is not listed (what every miss costs).
-    let k = 0;
-    const lookupMissNs = timePerCall(missValues, secs, (v) => engine.mayMatch(missTypes[k++ % missTypes.length], v));
-    const byType: Record<string, number> = {};
-    for (const t of ['ipv4', 'domain', 'url', 'sha256'] as IndicatorType[]) {
-      const vals = missPairs.filter(([tt]) => tt === t).map(([, v]) => v);
-      if (vals.length) byType[t] = timePerCall(vals, secs / 4, (v) => engine.mayMatch(t, v));
-    }
-    // The baseline: a prepared SQLite point query on the same table for the same missing values.
-    const point = db.prepare('SELECT feed, kind, category, confidence, first_seen, last_seen, expires_at, extra FROM indicators WHERE type = ? AND value = ?');
-    k = 0;
-    const sqlitePointNs = timePerCall(missValues, secs, (v) => point.get(missTypes[k++ % missTypes.length], v));
-    // The full in-process lookup of a missing value (normalize + filter + result object).
-    const engineMissNs = timePerCall(missValues, secs, (v) => engine.lookup(v));
-    // Hashing alternatives on one filter of the same size: bloom-filters' has() with its default
-    // xxhash64, has() with our FastHashing, and our direct probe.
-    const ipMiss = missPairs.filter(([t]) => t === 'ipv4').map(([, v]) => v);
-    const lib = bloomFilters.BloomFilter.create(Math.max(1, ipListedCount), fpRate);
-    for (const v of ipListed.slice(0, 5000)) lib.add(v); // a few adds suffice: a miss's cost does not depend on fill
-    const libDefaultNs = timePerCall(ipMiss.slice(0, 2000), Math.min(secs, 0.5), (v) => lib.has(v));
-    const fast = createFilter('ipv4', Math.max(1, ipListedCount), fpRate);
-    for (const v of ipListed) fast.filter.add(v);
-    const libFastNs = timePerCall(ipMiss, secs / 2, (v) => fast.filter.has(v));
-    const probeNs = timePerCall(ipMiss, secs / 2, (v) => probe(fast, v));
-    // Mixed batch of values, 1% listed, through lookupMany (normalize + filters + confirmations).
+    // ---- 3. In-process figures, in a fresh process on the same store (scripts/bench-inproc.ts): it opens the
+    //      store and loads the persisted filters as a serving process does; see there for why not here.
     const batch: string[] = [];
     for (let i = 0; i < 10_000; i++) {
       if (i % 100 === 0) batch.push(hitPool[Math.floor(r() * hitPool.length)]);
       else batch.push(missValues[Math.floor(r() * missValues.length)]);
     }
-    for (const res of engine.lookupMany(batch)) if (res.type === 'invalid') throw new Error(`bench value refused: ${res.value}`);
-    let batches = 0;
-    let hits = 0;
-    const bStart = performance.now();
-    do {
-      for (const res of engine.lookupMany(batch)) if (res.matches.length) hits++;
-      batches++;
-    } while (performance.now() - bStart < secs * 1000);
-    const batchPerS = (batches * batch.length) / ((performance.now() - bStart) / 1000);
-    const hitShare = hits / (batches * batch.length);
+    const inputFile = path.join(dir, 'inproc.json');
+    fs.writeFileSync(inputFile, JSON.stringify({ dataDir, fpRate, secs, missPairs, batch, ipListed, ipListedCount } satisfies InProcInput));
+    const { lookupMissNs, byType, sqlitePointNs, engineMissNs, libDefaultNs, libFastNs, probeNs, batchPerS, hitShare, rssMb: inprocRssMb } = await inProcess(inputFile);
     const rssMb = process.memoryUsage().rss / 1048576;
 
     say('');
@@ -411,7 +377,7 @@ export async function runBench(opts: BenchOptions): Promise<Record<string, numbe
     say(`bloom has() fast    ${fmt(libFastNs, 1)} ns   bloom-filters' has() with our hashing  → direct probe ${fmt(libFastNs / probeNs, 1)}× faster`);
     say(`bloom probe         ${fmt(probeNs, 1)} ns   direct read of the same bit array`);
     say(`batch_values_per_s  ${fmt(batchPerS)} values/s   lookupMany, mixed types, ${fmt(hitShare * 100, 1)}% hits, one core  (${fmt(1e9 / batchPerS, 0)} ns/value)`);
-    say(`rss_mb              ${fmt(rssMb, 0)} MiB   whole bench process (after letting the generated data set go)`);
+    say(`rss_mb              ${fmt(rssMb, 0)} MiB   whole bench process (after letting the generated data set go; JS heap in use then ${fmt(heapAfterMb, 0)} MiB); the process of the in-process figures: ${fmt(inprocRssMb, 0)} MiB`);
 
     const result: Record<string, number | null> = {
       size: total,
@@ -435,6 +401,7 @@ export async function runBench(opts: BenchOptions): Promise<Record<string, numbe
       filter_vs_theory: round(filterBitsBytes / theoryBytes, 3),
       filter_index_bytes: indexBytes,
       rss_mb: round(rssMb, 1),
+      inproc_rss_mb: round(inprocRssMb, 1),
       http_rps: null,
       raw_http_rps: null,
     };
