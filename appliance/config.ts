@@ -56,6 +56,11 @@ export interface Config {
   rateLimitBurst: number;
   /** Database check at start: quick (PRAGMA quick_check), full (PRAGMA integrity_check) or off. */
   startCheck: string;
+  /**
+   * Stores larger than this (MiB) are checked in a background thread while serving starts (the check reads
+   * the whole file: ~30 s at 10M indicators); a failed check then stops the appliance with the same E_DB.
+   */
+  startCheckInlineMb: number;
   // ---- indicator expiry, purge, offline inbox (sync/expiry.ts, sync/inbox.ts; docs/operations-sync.md) ----
   /** Default lifetime of IP addresses and networks without their own `exp`, days after the package's creation (0 = none). */
   expiryIpDays: number;
@@ -137,6 +142,7 @@ const DEFAULTS: Config = {
   rateLimitRps: 5_000,
   rateLimitBurst: 10_000,
   startCheck: 'quick',
+  startCheckInlineMb: 256,
   expiryIpDays: 30,
   expiryUrlDays: 60,
   expiryDomainDays: 180,
@@ -195,6 +201,7 @@ const ENV: Record<keyof Config, string> = {
   rateLimitRps: 'OUTPOST_RATE_LIMIT_RPS',
   rateLimitBurst: 'OUTPOST_RATE_LIMIT_BURST',
   startCheck: 'OUTPOST_START_CHECK',
+  startCheckInlineMb: 'OUTPOST_START_CHECK_INLINE_MB',
   expiryIpDays: 'OUTPOST_EXPIRY_IP_DAYS',
   expiryUrlDays: 'OUTPOST_EXPIRY_URL_DAYS',
   expiryDomainDays: 'OUTPOST_EXPIRY_DOMAIN_DAYS',

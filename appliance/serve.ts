@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Config } from './config.ts';
 import { acquireServeLock, layout, type DB } from './db.ts';
-import { openCheckedDb } from './backup.ts';
+import { checkIntegrityInBackground, databaseError, openCheckedDb, startCheckInline } from './backup.ts';
+import { OutpostError, type ErrorCode } from './errors.ts';
 import type { Logger } from './log.ts';
 import { createApi, lookupFastPath, type AppEnv } from '../lookup/api.ts';
 import { createHttpServer } from './http-server.ts';
@@ -52,8 +53,10 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
   const release = acquireServeLock(cfg.dataDir);
   let db: DB | undefined;
   try {
-    // Integrity check (OUTPOST_START_CHECK); a damaged store fails with E_DB naming the newest backup.
-    db = openCheckedDb(cfg.dataDir, cfg.startCheck);
+    // Integrity check (OUTPOST_START_CHECK); a damaged store fails with E_DB naming the newest backup. A store
+    // over OUTPOST_START_CHECK_INLINE_MB is checked in a background thread once serving (below) instead.
+    const checkInline = startCheckInline(cfg.dataDir, cfg.startCheck, cfg.startCheckInlineMb);
+    db = openCheckedDb(cfg.dataDir, checkInline ? cfg.startCheck : 'off');
     clearStaging(cfg.dataDir);
     const demo = cfg.noDemo ? null : await ensureDemo(cfg, db, log);
     const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate, verdict: policyFrom(cfg), feedPolicy: new FeedPolicy(db, { expiryDays: expiryDaysOf(cfg), staleAfterS: cfg.staleAfterS }) });
@@ -132,7 +135,22 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
 
     log.info({ url, generation: engine.generation, dataDir: cfg.dataDir }, 'outpost serving');
     const theDb = db;
-    return {
+    let running: RunningAppliance | null = null;
+    if (!checkInline) {
+      log.info({ check: cfg.startCheck }, 'checking the database in the background');
+      checkIntegrityInBackground(cfg.dataDir, cfg.startCheck).then(
+        () => log.info({ check: cfg.startCheck }, 'database check passed'),
+        (e: { code?: string; message?: string }) => {
+          // The same refusal as at start, only later: stop serving from a damaged store.
+          const err = new OutpostError((e.code ?? 'E_DB') as ErrorCode, e.message ?? String(e));
+          log.fatal({ code: err.code }, err.message);
+          process.stderr.write(`${err.toString()}\n`);
+          setTimeout(() => process.exit(1), 5000).unref();
+          void (running?.close() ?? Promise.resolve()).finally(() => process.exit(1));
+        },
+      );
+    }
+    running = {
       url,
       port,
       db: theDb,
@@ -152,9 +170,14 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
         release();
       },
     };
+    return running;
   } catch (e) {
     db?.close();
     release();
+    // A damaged store met while starting (its check deferred to the background, or damage the quick check
+    // cannot see): the same E_DB naming the newest backup, not an internal error.
+    const code = (e as { code?: string }).code ?? '';
+    if (code.startsWith('SQLITE_CORRUPT') || code.startsWith('SQLITE_NOTADB')) throw databaseError(cfg.dataDir, (e as Error).message);
     throw e;
   }
 }

@@ -7,8 +7,9 @@ import http from 'node:http';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { verifyDatabaseFile } from '../appliance/backup.ts';
-import { DATA, cli, dbDigest, serve, tmpDir, type Served } from './helpers.ts';
+import { checkIntegrityInBackground, verifyDatabaseFile } from '../appliance/backup.ts';
+import { spawn } from 'node:child_process';
+import { BIN, DATA, cli, dbDigest, serve, tmpDir, type Served } from './helpers.ts';
 import { bearer, cliAsync, createToken, listValues, prepareRealData, request } from './ops-fixture.ts';
 
 const LISTED = listValues('ipsum/levels/3.txt');
@@ -205,4 +206,53 @@ describe('backup and restore', () => {
     const listed = await request(`${server.url}/api/v1/lookup?value=${LISTED[7]}`, { headers: bearer(token) });
     expect(JSON.parse(listed.text).verdict).toBe('malicious');
   });
+
+  it('a store over OUTPOST_START_CHECK_INLINE_MB is checked in a background thread once serving; damage there or met at start is the same E_DB', async () => {
+    await server?.stop();
+    server = undefined;
+    // A sound store at 0 MiB ("every store is large"): serving starts, the thread checks and passes.
+    const logs: string[] = [];
+    const runServe = (env: NodeJS.ProcessEnv, until: RegExp | null) => {
+      const child = spawn(process.execPath, [BIN, 'serve', '--no-demo', '--port', '0'], {
+        env: { ...process.env, OUTPOST_DATA_DIR: dataDir, OUTPOST_START_CHECK_INLINE_MB: '0', OUTPOST_LOG_LEVEL: 'info', ...env },
+      });
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.stderr.on('data', (d) => (out += d));
+      return new Promise<{ code: number | null; out: string }>((resolve) => {
+        const t = setInterval(() => {
+          if (until && until.test(out)) {
+            clearInterval(t);
+            child.kill('SIGTERM');
+          }
+        }, 50);
+        child.on('exit', (code) => {
+          clearInterval(t);
+          logs.push(out);
+          resolve({ code, out });
+        });
+      });
+    };
+    const good = await runServe({}, /database check passed/);
+    expect(good.out).toContain('checking the database in the background');
+    expect(good.out).toContain('outpost serving');
+    expect(good.out.indexOf('outpost serving')).toBeLessThan(good.out.indexOf('database check passed'));
+    // The thread itself on a damaged copy: the same E_DB with the newest backup as the inline check.
+    const copy = tmpDir('outpost-bgcheck-');
+    fs.copyFileSync(path.join(dataDir, 'outpost.db'), path.join(copy, 'outpost.db'));
+    corruptPages(path.join(copy, 'outpost.db'), 11);
+    const err = await checkIntegrityInBackground(copy, 'quick').then(() => null, (e: { code: string; message: string }) => e);
+    expect(err?.code).toBe('E_DB');
+    expect(err?.message).toMatch(/outpost\.db failed its integrity check/);
+    await expect(checkIntegrityInBackground(dataDir, 'quick')).resolves.toBeUndefined();
+    fs.rmSync(copy, { recursive: true, force: true });
+    // A damaged live store at 0 MiB: whichever meets the damage first (start or the thread) stops serve with E_DB.
+    corruptPages(path.join(dataDir, 'outpost.db'), 11);
+    const bad = await runServe({}, null);
+    expect(bad.code).toBe(1);
+    expect(bad.out).toMatch(/E_DB: database .*outpost\.db failed its integrity check/);
+    expect(bad.out).toContain(`outpost restore ${backupFile}`);
+    expect(cli(['restore', backupFile], { dataDir }).code).toBe(0);
+    expect(dbDigest(dataDir)).toBe(backupDigest);
+  }, 120_000);
 });
