@@ -53,6 +53,8 @@ export interface LoadResult {
 }
 
 const CRLF2 = Buffer.from('\r\n\r\n');
+/** The due instant of a connection's warm-up request: its answer, however late, is never recorded. */
+const WARM_UP = -1;
 /** A request that gets no answer within this long counts as an error (its connection is replaced). */
 const TIMEOUT_MS = 10_000;
 
@@ -136,9 +138,11 @@ export async function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopp
   const all = new Set<Conn>();
   let finish: (() => void) | null = null;
   let done = false;
-  /** Before the clock starts: each connection's first request, answered but not recorded. */
-  let warming = 0;
+  /** Before the clock starts each connection answers one request (dueNs WARM_UP, never recorded). */
   let warmed: (() => void) | null = null;
+  const settleWarmUp = () => {
+    if (warmed && ![...all].some((c) => c.busy)) warmed();
+  };
 
   const open = (): Conn => {
     const c: Conn = { socket: net.connect({ host, port, noDelay: true }), busy: false, dueNs: 0, startNs: 0, sentNs: 0, buf: null };
@@ -152,8 +156,8 @@ export async function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopp
       const i = idle.indexOf(c);
       if (i >= 0) idle.splice(i, 1);
       if (c.busy || failed) errors++;
-      if (c.busy && warming > 0 && --warming === 0) warmed?.();
       c.busy = false;
+      settleWarmUp();
       if (sending || due.length > dueHead) setTimeout(() => {
         if (done) return;
         // (A connection replaced during the warm-up is used without one; only the first set warms up.)
@@ -193,9 +197,9 @@ export async function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopp
     }
     c.buf = null;
     c.busy = false;
-    if (warming > 0) {
-      if (--warming === 0) warmed?.();
+    if (c.dueNs === WARM_UP) {
       idle.push(c);
+      settleWarmUp();
       return;
     }
     if (status >= 200 && status < 300) {
@@ -240,16 +244,14 @@ export async function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopp
   for (let i = 0; i < (spec.connections ?? 32); i++) open();
   await new Promise<void>((resolve) => {
     warmed = resolve;
-    warming = all.size;
     for (const c of all) {
       c.busy = true;
+      c.dueNs = WARM_UP;
       c.socket.write(requests[0]);
     }
     setTimeout(resolve, TIMEOUT_MS).unref(); // a connection that never answers: its loss is counted below
   });
   warmed = null;
-  warming = 0;
-  for (const c of all) if (!c.busy && !idle.includes(c)) idle.push(c);
   c0 = process.cpuUsage();
   t0 = process.hrtime.bigint();
   // Timers fire about every millisecond: requests due in between go out together at the next tick (or
