@@ -37,7 +37,6 @@ export interface SightingsOptions {
 const THREAD_TAG = 'outpost:sightings-writer';
 type DayMap = Map<string, { lookups: number; matches: number }>;
 interface ThreadBatch {
-  id: number;
   rows: [string, Pending][];
   days: [string, { lookups: number; matches: number }][];
   /** The last batch: write it (retrying while busy, as close() does) and stop. */
@@ -45,14 +44,11 @@ interface ThreadBatch {
   /** The sending writer's clock (unix s): the thread prunes the log by it, as the writer would. */
   now: number;
 }
+/** After each batch: the thread writer's stats (`queued`: pairs it still holds, its database was busy). */
 interface ThreadReply {
-  id: number;
-  written: number;
-  flushes: number;
-  busy: number;
-  dropped: number;
-  /** Pairs the thread still holds (its database was busy). */
-  queued: number;
+  stats: SightingsStats;
+  /** The answer to the final batch: written, and the thread's connection closed. */
+  final: boolean;
 }
 
 interface Pending {
@@ -98,8 +94,7 @@ export class SightingsWriter {
   private readonly counters = { recorded: 0, written: 0, dropped: 0, flushes: 0, busy: 0 };
   /** inThread: the writer thread, its last counts, and the reply awaited by close(). */
   private thread: Worker | null = null;
-  private threadCounts = { written: 0, flushes: 0, busy: 0, dropped: 0, queued: 0 };
-  private threadBatches = 0;
+  private threadCounts: SightingsStats = { queued: 0, recorded: 0, written: 0, dropped: 0, flushes: 0, busy: 0 };
   private threadFinal: ((r: ThreadReply | null) => void) | null = null;
 
   constructor(db: DB, opts: SightingsOptions & { ownsDb?: boolean } = {}) {
@@ -139,8 +134,8 @@ export class SightingsWriter {
     });
     w.unref();
     w.on('message', (m: ThreadReply) => {
-      this.threadCounts = { written: m.written, flushes: m.flushes, busy: m.busy, dropped: m.dropped, queued: m.queued };
-      if (m.id === -1) this.threadFinal?.(m);
+      this.threadCounts = m.stats;
+      if (m.final) this.threadFinal?.(m);
     });
     const lost = () => {
       // The thread is gone (it failed to start or crashed): flush here from now on. What it held is lost
@@ -158,7 +153,7 @@ export class SightingsWriter {
   private post(final = false): void {
     if (!this.thread) return;
     if (!final && this.pending.size === 0 && this.dayCounts.size === 0) return;
-    const msg: ThreadBatch = { id: final ? -1 : ++this.threadBatches, rows: [...this.pending], days: [...this.dayCounts], final, now: this.now() };
+    const msg: ThreadBatch = { rows: [...this.pending], days: [...this.dayCounts], final, now: this.now() };
     this.pending = new Map();
     this.dayCounts = new Map();
     this.thread.postMessage(msg);
@@ -419,15 +414,12 @@ if (!isMainThread && (workerData as { tag?: string } | null)?.tag === THREAD_TAG
   // The thread's own writer: same statements and busy handling; its timer retries what a busy database left.
   let clock = Math.floor(Date.now() / 1000);
   const writer = new SightingsWriter(db, { ownsDb: true, retentionDays, flushMs, now: () => clock });
-  const reply = (id: number) => {
-    const st = writer.stats();
-    parentPort!.postMessage({ id, written: st.written, flushes: st.flushes, busy: st.busy, dropped: st.dropped, queued: st.queued } satisfies ThreadReply);
-  };
+  const reply = (final: boolean) => parentPort!.postMessage({ stats: writer.stats(), final } satisfies ThreadReply);
   parentPort!.on('message', (m: ThreadBatch) => {
     clock = m.now;
     writer.absorb(m.rows, m.days);
     if (m.final) {
-      void writer.close().finally(() => reply(-1));
+      void writer.close().finally(() => reply(true));
       return;
     }
     try {
@@ -435,6 +427,6 @@ if (!isMainThread && (workerData as { tag?: string } | null)?.tag === THREAD_TAG
     } catch {
       // kept queued by flush(); retried on the writer's timer
     }
-    reply(m.id);
+    reply(false);
   });
 }
