@@ -16,7 +16,7 @@ import type { DB } from '../appliance/db.ts';
 import type { FeedKind, IndicatorType, LookupResult, LookupType, Match, MatchKind } from '../appliance/types.ts';
 import {
   buildFilters, buildFiltersInWorker, loadFilters, parseV4, probe, probeRange, probeV4Net, serializeFilters,
-  storeFingerprint, urlAuthorityEnd, v4Network, type FilterSet, type TypedFilter,
+  storeFingerprint, urlAuthorityEnd, v4BlockMarked, v4Network, type FilterSet, type TypedFilter,
 } from './filters.ts';
 import { annotateResult } from './actors.ts';
 import type { IndicatorRow } from '../sync/records.ts';
@@ -360,7 +360,7 @@ export class LookupEngine {
 
   /** The /24 of address `n` holds a listed address or overlaps a listed network of length 16..32 (v4Blocks). */
   private v4BlockListed(n: number): boolean {
-    return (this.set.v4Blocks[n >>> 11] & (1 << ((n >>> 8) & 7))) !== 0;
+    return v4BlockMarked(this.set.v4Blocks, n);
   }
 
   /**

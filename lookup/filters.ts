@@ -262,12 +262,22 @@ export function v4Network(ip: number, prefix: number): number {
 
 export const V4_BLOCK_BYTES = 1 << 21;
 
+/** Marks /24 block `block` (ip >>> 8) in the v4Blocks bitmap. */
+function markV4Block(blocks: Uint8Array, block: number): void {
+  blocks[block >>> 3] |= 1 << (block & 7);
+}
+
+/** Whether the /24 of address `ip` is marked in the v4Blocks bitmap (FilterSet.v4Blocks). */
+export function v4BlockMarked(blocks: Uint8Array, ip: number): boolean {
+  return (blocks[ip >>> 11] & (1 << ((ip >>> 8) & 7))) !== 0;
+}
+
 function markV4Index(index: Uint32Array, blocks: Uint8Array, net: number, prefix: number): void {
   if (prefix >= 16) {
     index[net >>> 16] |= 1 << (prefix - 1);
     const first = net >>> 8;
     const end = first + (prefix >= 24 ? 1 : 1 << (24 - prefix));
-    for (let b = first; b < end; b++) blocks[b >>> 3] |= 1 << (b & 7);
+    for (let b = first; b < end; b++) markV4Block(blocks, b);
     return;
   }
   const first = net >>> 16;
@@ -323,7 +333,7 @@ export function addIndicator(b: FilterBuilder, type: string, value: string): voi
     else b.p6.add(prefix);
   } else if (type === 'ipv4') {
     const n = parseV4(value);
-    if (n >= 0) b.set.v4Blocks[n >>> 11] |= 1 << ((n >>> 8) & 7);
+    if (n >= 0) markV4Block(b.set.v4Blocks, n >>> 8);
   } else if (type === 'url') {
     const sep = value.indexOf('://');
     if (sep >= 0) {
