@@ -1,15 +1,42 @@
 // Worker-thread entry for applyStaged: its own SQLite connection, so the main thread keeps serving lookups.
-// Started ahead of its job (startApply in apply.ts) it waits for a {type:'job'} message; else the job is
-// its workerData.
+// Started ahead of its job (startApply in apply.ts), it first stages and verifies the package when asked
+// ({type:'stage'}: tar parsing, hashing and the signature check, at the worker's lower priority instead of
+// on the thread that answers lookups), then waits for a {type:'job'} message; else the job is its workerData.
 import { once } from 'node:events';
 import { parentPort, workerData } from 'node:worker_threads';
+import { asOutpostError } from '../appliance/errors.ts';
 import { workOnOwnConnection } from '../appliance/worker.ts';
-import { applyStaged } from './apply.ts';
+import { applyStaged, type StageRequest, type StagedTransfer } from './apply.ts';
 import type { ApplyJob } from './import.ts';
+import { stagePackage, type StagedPackage } from './package-reader.ts';
+import { verifyPackage } from './verify.ts';
 
-const job: ApplyJob = (workerData as { waitForJob?: boolean } | null)?.waitForJob
-  ? ((await once(parentPort!, 'message'))[0] as { job: ApplyJob }).job
-  : (workerData as ApplyJob);
+async function stage(req: StageRequest): Promise<StagedTransfer> {
+  const staged: StagedPackage = await stagePackage(req.tarPath, req.stagingRoot, req.limits);
+  try {
+    verifyPackage(staged, req.keys, new Date(req.now));
+  } catch (e) {
+    staged.cleanup();
+    throw e;
+  }
+  const { cleanup: _, ...rest } = staged;
+  return rest;
+}
+
+async function nextJob(): Promise<ApplyJob> {
+  for (;;) {
+    const msg = (await once(parentPort!, 'message'))[0] as { type: 'stage'; req: StageRequest } | { type: 'job'; job: ApplyJob };
+    if (msg.type === 'job') return msg.job;
+    try {
+      parentPort!.postMessage({ type: 'staged', staged: await stage(msg.req) });
+    } catch (e) {
+      const err = asOutpostError(e);
+      parentPort!.postMessage({ type: 'stage-error', error: { code: err.code, message: err.message } });
+    }
+  }
+}
+
+const job: ApplyJob = (workerData as { waitForJob?: boolean } | null)?.waitForJob ? await nextJob() : (workerData as ApplyJob);
 // A larger page cache for this connection only: a full package into a store holding other feeds inserts
 // between their rows, and pages that stay cached are not spilled to the WAL before the commit.
 await workOnOwnConnection(job.dbPath, { pragmas: ['cache_size = -131072'] }, (db) => {

@@ -5,11 +5,13 @@ import type { Worker } from 'node:worker_threads';
 import type { DB } from '../appliance/db.ts';
 import { startWorker } from '../appliance/worker.ts';
 import { audit, currentGeneration, setMeta } from '../appliance/db.ts';
-import { OutpostError } from '../appliance/errors.ts';
+import { ERRORS, OutpostError, type ErrorCode } from '../appliance/errors.ts';
+import type { TrustedKey } from './verify.ts';
 import type { Indicator, Manifest, IndicatorType } from '../appliance/types.ts';
 import { INDICATOR_TYPES } from '../appliance/types.ts';
 import { normalize } from '../lookup/normalize.ts';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import { addIndicator, announceFilterFile, finishBuild, newBuilder, storeFingerprint, withdrawFilterFile, writeFilterFile, type FilterBuilder, type FilterSet } from '../lookup/filters.ts';
 import { parseIndicatorLine, readIndicators, readLines, type Limits, type StagedPackage } from './package-reader.ts';
 import { StateHasher, canonicalLine } from './package-writer.ts';
@@ -377,8 +379,26 @@ export function stateFromDb(db: DB, feed: string): string {
   return hasher.digest();
 }
 
+/** What the apply worker needs to stage and verify a package (PendingApply.stage). */
+export interface StageRequest {
+  tarPath: string;
+  stagingRoot: string;
+  limits: Limits;
+  keys: TrustedKey[];
+  /** Verification time (expiry), ms since the epoch. */
+  now: number;
+}
+
+/** A StagedPackage as it crosses threads: everything but cleanup (Buffers arrive as Uint8Arrays). */
+export type StagedTransfer = Omit<StagedPackage, 'cleanup'>;
+
 /** An apply worker thread started ahead of its job: `run` hands it the job once the package is verified. */
 export interface PendingApply {
+  /**
+   * Stages and verifies the package in the worker (stagePackage + verifyPackage: tar parsing, hashing,
+   * signature), at its lower priority, off the thread that answers lookups. Rejects with their errors.
+   */
+  stage(req: StageRequest): Promise<StagedPackage>;
   run(job: ApplyJob, onProgress?: (p: ApplyProgress) => void): Promise<ApplyResult>;
   /** Stops the worker if it never got a job (refused package, dry run); harmless afterwards. */
   cancel(): void;
@@ -402,6 +422,50 @@ export function startApply(): PendingApply {
   worker.on('error', onEarlyError);
   worker.on('exit', onEarlyExit);
   return {
+    stage(req) {
+      const w = worker;
+      if (!w) return Promise.reject(new OutpostError('E_INTERNAL', 'apply worker already used'));
+      return new Promise<StagedPackage>((resolve, reject) => {
+        if (early || exited) {
+          reject(early ?? new Error('apply worker exited before staging'));
+          return;
+        }
+        const done = () => {
+          w.off('message', onMessage);
+          w.off('error', onError);
+          w.off('exit', onExit);
+        };
+        const onMessage = (msg: { type: string; staged?: StagedTransfer; error?: { code: string; message: string } }) => {
+          if (msg.type !== 'staged' && msg.type !== 'stage-error') return;
+          done();
+          if (msg.type === 'stage-error') {
+            const { code, message } = msg.error!;
+            reject(code in ERRORS ? new OutpostError(code as ErrorCode, message) : new OutpostError('E_INTERNAL', message));
+            return;
+          }
+          const t = msg.staged!;
+          const dir = t.dir;
+          resolve({
+            ...t,
+            manifestBytes: Buffer.from(t.manifestBytes.buffer, t.manifestBytes.byteOffset, t.manifestBytes.byteLength),
+            signature: Buffer.from(t.signature.buffer, t.signature.byteOffset, t.signature.byteLength),
+            cleanup: () => fs.rmSync(dir, { recursive: true, force: true }),
+          });
+        };
+        const onError = (e: unknown) => {
+          done();
+          reject(e);
+        };
+        const onExit = (code: number) => {
+          done();
+          reject(new Error(`apply worker exited with code ${code} while staging`));
+        };
+        w.on('message', onMessage);
+        w.on('error', onError);
+        w.on('exit', onExit);
+        w.postMessage({ type: 'stage', req });
+      });
+    },
     run(job, onProgress) {
       const w = worker;
       worker = null;

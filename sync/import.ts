@@ -52,11 +52,16 @@ export function trustedKeys(db: DB): TrustedKey[] {
   return db.prepare('SELECT key_id, public_pem, revoked_at FROM trusted_keys').all() as TrustedKey[];
 }
 
+/** The keys a package may be signed with: `trust add` ones, plus an upstream's root of trust. */
+function keysFor(db: DB, extraKeys: TrustedKey[] = []): TrustedKey[] {
+  return extraKeys.length ? mergeKeys(trustedKeys(db), extraKeys) : trustedKeys(db);
+}
+
 /** Stages and verifies a package without touching the store; the caller must call staged.cleanup(). */
 export async function stageAndVerify(cfg: Config, db: DB, tarPath: string, now = new Date(), extraKeys: TrustedKey[] = []): Promise<StagedPackage> {
   const staged = await stagePackage(tarPath, layout(cfg.dataDir).staging, limitsOf(cfg));
   try {
-    verifyPackage(staged, extraKeys.length ? mergeKeys(trustedKeys(db), extraKeys) : trustedKeys(db), now);
+    verifyPackage(staged, keysFor(db, extraKeys), now);
     return staged;
   } catch (e) {
     staged.cleanup();
@@ -84,7 +89,11 @@ export async function importPackage(cfg: Config, db: DB, tarPath: string, opts: 
     if (!fs.existsSync(tarPath) || !fs.statSync(tarPath).isFile()) throw new OutpostError('E_NOT_FOUND', `no package file at ${tarPath}`);
     // The apply worker loads while the package is staged and verified; it gets its job only after that.
     if (!opts.dryRun) apply = startApply();
-    staged = await stageAndVerify(cfg, db, tarPath, opts.now, opts.extraKeys);
+    // Staged and verified in the apply worker (lower priority, off the thread that answers lookups); a dry
+    // run, which starts no worker, does it here.
+    staged = apply
+      ? await apply.stage({ tarPath, stagingRoot: layout(cfg.dataDir).staging, limits: limitsOf(cfg), keys: keysFor(db, opts.extraKeys), now: (opts.now ?? new Date()).getTime() })
+      : await stageAndVerify(cfg, db, tarPath, opts.now, opts.extraKeys);
     const m = staged.manifest;
     // Reference data (actors/families, sync/reference.ts): verified above like any package, its own store.
     if (isReferenceManifest(m)) return await importReference(db, staged, limitsOf(cfg), { dryRun: opts.dryRun, source, actor });
@@ -92,7 +101,7 @@ export async function importPackage(cfg: Config, db: DB, tarPath: string, opts: 
     if (opts.dryRun) {
       return { feed: m.feed, version: m.version, type: m.type, dryRun: true, sha256: staged.sha256, manifest: m };
     }
-    const { dest: kept, created } = keepPackage(cfg, tarPath, m, staged.sha256);
+    const { dest: kept, created } = await keepPackage(cfg, tarPath, m, staged.sha256);
     const job: ApplyJob = {
       dbPath: layout(cfg.dataDir).db,
       staged: { dir: staged.dir, sha256: staged.sha256, size: staged.size, manifestBytes: staged.manifestBytes, signature: staged.signature, manifest: m, files: [...staged.files] },
@@ -118,14 +127,14 @@ export async function importPackage(cfg: Config, db: DB, tarPath: string, opts: 
   }
 }
 
-/** Keeps accepted packages (content-addressed) for rollback and the mirror; returns the kept path. */
-function keepPackage(cfg: Config, tarPath: string, m: Manifest, sha256: string): { dest: string; created: boolean } {
+/** Keeps accepted packages (content-addressed) for rollback and the mirror; resolves with the kept path. */
+async function keepPackage(cfg: Config, tarPath: string, m: Manifest, sha256: string): Promise<{ dest: string; created: boolean }> {
   const dir = path.join(layout(cfg.dataDir).packages, m.feed.replace(/[^A-Za-z0-9._-]/g, '_'));
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const dest = path.join(dir, `${m.version}-${m.type}-${sha256.slice(0, 16)}.tar`);
   if (fs.existsSync(dest)) return { dest, created: false };
   const tmp = `${dest}.tmp-${process.pid}`;
-  fs.copyFileSync(tarPath, tmp);
+  await fs.promises.copyFile(tarPath, tmp); // a copy of a large package costs the event loop nothing
   fs.renameSync(tmp, dest);
   return { dest, created: true };
 }

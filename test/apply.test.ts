@@ -14,7 +14,10 @@ import { openDb, type DB } from '../appliance/db.ts';
 import type { Indicator, Manifest } from '../appliance/types.ts';
 import { LookupEngine } from '../lookup/engine.ts';
 import { buildFilters, filterFileOf, loadFilters, storeFingerprint, toParts } from '../lookup/filters.ts';
-import { plainLine, stateFromDb } from '../sync/apply.ts';
+import { OutpostError } from '../appliance/errors.ts';
+import { plainLine, startApply, stateFromDb } from '../sync/apply.ts';
+import { stagePackage } from '../sync/package-reader.ts';
+import { verifyPackage } from '../sync/verify.ts';
 import { importPackage } from '../sync/import.ts';
 import { keyIdOf } from '../sync/keys.ts';
 import { StateHasher, canonicalLine, serializeManifest } from '../sync/package-writer.ts';
@@ -167,4 +170,55 @@ describe('full-package apply', () => {
     }
     expect(db.prepare('SELECT count(*) AS n FROM indicators').get()).toEqual(before);
   }, 60_000);
+});
+
+describe('staging in the apply worker', () => {
+  const work = tmpDir('outpost-stage-');
+  afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+
+  it('stages and verifies off the main thread: the same staged package, the same refusals, nothing left behind', async () => {
+    const keys = makeKeys(path.join(work, 'keys'));
+    const trusted = [{ key_id: keyIdOf(crypto.createPublicKey(keys.key)), public_pem: fs.readFileSync(keys.pubPath, 'utf8'), revoked_at: null }];
+    const stagingRoot = path.join(work, 'staging');
+    const limits = { maxPackageBytes: 1 << 26, maxUncompressedBytes: 1 << 26 };
+    const text = ['1.2.3.4', '5.6.7.8'].map((v) => JSON.stringify({ t: 'ipv4', v })).join('\n') + '\n';
+    const good = await craft(keys.key, path.join(work, 'good.tar'), 'alpha', 1, text);
+
+    const inline = await stagePackage(good, stagingRoot, limits);
+    const pending = startApply();
+    try {
+      const staged = await pending.stage({ tarPath: good, stagingRoot, limits, keys: trusted, now: Date.now() });
+      expect(staged.manifest).toEqual(verifyPackage(inline, trusted));
+      expect(staged.sha256).toBe(inline.sha256);
+      expect(Buffer.isBuffer(staged.manifestBytes) && staged.manifestBytes.equals(inline.manifestBytes)).toBe(true);
+      expect(Buffer.isBuffer(staged.signature) && staged.signature.equals(inline.signature)).toBe(true);
+      expect([...staged.files.keys()]).toEqual([...inline.files.keys()]);
+      const [name, file] = [...staged.files][0];
+      expect(fs.readFileSync(file).equals(fs.readFileSync(inline.files.get(name)!))).toBe(true);
+      staged.cleanup();
+      expect(fs.existsSync(staged.dir)).toBe(false);
+    } finally {
+      pending.cancel();
+      inline.cleanup();
+    }
+
+    // A flipped byte in the data: the worker's refusal arrives as the catalog's E_HASH, its staging dir removed.
+    const bytes = fs.readFileSync(good);
+    const at = bytes.lastIndexOf(zlib.gzipSync(Buffer.from(text)).subarray(0, 4)) + 20;
+    bytes[at] ^= 0xff;
+    const bad = path.join(work, 'bad.tar');
+    fs.writeFileSync(bad, bytes);
+    const again = startApply();
+    try {
+      const err = await again.stage({ tarPath: bad, stagingRoot, limits, keys: trusted, now: Date.now() }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OutpostError);
+      expect((err as OutpostError).code).toBe('E_HASH');
+      // An untrusted key: E_UNKNOWN_KEY, from the same worker (it keeps waiting for a stage or a job).
+      const err2 = await again.stage({ tarPath: good, stagingRoot, limits, keys: [], now: Date.now() }).catch((e: unknown) => e);
+      expect((err2 as OutpostError).code).toBe('E_UNKNOWN_KEY');
+    } finally {
+      again.cancel();
+    }
+    expect(fs.readdirSync(stagingRoot)).toEqual([]);
+  });
 });
