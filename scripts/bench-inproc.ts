@@ -4,12 +4,12 @@
 // released and collected, the same loops ran about twice as slow there as in a fresh process on the same
 // store (10M: filter stage 465–704 ns there, 220–300 ns fresh), which is the bench's history, not the
 // lookup path. Every loop is bounded in time.
-import fs from 'node:fs';
 import bloomFilters from 'bloom-filters';
 import { openDb } from '../appliance/db.ts';
 import type { IndicatorType } from '../appliance/types.ts';
 import { LookupEngine } from '../lookup/engine.ts';
 import { createFilter, probe } from '../lookup/filters.ts';
+import { childMain } from './bench-child.ts';
 
 export interface InProcInput {
   dataDir: string;
@@ -107,13 +107,4 @@ export function inProcessFigures(input: InProcInput): InProcFigures {
   }
 }
 
-// ------------------------------------------------------------------------------- as a forked process
-
-if (process.send && process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(new URL(import.meta.url).pathname)) {
-  try {
-    const input = JSON.parse(fs.readFileSync(process.argv[2], 'utf8')) as InProcInput;
-    process.send({ result: inProcessFigures(input) }, () => process.exit(0));
-  } catch (e) {
-    process.send({ error: String((e as Error)?.stack ?? e) }, () => process.exit(1));
-  }
-}
+childMain<InProcInput, InProcFigures>(import.meta.url, inProcessFigures);

@@ -1,10 +1,9 @@
 // `outpost bench`: measures the lookup path against its baselines in one run, on one store — the filter
 // probe beside a prepared SQLite point query and bloom-filters' own has(), a mixed batch, the real signed
-// import path (provider build → importPackage → filters) with peak RSS, start from persisted filters, and
+// import path (provider build → importPackage → filters, in a process of its own) with peak RSS, start from persisted filters, and
 // (with the HTTP hook, scripts/bench-http.ts) HTTP figures beside a bare node:http server. Indicators are
 // shaped like the real lists (real values from ../shared/data when present, topped up with synthetic ones
 // of the same shapes), so figures do not flatter short keys. Every phase is bounded in time.
-import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,11 +16,12 @@ import type { IndicatorType } from '../appliance/types.ts';
 import { LookupEngine } from '../lookup/engine.ts';
 import { normalize } from '../lookup/normalize.ts';
 import { generateKeyPair } from '../sync/keys.ts';
-import { importPackage } from '../sync/import.ts';
 import { buildPackage } from '../sync/provider-build.ts';
 import { trustAdd } from '../sync/trust.ts';
 import { mulberry32 as rng } from './prng.ts';
 import type { InProcFigures, InProcInput } from './bench-inproc.ts';
+import type { ImportFigures, ImportInput } from './bench-import.ts';
+import { runChild } from './bench-child.ts';
 
 /** What the HTTP phase gets: a data dir holding the imported store, values to ask for, and the run's bounds. */
 export interface HttpBenchInput {
@@ -175,22 +175,6 @@ function makeIndicators(size: number, real: Map<IndicatorType, string[]>, gen: (
 
 const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 
-/** Runs scripts/bench-inproc.ts in a process of its own on `inputFile`; resolves with its figures. */
-function inProcess(inputFile: string): Promise<InProcFigures> {
-  return new Promise((resolve, reject) => {
-    const child = fork(fileURLToPath(new URL('./bench-inproc.ts', import.meta.url)), [inputFile], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    let settled = false;
-    child.once('message', (m: { result?: InProcFigures; error?: string }) => {
-      settled = true;
-      if (m.result) resolve(m.result);
-      else reject(new Error(`in-process figures: ${m.error}`));
-    });
-    child.once('exit', (code) => {
-      if (!settled) reject(new Error(`in-process figures: process exited with ${code}`));
-    });
-  });
-}
-
 /** A full garbage collection now (V8's gc(), exposed for this one call; a no-op where refused). */
 function collectGarbage(): void {
   try {
@@ -199,20 +183,6 @@ function collectGarbage(): void {
   } catch {
     // not essential: the collector runs on its own
   }
-}
-
-/** Samples this process's RSS (the apply worker thread included) until stopped; returns the peak in MiB. */
-function rssSampler(): { stop(): number } {
-  let peak = process.memoryUsage().rss;
-  const t = setInterval(() => {
-    peak = Math.max(peak, process.memoryUsage().rss);
-  }, 50);
-  return {
-    stop() {
-      clearInterval(t);
-      return Math.max(peak, process.memoryUsage().rss) / 1048576;
-    },
-  };
 }
 
 /** Writes values one per line (a plain list, as a provider would feed `provider build`). */
@@ -266,28 +236,23 @@ export async function runBench(opts: BenchOptions): Promise<Record<string, numbe
     say(`provider build: ${fmt(built.manifest.counts.total)} indicators signed in ${fmt(providerMs)} ms (${fmt(fs.statSync(built.path).size / 1048576, 1)} MiB package)`);
     db = openDb(dataDir);
     trustAdd(db, key.publicPath, { label: 'bench' });
-    const rss = rssSampler();
-    const cpu0 = process.cpuUsage(); // all threads of this process: the apply worker included
-    const t0 = performance.now();
-    const imported = await importPackage(cfg, db, built.path, { actor: 'bench' });
-    const tApplied = performance.now();
-    // A full package's apply worker builds and persists the new generation's filters; the engine loads
-    // them (or builds them from the store when there is no matching file).
-    let engine = new LookupEngine(db, { fpRate, worker: false });
-    const tBuilt = performance.now();
-    const cpuUsed = process.cpuUsage(cpu0);
-    const importCpuMs = (cpuUsed.user + cpuUsed.system) / 1000;
-    const importPeakMb = rss.stop();
-    const applyMs = tApplied - t0;
-    const buildMs = tBuilt - tApplied;
-    const importPerS = (imported.total ?? total) / ((tBuilt - t0) / 1000);
-    const importPerCpuS = (imported.total ?? total) / (importCpuMs / 1000);
-    say(`import: ${fmt(imported.total ?? 0)} indicators verified + applied + filters built in ${fmt(applyMs)} ms, filters ready in the engine ${fmt(buildMs)} ms later (${fmt(engine.stats().filterBytes / 1048576, 1)} MiB); peak RSS ${fmt(importPeakMb)} MiB; ${fmt(importCpuMs)} ms CPU (all threads)`);
+    db.close();
+    db = null;
+    // Imported in a fresh process of its own (scripts/bench-import.ts), as `outpost import` runs: its peak
+    // RSS is the import's, not this process's data set.
+    const importInput = path.join(dir, 'import.json');
+    fs.writeFileSync(importInput, JSON.stringify({ cfg, tarPath: built.path } satisfies ImportInput));
+    const imp = await runChild<ImportFigures>(new URL('./bench-import.ts', import.meta.url), importInput, 'import');
+    db = openDb(dataDir);
+    const { applyMs, readyMs: buildMs, cpuMs: importCpuMs, peakRssMb: importPeakMb } = imp;
+    const importPerS = imp.total / ((applyMs + buildMs) / 1000);
+    const importPerCpuS = imp.total / (importCpuMs / 1000);
+    say(`import: ${fmt(imp.total)} indicators verified + applied + filters built in ${fmt(applyMs)} ms, filters ready in a new engine ${fmt(buildMs)} ms later (${fmt(imp.filterBytes / 1048576, 1)} MiB); peak RSS of the importing process ${fmt(importPeakMb)} MiB; ${fmt(importCpuMs)} ms CPU (all threads)`);
     say(`import_per_s ${fmt(importPerS)} indicators/s  (signed package: verify + parse + apply + filters; ${fmt(importPerCpuS)} per CPU-second)`);
 
     // ---- 2. Start from persisted filters: a new engine on the same store loads the generation's file.
     const tS = performance.now();
-    engine = new LookupEngine(db, { fpRate, worker: false });
+    const engine = new LookupEngine(db, { fpRate, worker: false });
     const startMs = performance.now() - tS;
     const filterFile = path.join(dataDir, 'filters', `filters-${engine.generation}.bin`);
     const filterFileBytes = fs.existsSync(filterFile) ? fs.statSync(filterFile).size : 0;
@@ -366,7 +331,7 @@ export async function runBench(opts: BenchOptions): Promise<Record<string, numbe
     }
     const inputFile = path.join(dir, 'inproc.json');
     fs.writeFileSync(inputFile, JSON.stringify({ dataDir, fpRate, secs, missPairs, batch, ipListed, ipListedCount } satisfies InProcInput));
-    const { lookupMissNs, byType, sqlitePointNs, engineMissNs, libDefaultNs, libFastNs, probeNs, batchPerS, hitShare, rssMb: inprocRssMb } = await inProcess(inputFile);
+    const { lookupMissNs, byType, sqlitePointNs, engineMissNs, libDefaultNs, libFastNs, probeNs, batchPerS, hitShare, rssMb: inprocRssMb } = await runChild<InProcFigures>(new URL('./bench-inproc.ts', import.meta.url), inputFile, 'in-process figures');
     const rssMb = process.memoryUsage().rss / 1048576;
 
     say('');
