@@ -116,6 +116,9 @@ export class LookupEngine {
   private seen = new Set<string>();
   /** Candidate keys of one match step (network prefixes, domain parents); emptied before confirmation. */
   private keyScratch: string[] = [];
+  /** mayMatch() in progress: confirm() records that a filter hit instead of reading SQLite. */
+  private probing = false;
+  private probeHit = false;
   /** URL key end offsets of one lookup (urlKeyEndsInto), reused. */
   private endScratch: number[] = [0, 0, 0, 0, 0, 0];
 
@@ -229,20 +232,7 @@ export class LookupEngine {
     const matches = this.matches;
     if (matches.length !== 0) matches.length = 0; // setting length costs even when it is already 0
     if (this.seen.size !== 0) this.seen.clear();
-    switch (type) {
-      case 'ipv4':
-      case 'ipv6':
-        this.matchIp(value, type, 'exact');
-        break;
-      case 'domain':
-        this.matchDomain(value, 'exact', 'subdomain');
-        break;
-      case 'url':
-        this.matchUrl(value);
-        break;
-      default:
-        this.check(type, type, value, 'exact');
-    }
+    this.match(type, value);
     // Local overrides (in memory) join the feed matches; decide() lets them take precedence.
     if (this.overrides !== null && this.overrides.size > 0) this.overrides.collect(type, value, matches, now);
     let result: LookupResult;
@@ -287,22 +277,19 @@ export class LookupEngine {
   }
 
   /**
-   * Filter stage only: could this normalized value, or any key it is matched under, be listed?
-   * No SQLite, no result object — what the benchmark calls the in-process miss path.
+   * Filter stage only: could this normalized value, or any key it is matched under, be listed? The same
+   * probes as lookup() (match() below), with each filter hit answered `true` instead of confirmed: no
+   * SQLite, no result object — what the benchmark calls the in-process miss path.
    */
   mayMatch(type: IndicatorType, value: string): boolean {
-    const f = this.set.filters.get(type);
-    if (!f) return false;
-    if (type === 'ipv4') {
-      const n = parseV4(value);
-      if (n < 0) return probe(f, value);
-      const inBlock = this.v4BlockListed(n);
-      if (inBlock && probe(f, value)) return true;
-      return this.v4NetworkKeys(n, inBlock, null) > 0;
+    this.probing = true;
+    this.probeHit = false;
+    try {
+      this.match(type, value);
+    } finally {
+      this.probing = false;
     }
-    if (type === 'domain') return this.domainCandidates(f, value, null) > 0;
-    if (type === 'url' && !this.urlKeysMayMatch(value, value.indexOf('://'))) return false;
-    return probe(f, value);
+    return this.probeHit;
   }
 
   stats(): EngineStats {
@@ -328,6 +315,24 @@ export class LookupEngine {
   }
 
   // ------------------------------------------------------------------ matching
+
+  /** Probes the filters for every key `value` is matched under and confirms each hit (see confirm()). */
+  private match(type: IndicatorType, value: string): void {
+    switch (type) {
+      case 'ipv4':
+      case 'ipv6':
+        this.matchIp(value, type, 'exact');
+        break;
+      case 'domain':
+        this.matchDomain(value, 'exact', 'subdomain');
+        break;
+      case 'url':
+        this.matchUrl(value);
+        break;
+      default:
+        this.check(type, type, value, 'exact');
+    }
+  }
 
   private matchIp(ip: string, type: 'ipv4' | 'ipv6', exactKind: MatchKind): void {
     const f = this.set.filters.get(type)!;
@@ -496,6 +501,10 @@ export class LookupEngine {
 
   /** A filter hit: read every feed's row for the key; only unexpired rows match. None → a counted false positive. */
   private confirm(type: IndicatorType, value: string, kind: MatchKind): void {
+    if (this.probing) {
+      this.probeHit = true; // mayMatch(): a filter hit is the answer
+      return;
+    }
     this.counters.filterHits++;
     const key = `${type}\u0000${value}`;
     if (this.seen.has(key)) return;

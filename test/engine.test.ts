@@ -218,6 +218,27 @@ describe('matching on real data', () => {
     expect(probes(other) - probes(host(other))).toBe(1);
   });
 
+  it('mayMatch() probes every key lookup() matches under: a value with a confirmed match always passes it', () => {
+    const net6 = feeds.aws.values.find((v) => v.type === 'ipv6-cidr' && /\/(4[0-9]|5[0-6])$/.test(v.value))!;
+    const domain = Object.values(feeds).flatMap((f) => f.values).find((v) => v.type === 'domain' && v.value.split('.').length === 2)!;
+    const url = feeds.urlhaus.values.find((v) => v.type === 'url')!.value;
+    const cases: [IndicatorType, string][] = [
+      ['ipv4', '10.20.30.40'], // inside a listed network only
+      ['ipv6', net6.value.split('/')[0].replace(/::$/, '::abcd:1')],
+      ['domain', `deep.sub.${domain.value}`], // a parent is listed
+      ['url', `http://${domain.value}/outpost-unlisted/path?x=1`], // only the host is listed
+      ['url', `http://10.20.30.40/outpost-unlisted`], // only the host's network is listed
+      ['url', url], // the URL itself
+    ];
+    for (const [type, value] of cases) {
+      expect(engine.lookup(value).matches.length, value).toBeGreaterThan(0);
+      expect(engine.mayMatch(type, value), value).toBe(true);
+    }
+    // And a value nothing covers passes no filter (a false positive here is possible but not for these).
+    expect(engine.mayMatch('url', 'http://outpost-unlisted-zz-q9.net/a')).toBe(false);
+    expect(engine.lookup('http://outpost-unlisted-zz-q9.net/a').matches).toEqual([]);
+  });
+
   it('an IPv6 address inside a listed IPv6 network (AWS allowlist) matches as cidr and is benign', () => {
     const net = feeds.aws.values.find((v) => v.type === 'ipv6-cidr' && /\/(4[0-9]|5[0-6])$/.test(v.value))!;
     expect(net).toBeDefined();
