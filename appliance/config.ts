@@ -139,8 +139,11 @@ const DEFAULTS: Config = {
   headersTimeoutMs: 15_000,
   requestTimeoutMs: 300_000,
   keepAliveTimeoutMs: 5_000,
-  rateLimitRps: 5_000,
-  rateLimitBurst: 10_000,
+  // Per token and process: an IDS sensor asks about every connection it sees, so one token may
+  // legitimately send tens of thousands of lookups a second; the limit stops a runaway client, it must not
+  // throttle the clients the appliance serves (one process here answers ~15-20k single GETs a second).
+  rateLimitRps: 50_000,
+  rateLimitBurst: 100_000,
   startCheck: 'quick',
   startCheckInlineMb: 256,
   expiryIpDays: 30,
