@@ -18,7 +18,7 @@ function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | n
   });
 }
 
-const REQUIRED = ['lookup_miss_ns', 'sqlite_point_ns', 'batch_values_per_s', 'http_rps', 'raw_http_rps', 'import_per_s', 'rss_mb', 'size'];
+const REQUIRED = ['lookup_miss_ns', 'sqlite_point_ns', 'batch_values_per_s', 'http_rps', 'raw_http_rps', 'import_per_s', 'import_peak_rss_mb', 'import_cpu_ms', 'rss_mb', 'size'];
 
 describe('outpost bench', () => {
   it('runs at --size 20000 and prints a JSON last line with every figure, no failed request', async () => {
@@ -43,6 +43,9 @@ describe('outpost bench', () => {
     expect(last.raw_http_client_cores! > 0).toBe(true);
     expect(last.http_server_cores! > 0).toBe(true);
     expect(last.raw_http_server_cores! > 0).toBe(true);
+    // The import runs in a process of its own (getrusage peak of a whole node process: tens of MiB at least).
+    expect(last.import_peak_rss_mb!).toBeGreaterThan(30);
+    expect(r.stderr).toContain('peak RSS of the importing process');
     // The human-readable figures go to stderr with --json.
     expect(r.stderr).toContain('import_per_s');
     expect(r.stderr).toContain('http_rps');
