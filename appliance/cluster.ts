@@ -168,6 +168,7 @@ async function runHttpWorker(): Promise<void> {
     fpRate: cfg.filterFpRate,
     verdict: policyFrom(cfg),
     feedPolicy: new FeedPolicy(ro, { expiryDays: expiryDaysOf(cfg), staleAfterS: cfg.staleAfterS }),
+    checkRowsLater: true, // the follower below checks the row count in its loader thread
   });
   const { SightingsWriter } = await import('../lookup/sightings.ts');
   const hitLog = new Database(paths.db);

@@ -121,11 +121,14 @@ if (!isMainThread && (workerData as { tag?: string } | null)?.tag === TAG) {
 /** How long a follower waits for a filter file that is coming before building the filters itself. */
 export const FILTER_WAIT_MS = 60_000;
 
-/** What one poll did: nothing to do, still at work from the last poll, waiting for a file, swapped in a file, built, failed. */
-export type FollowStep = 'current' | 'busy' | 'waiting' | 'file' | 'built' | 'failed';
+/**
+ * What one poll did: nothing to do, still at work from the last poll, waiting for a file, swapped in a file,
+ * built, failed; `checked`: the row count of the set accepted at start matched (LookupEngine checkRowsLater).
+ */
+export type FollowStep = 'current' | 'busy' | 'waiting' | 'file' | 'built' | 'failed' | 'checked';
 
 export interface FollowerOptions {
-  engine: Pick<LookupEngine, 'generation' | 'adoptSet' | 'reload'>;
+  engine: Pick<LookupEngine, 'generation' | 'adoptSet' | 'reload' | 'rowsUnchecked' | 'rowsChecked'>;
   /** A connection to the store (read-only is enough): meta.generation and the file announcement. */
   db: DB;
   fpRate: number;
@@ -183,13 +186,13 @@ export class GenerationFollower {
       log.warn({ err }, 'reading the store generation failed');
       return 'failed';
     }
-    if (generation === engine.generation) {
+    if (generation === engine.generation && !engine.rowsUnchecked) {
       this.waiting = null;
       return 'current';
     }
     this.busy = true;
     try {
-      const step = await this.follow(generation);
+      const step = generation === engine.generation ? await this.checkRows(generation) : await this.follow(generation);
       if (step === 'file' || step === 'built') {
         log.info({ generation: engine.generation, filters: step, waitedMs: this.waiting ? this.now() - this.waiting.since : 0 }, 'serving new generation');
         this.waiting = null;
@@ -205,6 +208,29 @@ export class GenerationFollower {
 
   close(): Promise<void> {
     return this.loader.close();
+  }
+
+  /**
+   * The set accepted at start on generation and feed versions alone (checkRowsLater): the loader thread
+   * checks the whole fingerprint, row count included. A mismatch (rows deleted by an expiry purge that
+   * stopped before moving the generation) rebuilds in a worker thread; until then the set answers, and
+   * it holds every stored key (only deletions happen without a new generation).
+   */
+  private async checkRows(generation: number): Promise<FollowStep> {
+    const { engine, log, fpRate } = this.o;
+    const file = filterFileOf(path.join(path.dirname(this.dbPath), 'filters'), generation);
+    const set = await this.loader.load(this.dbPath, file, fpRate).catch((err: unknown) => {
+      log.warn({ err, file }, 'checking the persisted filters in the loader thread failed; building them');
+      return null;
+    });
+    if (engine.generation !== generation || !engine.rowsUnchecked) return 'current'; // a newer set came meanwhile
+    if (set) {
+      engine.rowsChecked();
+      return 'checked';
+    }
+    log.warn({ generation, file }, 'the persisted filters do not match the store (row count); building them');
+    await engine.reload({ force: true });
+    return 'built';
   }
 
   private async follow(generation: number): Promise<FollowStep> {

@@ -16,7 +16,7 @@ import type { DB } from '../appliance/db.ts';
 import type { FeedKind, IndicatorType, LookupResult, LookupType, Match, MatchKind } from '../appliance/types.ts';
 import {
   buildFilters, buildFiltersInWorker, loadFilters, parseV4, probe, probeRange, probeV4Net, serializeFilters,
-  storeFingerprint, urlAuthorityEnd, v4BlockMarked, v4Network, type FilterSet, type TypedFilter,
+  storeFingerprint, storeFingerprintWithoutRows, urlAuthorityEnd, withoutRows, v4BlockMarked, v4Network, type FilterSet, type TypedFilter,
 } from './filters.ts';
 import { annotateResult } from './actors.ts';
 import type { IndicatorRow } from '../sync/records.ts';
@@ -46,6 +46,13 @@ export interface EngineOptions {
   overrides?: OverrideIndex | false;
   /** Default expiry per type and fail-closed stale feeds (appliance/freshness.ts); default: built-in defaults. */
   feedPolicy?: FeedPolicy;
+  /**
+   * Serving processes: at construction, accept the persisted set of the current generation on generation
+   * and feed versions alone (storeFingerprintWithoutRows), so a start does not wait for a count of every
+   * row; `rowsUnchecked` says so until the generation follower has checked the count in its loader thread
+   * (GenerationFollower.poll). Default: the whole fingerprint is checked at once.
+   */
+  checkRowsLater?: boolean;
 }
 
 /** A stored indicator row joined with its feed's defaults. */
@@ -107,6 +114,8 @@ export class LookupEngine {
   // ---- end verdicts ----
   private newestCreated: number | null = null;
   private reloading: Promise<void> | null = null;
+  /** The set in use was accepted without its row count (checkRowsLater); cleared by rowsChecked() or a new set. */
+  rowsUnchecked = false;
   private counters = {
     lookups: 0, invalid: 0, filterProbes: 0, filterHits: 0, filterFalsePositives: 0, confirmedMatches: 0,
     expiredSkipped: 0, reloads: 0, reloadFailures: 0,
@@ -141,7 +150,9 @@ export class LookupEngine {
     this.beginStmt = db.prepare('BEGIN');
     this.commitStmt = db.prepare('COMMIT');
     // Start answering at once: a persisted set of the current content, else a synchronous build.
-    this.set = this.loadPersisted() ?? this.persist(buildFilters(db, this.fpRate));
+    const quick = opts.checkRowsLater ? this.loadPersisted(true) : null;
+    this.rowsUnchecked = quick !== null;
+    this.set = quick ?? this.loadPersisted() ?? this.persist(buildFilters(db, this.fpRate));
     this.adopt(this.set);
   }
 
@@ -161,6 +172,7 @@ export class LookupEngine {
           this.persist(next);
         }
         this.set = next;
+        this.rowsUnchecked = false;
         this.adopt(next);
         this.counters.reloads++;
       } catch (e) {
@@ -180,6 +192,7 @@ export class LookupEngine {
    * persisted one: one assignment, so lookups never see a half-swapped state.
    */
   adoptSet(set: FilterSet): void {
+    this.rowsUnchecked = false;
     this.set = set;
     this.adopt(set);
     this.counters.reloads++;
@@ -307,6 +320,11 @@ export class LookupEngine {
       filterBuildMs: this.set.buildMs,
       nonCanonicalNetworks: this.set.nonCanonical,
     };
+  }
+
+  /** The row count of the set accepted at start was checked and matches (GenerationFollower). */
+  rowsChecked(): void {
+    this.rowsUnchecked = false;
   }
 
   /** The filters in use (read-only; for tools and tests). */
@@ -579,14 +597,18 @@ export class LookupEngine {
     return this.filterDir ? path.join(this.filterDir, `filters-${generation}.bin`) : null;
   }
 
-  /** A persisted set is used only when it was built from exactly the current content at the same rate. */
-  private loadPersisted(): FilterSet | null {
+  /**
+   * A persisted set is used only when it was built from exactly the current content at the same rate
+   * (`withoutRows`: the same generation and feed versions, the row count checked later; checkRowsLater).
+   */
+  private loadPersisted(withoutRowCount = false): FilterSet | null {
     try {
-      const { generation, fingerprint } = storeFingerprint(this.db);
+      const { generation, fingerprint } = withoutRowCount ? storeFingerprintWithoutRows(this.db) : storeFingerprint(this.db);
       const file = this.filterFile(generation);
       if (!file || !fs.existsSync(file)) return null;
       const set = loadFilters(file);
-      return set.fingerprint === fingerprint && set.fpRate === this.fpRate ? set : null;
+      const found = withoutRowCount ? withoutRows(set.fingerprint) : set.fingerprint;
+      return found === fingerprint && set.fpRate === this.fpRate ? set : null;
     } catch {
       return null; // unreadable or stale file: rebuild
     }

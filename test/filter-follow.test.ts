@@ -13,7 +13,7 @@ import { openDb, type DB } from '../appliance/db.ts';
 import { FILTER_WAIT_MS, GenerationFollower } from '../appliance/filter-follow.ts';
 import { createLogger } from '../appliance/log.ts';
 import { LookupEngine } from '../lookup/engine.ts';
-import { filterFileAnnounced, filterFileOf } from '../lookup/filters.ts';
+import { filterFileAnnounced, filterFileOf, storeFingerprint } from '../lookup/filters.ts';
 import { importPackage } from '../sync/import.ts';
 import { generateKeyPair } from '../sync/keys.ts';
 import { buildPackage } from '../sync/provider-build.ts';
@@ -163,6 +163,50 @@ describe('generation follower (appliance/filter-follow.ts)', () => {
       expect(matched(engine, tfOnly[14_000])).toBe(true);
     } finally {
       fs.rmSync(filterDir, { force: true });
+    }
+  }, 120_000);
+
+  it('a serving start accepts the persisted set without counting rows; the follower checks the count and rebuilds on a mismatch', async () => {
+    // The store holds v5; an engine without checkRowsLater builds its filters and persists them.
+    const gen = engine.generation;
+    expect(new LookupEngine(db, { fpRate: cfg.filterFpRate }).generation).toBe(gen);
+    expect(fs.existsSync(fileOf(gen))).toBe(true);
+    const quick = new LookupEngine(db, { fpRate: cfg.filterFpRate, checkRowsLater: true });
+    expect(quick.generation).toBe(gen);
+    expect(quick.rowsUnchecked).toBe(true);
+    const f1 = new GenerationFollower({ engine: quick, db, fpRate: cfg.filterFpRate, log, builder: true, now });
+    try {
+      const reloads = quick.stats().reloads;
+      expect(await f1.poll()).toBe('checked'); // same rows: nothing rebuilt
+      expect(quick.rowsUnchecked).toBe(false);
+      expect(quick.stats().reloads).toBe(reloads);
+      expect(await f1.poll()).toBe('current');
+    } finally {
+      await f1.close();
+    }
+    // Rows deleted without a new generation (an expiry purge stopped between its batches).
+    const gone = tfOnly[15_000];
+    expect(db.prepare("DELETE FROM indicators WHERE type = 'ipv4' AND value = ?").run(gone).changes).toBe(1);
+    try {
+      const full = new LookupEngine(db, { fpRate: cfg.filterFpRate, filterDir: null });
+      expect(full.filters.fingerprint).toBe(storeFingerprint(db).fingerprint); // the whole check refuses the file
+      const stale = new LookupEngine(db, { fpRate: cfg.filterFpRate, checkRowsLater: true });
+      expect(stale.rowsUnchecked).toBe(true); // accepted on generation and feeds: it still holds every stored key
+      expect(stale.filters.fingerprint).not.toBe(storeFingerprint(db).fingerprint);
+      expect(matched(stale, gone)).toBe(false); // the store has the last word
+      expect(matched(stale, tfOnly[14_000])).toBe(true);
+      const f2 = new GenerationFollower({ engine: stale, db, fpRate: cfg.filterFpRate, log, builder: true, now });
+      try {
+        expect(await f2.poll()).toBe('built');
+        expect(stale.rowsUnchecked).toBe(false);
+        expect(stale.filters.fingerprint).toBe(storeFingerprint(db).fingerprint);
+        expect(logLines.some((l) => l.includes('do not match the store (row count)'))).toBe(true);
+        expect(await f2.poll()).toBe('current');
+      } finally {
+        await f2.close();
+      }
+    } finally {
+      db.prepare("INSERT INTO indicators(type, value, feed, kind) VALUES ('ipv4', ?, 'threats', 'block')").run(gone);
     }
   }, 120_000);
 });
