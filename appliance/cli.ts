@@ -623,10 +623,11 @@ export function buildCli(): Command {
     .option('--json', 'last line of stdout is one JSON object')
     .option('--size <n>', 'number of indicators', (v) => Number(v), 200_000)
     .option('--no-http', 'skip the HTTP figures (OUTPOST_HTTP_WORKERS sets the HTTP processes; default one per core)')
+    .option('--keep', 'keep the store it built (printed at the end) to serve and load-test it yourself')
     .action(async (opts) => {
       const { runBench } = await import('../scripts/bench.ts');
       const { benchHttp } = await import('../scripts/bench-http.ts');
-      await runBench({ size: opts.size, json: Boolean(opts.json), out: print, http: opts.http === false ? null : benchHttp });
+      await runBench({ size: opts.size, json: Boolean(opts.json), out: print, http: opts.http === false ? null : benchHttp, keep: Boolean(opts.keep) });
     });
 
   // ---- verdict tuning: overrides, hits, selftest (lookup/overrides.ts, lookup/sightings.ts, lookup/selftest.ts) ----

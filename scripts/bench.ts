@@ -51,6 +51,8 @@ export interface BenchOptions {
   secondsPerFigure?: number;
   /** Indicators changed by the delta applied during HTTP lookups (default min(1M, size/10)); 0 skips it. */
   deltaSize?: number;
+  /** Keep the bench's store (its data dir) instead of removing it, to serve it and load-test it yourself. */
+  keep?: boolean;
 }
 
 type Pair = [IndicatorType, string];
@@ -389,7 +391,15 @@ export async function runBench(opts: BenchOptions): Promise<Record<string, numbe
     return result;
   } finally {
     db?.close();
-    fs.rmSync(dir, { recursive: true, force: true });
+    if (opts.keep && fs.existsSync(path.join(dataDir, 'outpost.db'))) {
+      // Only the store stays: the provider's list, package and key (GiBs at 10M) go.
+      for (const name of fs.readdirSync(dir)) if (name !== 'data') fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+      say(`store kept in ${dataDir}; serve it with`);
+      say(`  OUTPOST_DATA_DIR=${dataDir} OUTPOST_NO_DEMO=1 OUTPOST_HTTP_WORKERS=auto npx outpost serve`);
+      say(`  and make a token for your load generator: OUTPOST_DATA_DIR=${dataDir} npx outpost token create --name load`);
+    } else {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   }
 }
 

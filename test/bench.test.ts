@@ -4,6 +4,8 @@
 // in, with the load generator in a process of its own. Asserts the JSON last line's keys and that no
 // request failed; never a timing threshold.
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BIN, ROOT } from './helpers.ts';
 
@@ -22,7 +24,7 @@ const REQUIRED = ['lookup_miss_ns', 'sqlite_point_ns', 'batch_values_per_s', 'ht
 
 describe('outpost bench', () => {
   it('runs at --size 20000 and prints a JSON last line with every figure, no failed request', async () => {
-    const r = await run(['bench', '--json', '--size', '20000'], { OUTPOST_HTTP_WORKERS: '2' });
+    const r = await run(['bench', '--json', '--size', '20000', '--keep'], { OUTPOST_HTTP_WORKERS: '2' });
     expect(r.code, r.stderr.slice(-2000)).toBe(0);
     const lines = r.stdout.trim().split('\n');
     const last = JSON.parse(lines[lines.length - 1]) as Record<string, number | null>;
@@ -46,6 +48,16 @@ describe('outpost bench', () => {
     // The import runs in a process of its own (getrusage peak of a whole node process: tens of MiB at least).
     expect(last.import_peak_rss_mb!).toBeGreaterThan(30);
     expect(r.stderr).toContain('peak RSS of the importing process');
+    // --keep: the store stays (and only the store), with the command to serve it.
+    const kept = /store kept in (\S+); serve it with/.exec(r.stderr)?.[1];
+    expect(kept, r.stderr.slice(-1500)).toBeDefined();
+    try {
+      expect(fs.existsSync(path.join(kept!, 'outpost.db'))).toBe(true);
+      expect(fs.readdirSync(path.dirname(kept!))).toEqual(['data']);
+      expect(r.stderr).toContain(`OUTPOST_DATA_DIR=${kept} OUTPOST_NO_DEMO=1 OUTPOST_HTTP_WORKERS=auto npx outpost serve`);
+    } finally {
+      fs.rmSync(path.dirname(kept!), { recursive: true, force: true });
+    }
     // The human-readable figures go to stderr with --json.
     expect(r.stderr).toContain('import_per_s');
     expect(r.stderr).toContain('http_rps');
