@@ -61,6 +61,8 @@ export interface Config {
    * the whole file: ~30 s at 10M indicators); a failed check then stops the appliance with the same E_DB.
    */
   startCheckInlineMb: number;
+  /** Worker threads' scheduling: `nice` (nice 10) or `idle` (also SCHED_IDLE; appliance/worker.ts). */
+  workerPriority: string;
   // ---- indicator expiry, purge, offline inbox (sync/expiry.ts, sync/inbox.ts; docs/operations-sync.md) ----
   /** Default lifetime of IP addresses and networks without their own `exp`, days after the package's creation (0 = none). */
   expiryIpDays: number;
@@ -146,6 +148,7 @@ const DEFAULTS: Config = {
   rateLimitBurst: 100_000,
   startCheck: 'quick',
   startCheckInlineMb: 256,
+  workerPriority: 'nice',
   expiryIpDays: 30,
   expiryUrlDays: 60,
   expiryDomainDays: 180,
@@ -205,6 +208,7 @@ const ENV: Record<keyof Config, string> = {
   rateLimitBurst: 'OUTPOST_RATE_LIMIT_BURST',
   startCheck: 'OUTPOST_START_CHECK',
   startCheckInlineMb: 'OUTPOST_START_CHECK_INLINE_MB',
+  workerPriority: 'OUTPOST_WORKER_PRIORITY',
   expiryIpDays: 'OUTPOST_EXPIRY_IP_DAYS',
   expiryUrlDays: 'OUTPOST_EXPIRY_URL_DAYS',
   expiryDomainDays: 'OUTPOST_EXPIRY_DOMAIN_DAYS',
@@ -262,6 +266,7 @@ export function loadConfig(
   if (!['none', 'token', 'off'].includes(cfg.mirrorAuth)) throw new OutpostError('E_CONFIG', `${ENV.mirrorAuth} must be none, token or off, got "${cfg.mirrorAuth}"`);
   if (cfg.syncTokenFile) cfg.syncTokenFile = path.resolve(cfg.syncTokenFile);
   // ---- end sync and mirror ----
+  if (!['nice', 'idle'].includes(cfg.workerPriority)) throw new OutpostError('E_CONFIG', `${ENV.workerPriority} must be nice or idle, got "${cfg.workerPriority}"`);
   if (!['quick', 'full', 'off'].includes(cfg.startCheck)) throw new OutpostError('E_CONFIG', `${ENV.startCheck} must be quick, full or off, got "${cfg.startCheck}"`);
   if (cfg.requestTimeoutMs > 0 && cfg.headersTimeoutMs > cfg.requestTimeoutMs) {
     throw new OutpostError('E_CONFIG', `${ENV.headersTimeoutMs} (${cfg.headersTimeoutMs}) must not exceed ${ENV.requestTimeoutMs} (${cfg.requestTimeoutMs})`);

@@ -132,7 +132,16 @@ function compile(entry: string): string | null {
  * /proc/thread-self); elsewhere, or when refused, the thread runs at normal priority.
  */
 export const WORKER_NICE = 10;
-const LOWER_PRIORITY = `Promise.all([import('node:fs'), import('node:os')]).then(([fs, os]) => { try { os.setPriority(Number(fs.readlinkSync('/proc/thread-self').split('/').pop()), ${WORKER_NICE}); } catch {} })`;
+/**
+ * `OUTPOST_WORKER_PRIORITY=idle` (config workerPriority; serve exports it to its threads and processes):
+ * worker threads also take the SCHED_IDLE policy (`chrt --idle`, util-linux). The kernel then counts a
+ * core that runs only such threads as idle and wakes a lookup thread there at once; with nice 10 it
+ * could leave both HTTP workers of a 2-core machine on one core for ~10 ms while the other ran an apply
+ * (docs/performance.md). For dedicated appliances: under sustained full load an idle-class apply gets
+ * almost no CPU and a sync waits. Default `nice`.
+ */
+export const WORKER_PRIORITY_ENV = 'OUTPOST_WORKER_PRIORITY';
+const LOWER_PRIORITY = `Promise.all([import('node:fs'), import('node:os'), import('node:child_process')]).then(([fs, os, cp]) => { try { const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop()); os.setPriority(tid, ${WORKER_NICE}); if (process.env.${WORKER_PRIORITY_ENV} === 'idle') cp.spawnSync('chrt', ['--idle', '--pid', '0', String(tid)], { stdio: 'ignore', timeout: 5000 }); } catch {} })`;
 
 export function startWorker(moduleUrl: URL, options: WorkerOptions = {}): Worker {
   if (moduleUrl.pathname.endsWith('.ts')) {

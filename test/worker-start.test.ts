@@ -86,4 +86,24 @@ parentPort!.postMessage({ type: 'done', result: new URL(import.meta.url).pathnam
     expect(text).toMatch(/from "better-sqlite3"/);
     expect(text).toMatch(/from "tldts"/);
   });
+
+  it('worker threads run at nice 10, and with OUTPOST_WORKER_PRIORITY=idle under SCHED_IDLE as well', async () => {
+    // Field 19 of /proc/thread-self/stat is the nice value, field 41 the policy (0 SCHED_OTHER, 5 SCHED_IDLE).
+    const main = write('sched.ts', `import fs from 'node:fs';
+import { parentPort } from 'node:worker_threads';
+const st = fs.readFileSync('/proc/thread-self/stat', 'utf8');
+const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+parentPort!.postMessage({ type: 'done', result: { nice: Number(f[16]), policy: Number(f[38]) } });
+`);
+    const before = process.env.OUTPOST_WORKER_PRIORITY;
+    try {
+      delete process.env.OUTPOST_WORKER_PRIORITY;
+      expect(await runWorker(pathToFileURL(main), {})).toEqual({ nice: 10, policy: 0 });
+      process.env.OUTPOST_WORKER_PRIORITY = 'idle';
+      expect(await runWorker(pathToFileURL(main), {})).toEqual({ nice: 10, policy: 5 });
+    } finally {
+      if (before === undefined) delete process.env.OUTPOST_WORKER_PRIORITY;
+      else process.env.OUTPOST_WORKER_PRIORITY = before;
+    }
+  });
 });
