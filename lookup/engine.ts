@@ -150,9 +150,10 @@ export class LookupEngine {
     this.beginStmt = db.prepare('BEGIN');
     this.commitStmt = db.prepare('COMMIT');
     // Start answering at once: a persisted set of the current content, else a synchronous build.
-    const quick = opts.checkRowsLater ? this.loadPersisted(true) : null;
-    this.rowsUnchecked = quick !== null;
-    this.set = quick ?? this.loadPersisted() ?? this.persist(buildFilters(db, this.fpRate));
+    // (A set the check without rows refuses, the whole check refuses too: no second look, no row count.)
+    const persisted = this.loadPersisted(Boolean(opts.checkRowsLater));
+    this.rowsUnchecked = persisted !== null && Boolean(opts.checkRowsLater);
+    this.set = persisted ?? this.persist(buildFilters(db, this.fpRate));
     this.adopt(this.set);
   }
 
