@@ -6,20 +6,11 @@ import { once } from 'node:events';
 import { parentPort, workerData } from 'node:worker_threads';
 import { asOutpostError } from '../appliance/errors.ts';
 import { workOnOwnConnection } from '../appliance/worker.ts';
-import { applyStaged, type StageRequest, type StagedTransfer } from './apply.ts';
+import { applyStaged, stageVerified, type StageRequest, type StagedTransfer } from './apply.ts';
 import type { ApplyJob } from './import.ts';
-import { stagePackage, type StagedPackage } from './package-reader.ts';
-import { verifyPackage } from './verify.ts';
 
 async function stage(req: StageRequest): Promise<StagedTransfer> {
-  const staged: StagedPackage = await stagePackage(req.tarPath, req.stagingRoot, req.limits);
-  try {
-    verifyPackage(staged, req.keys, new Date(req.now));
-  } catch (e) {
-    staged.cleanup();
-    throw e;
-  }
-  const { cleanup: _, ...rest } = staged;
+  const { cleanup: _, ...rest } = await stageVerified(req);
   return rest;
 }
 

@@ -6,14 +6,14 @@ import type { DB } from '../appliance/db.ts';
 import { startWorker } from '../appliance/worker.ts';
 import { audit, currentGeneration, setMeta } from '../appliance/db.ts';
 import { ERRORS, OutpostError, type ErrorCode } from '../appliance/errors.ts';
-import type { TrustedKey } from './verify.ts';
+import { verifyPackage, type TrustedKey } from './verify.ts';
 import type { Indicator, Manifest, IndicatorType } from '../appliance/types.ts';
 import { INDICATOR_TYPES } from '../appliance/types.ts';
 import { normalize } from '../lookup/normalize.ts';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { addIndicator, announceFilterFile, finishBuild, newBuilder, storeFingerprint, withdrawFilterFile, writeFilterFile, type FilterBuilder, type FilterSet } from '../lookup/filters.ts';
-import { parseIndicatorLine, readIndicators, readLines, type Limits, type StagedPackage } from './package-reader.ts';
+import { parseIndicatorLine, readIndicators, readLines, stagePackage, type Limits, type StagedPackage } from './package-reader.ts';
 import { StateHasher, canonicalLine } from './package-writer.ts';
 import { compareIndicators, indicatorToRow, plainJsonText, rowToIndicator } from './records.ts';
 import { dropExpired, restoreExpired } from './expiry.ts';
@@ -387,6 +387,22 @@ export interface StageRequest {
   keys: TrustedKey[];
   /** Verification time (expiry), ms since the epoch. */
   now: number;
+}
+
+/**
+ * Stages the package and verifies it (stagePackage + verifyPackage); a refused package leaves no staging
+ * directory behind. The caller must call staged.cleanup(). Run by the apply worker (PendingApply.stage)
+ * and, without a worker (a dry run; the mirror through stageAndVerify), in import.ts.
+ */
+export async function stageVerified(req: StageRequest): Promise<StagedPackage> {
+  const staged = await stagePackage(req.tarPath, req.stagingRoot, req.limits);
+  try {
+    verifyPackage(staged, req.keys, new Date(req.now));
+    return staged;
+  } catch (e) {
+    staged.cleanup();
+    throw e;
+  }
 }
 
 /** A StagedPackage as it crosses threads: everything but cleanup (Buffers arrive as Uint8Arrays). */

@@ -7,9 +7,9 @@ import type { DB } from '../appliance/db.ts';
 import { audit, layout } from '../appliance/db.ts';
 import { ERRORS, OutpostError, asOutpostError, type ErrorCode } from '../appliance/errors.ts';
 import type { Manifest } from '../appliance/types.ts';
-import { getFeed, checkSequence, startApply, type ApplyFilterOptions, type ApplyProgress, type ApplyResult, type PendingApply } from './apply.ts';
-import { stagePackage, type Limits, type StagedPackage } from './package-reader.ts';
-import { verifyPackage, type TrustedKey } from './verify.ts';
+import { getFeed, checkSequence, stageVerified, startApply, type ApplyFilterOptions, type StageRequest, type ApplyProgress, type ApplyResult, type PendingApply } from './apply.ts';
+import type { Limits, StagedPackage } from './package-reader.ts';
+import type { TrustedKey } from './verify.ts';
 import { mergeKeys } from './root.ts';
 import { importReference, isReferenceManifest } from './reference.ts';
 
@@ -57,16 +57,14 @@ function keysFor(db: DB, extraKeys: TrustedKey[] = []): TrustedKey[] {
   return extraKeys.length ? mergeKeys(trustedKeys(db), extraKeys) : trustedKeys(db);
 }
 
+/** What stageVerified needs for a package at tarPath: this appliance's staging dir, limits and keys. */
+function stageRequest(cfg: Config, db: DB, tarPath: string, now = new Date(), extraKeys: TrustedKey[] = []): StageRequest {
+  return { tarPath, stagingRoot: layout(cfg.dataDir).staging, limits: limitsOf(cfg), keys: keysFor(db, extraKeys), now: now.getTime() };
+}
+
 /** Stages and verifies a package without touching the store; the caller must call staged.cleanup(). */
-export async function stageAndVerify(cfg: Config, db: DB, tarPath: string, now = new Date(), extraKeys: TrustedKey[] = []): Promise<StagedPackage> {
-  const staged = await stagePackage(tarPath, layout(cfg.dataDir).staging, limitsOf(cfg));
-  try {
-    verifyPackage(staged, keysFor(db, extraKeys), now);
-    return staged;
-  } catch (e) {
-    staged.cleanup();
-    throw e;
-  }
+export function stageAndVerify(cfg: Config, db: DB, tarPath: string, now = new Date(), extraKeys: TrustedKey[] = []): Promise<StagedPackage> {
+  return stageVerified(stageRequest(cfg, db, tarPath, now, extraKeys));
 }
 
 function recordRejection(db: DB, source: string, actor: string, err: OutpostError, m?: Manifest, sha256?: string): void {
@@ -91,9 +89,8 @@ export async function importPackage(cfg: Config, db: DB, tarPath: string, opts: 
     if (!opts.dryRun) apply = startApply();
     // Staged and verified in the apply worker (lower priority, off the thread that answers lookups); a dry
     // run, which starts no worker, does it here.
-    staged = apply
-      ? await apply.stage({ tarPath, stagingRoot: layout(cfg.dataDir).staging, limits: limitsOf(cfg), keys: keysFor(db, opts.extraKeys), now: (opts.now ?? new Date()).getTime() })
-      : await stageAndVerify(cfg, db, tarPath, opts.now, opts.extraKeys);
+    const req = stageRequest(cfg, db, tarPath, opts.now, opts.extraKeys);
+    staged = apply ? await apply.stage(req) : await stageVerified(req);
     const m = staged.manifest;
     // Reference data (actors/families, sync/reference.ts): verified above like any package, its own store.
     if (isReferenceManifest(m)) return await importReference(db, staged, limitsOf(cfg), { dryRun: opts.dryRun, source, actor });
