@@ -162,6 +162,9 @@ export interface FollowerOptions {
 export class GenerationFollower {
   readonly loader = new FilterLoader();
   private busy = false;
+  /** The poll at work, awaited by close(); once closed, no poll starts and none builds. */
+  private inflight: Promise<FollowStep> | null = null;
+  private closed = false;
   private waiting: { generation: number; since: number } | null = null;
   private stale: { generation: number; stamp: string } | null = null;
   private readonly dbPath: string;
@@ -176,8 +179,15 @@ export class GenerationFollower {
   }
 
   /** One look at the store; resolves with what it did (the swap included). Never rejects. */
-  async poll(): Promise<FollowStep> {
-    if (this.busy) return 'busy';
+  poll(): Promise<FollowStep> {
+    if (this.closed) return Promise.resolve('current');
+    if (this.busy) return Promise.resolve('busy');
+    const step = this.look();
+    this.inflight = step;
+    return step;
+  }
+
+  private async look(): Promise<FollowStep> {
     const { engine, db, log } = this.o;
     let generation: number;
     try {
@@ -206,8 +216,15 @@ export class GenerationFollower {
     }
   }
 
-  close(): Promise<void> {
-    return this.loader.close();
+  /**
+   * Stops following: no poll starts after this, the loader thread ends (a load in flight is dropped,
+   * not answered by a build), and a swap or build already under way finishes before this resolves, so
+   * nothing writes a filter file once the process has closed.
+   */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.loader.close();
+    await this.inflight;
   }
 
   /**
@@ -220,10 +237,10 @@ export class GenerationFollower {
     const { engine, log, fpRate } = this.o;
     const file = filterFileOf(path.join(path.dirname(this.dbPath), 'filters'), generation);
     const set = await this.loader.load(this.dbPath, file, fpRate).catch((err: unknown) => {
-      log.warn({ err, file }, 'checking the persisted filters in the loader thread failed; building them');
+      if (!this.closed) log.warn({ err, file }, 'checking the persisted filters in the loader thread failed; building them');
       return null;
     });
-    if (engine.generation !== generation || !engine.rowsUnchecked) return 'current'; // a newer set came meanwhile
+    if (this.closed || engine.generation !== generation || !engine.rowsUnchecked) return 'current'; // closed, or a newer set came meanwhile
     if (set) {
       engine.rowsChecked();
       return 'checked';
@@ -239,9 +256,10 @@ export class GenerationFollower {
     const stamp = fileStamp(file);
     if (stamp && !(this.stale?.generation === generation && this.stale.stamp === stamp)) {
       const set = await this.loader.load(this.dbPath, file, fpRate).catch((err: unknown) => {
-        log.warn({ err, file }, 'loading persisted filters in the loader thread failed; loading or building them here');
+        if (!this.closed) log.warn({ err, file }, 'loading persisted filters in the loader thread failed; loading or building them here');
         return undefined;
       });
+      if (this.closed) return 'current';
       if (set) {
         engine.adoptSet(set);
         return 'file';

@@ -209,4 +209,24 @@ describe('generation follower (appliance/filter-follow.ts)', () => {
       db.prepare("INSERT INTO indicators(type, value, feed, kind) VALUES ('ipv4', ?, 'threats', 'block')").run(gone);
     }
   }, 120_000);
+
+  it('closing during a poll drops the check in flight: nothing is built or written after close', async () => {
+    // serve closes its follower on shutdown while the start's row check may still be in the loader thread;
+    // the dropped load must not read as "check failed, build the filters" (a build writes into the data dir).
+    const quick = new LookupEngine(db, { fpRate: cfg.filterFpRate, checkRowsLater: true });
+    expect(quick.rowsUnchecked).toBe(true);
+    const f = new GenerationFollower({ engine: quick, db, fpRate: cfg.filterFpRate, log, builder: true, now });
+    const files = () => fs.readdirSync(filterDir).map((n) => `${n}:${fs.statSync(path.join(filterDir, n)).mtimeMs}`).sort();
+    const before = files();
+    const reloads = quick.stats().reloads;
+    const warnings = logLines.length;
+    const step = f.poll(); // the loader thread is starting (~1 s of module loading): close comes first
+    await f.close();
+    expect(await step).toBe('current');
+    expect(await f.poll()).toBe('current'); // a closed follower starts nothing
+    expect(quick.stats().reloads).toBe(reloads);
+    expect(quick.rowsUnchecked).toBe(true);
+    expect(files()).toEqual(before);
+    expect(logLines.slice(warnings).filter((l) => l.includes('building them'))).toEqual([]);
+  }, 60_000);
 });
