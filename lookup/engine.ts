@@ -354,21 +354,11 @@ export class LookupEngine {
   }
 
   private matchIp(ip: string, type: 'ipv4' | 'ipv6', exactKind: MatchKind): void {
-    const f = this.set.filters.get(type)!;
     if (type === 'ipv4') {
-      // The /24 block bitmap first: a clear bit means no listed address and no listed network of length
-      // 16..32 in the address's /24, so neither the exact filter nor those network keys need a probe.
-      const n = parseV4(ip);
-      const inBlock = n < 0 || this.v4BlockListed(n);
-      if (inBlock) {
-        this.counters.filterProbes++;
-        if (probe(f, ip)) this.confirm(type, ip, exactKind);
-      }
-      // Scratch list reused across lookups (confirm() never re-enters matchIp): no array per lookup.
-      const keys = this.keyScratch;
-      if (n >= 0 && this.v4NetworkKeys(n, inBlock, keys) > 0) for (const k of keys.splice(0)) this.confirm('ipv4-cidr', k, 'cidr');
+      this.matchV4(ip, 0, ip.length, parseV4(ip), exactKind);
       return;
     }
+    const f = this.set.filters.get(type)!;
     this.counters.filterProbes++;
     if (probe(f, ip)) this.confirm(type, ip, exactKind);
     if (this.set.prefixes6.length) {
@@ -380,6 +370,23 @@ export class LookupEngine {
         if (probe(nf, key)) this.confirm('ipv6-cidr', key, 'cidr');
       }
     }
+  }
+
+  /**
+   * The IPv4 address s[start, end), parsed as `n` (parseV4; < 0 when not canonical): probed as a range of
+   * `s`, so a URL's host is matched inside the URL and sliced only when a filter hits. The /24 block bitmap
+   * first: a clear bit means no listed address and no listed network of length 16..32 in the address's /24,
+   * so neither the exact filter nor those network keys need a probe.
+   */
+  private matchV4(s: string, start: number, end: number, n: number, exactKind: MatchKind): void {
+    const inBlock = n < 0 || this.v4BlockListed(n);
+    if (inBlock) {
+      this.counters.filterProbes++;
+      if (probeRange(this.set.filters.get('ipv4')!, s, start, end)) this.confirm('ipv4', start === 0 && end === s.length ? s : s.slice(start, end), exactKind);
+    }
+    // Scratch list reused across lookups (confirm() never re-enters matchV4): no array per lookup.
+    const keys = this.keyScratch;
+    if (n >= 0 && this.v4NetworkKeys(n, inBlock, keys) > 0) for (const k of keys.splice(0)) this.confirm('ipv4-cidr', k, 'cidr');
   }
 
   /** The /24 of address `n` holds a listed address or overlaps a listed network of length 16..32 (v4Blocks). */
@@ -495,7 +502,8 @@ export class LookupEngine {
       const colon = url.indexOf(':', hs);
       if (colon >= 0 && colon < he) he = colon;
     }
-    if (parseV4(s, hs, he) >= 0) this.matchIp(s.slice(hs, he), 'ipv4', 'exact');
+    const v4 = parseV4(s, hs, he);
+    if (v4 >= 0) this.matchV4(s, hs, he, v4, 'exact');
     else if (s.indexOf(':', hs) >= 0 && s.indexOf(':', hs) < he) this.matchIp(s.slice(hs, he), 'ipv6', 'exact');
     else {
       const keys = this.keyScratch; // always left empty (splice below)
