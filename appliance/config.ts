@@ -63,6 +63,8 @@ export interface Config {
   startCheckInlineMb: number;
   /** Worker threads' scheduling: `nice` (nice 10) or `idle` (also SCHED_IDLE; appliance/worker.ts). */
   workerPriority: string;
+  /** Kept packages (sync/kept.ts): `rollback` deletes those rollback and the mirror can no longer use; `all` keeps every one. */
+  keepPackages: string;
   // ---- indicator expiry, purge, offline inbox (sync/expiry.ts, sync/inbox.ts; docs/operations-sync.md) ----
   /** Default lifetime of IP addresses and networks without their own `exp`, days after the package's creation (0 = none). */
   expiryIpDays: number;
@@ -149,6 +151,7 @@ const DEFAULTS: Config = {
   startCheck: 'quick',
   startCheckInlineMb: 256,
   workerPriority: 'nice',
+  keepPackages: 'rollback',
   expiryIpDays: 30,
   expiryUrlDays: 60,
   expiryDomainDays: 180,
@@ -209,6 +212,7 @@ const ENV: Record<keyof Config, string> = {
   startCheck: 'OUTPOST_START_CHECK',
   startCheckInlineMb: 'OUTPOST_START_CHECK_INLINE_MB',
   workerPriority: 'OUTPOST_WORKER_PRIORITY',
+  keepPackages: 'OUTPOST_KEEP_PACKAGES',
   expiryIpDays: 'OUTPOST_EXPIRY_IP_DAYS',
   expiryUrlDays: 'OUTPOST_EXPIRY_URL_DAYS',
   expiryDomainDays: 'OUTPOST_EXPIRY_DOMAIN_DAYS',
@@ -267,6 +271,7 @@ export function loadConfig(
   if (cfg.syncTokenFile) cfg.syncTokenFile = path.resolve(cfg.syncTokenFile);
   // ---- end sync and mirror ----
   if (!['nice', 'idle'].includes(cfg.workerPriority)) throw new OutpostError('E_CONFIG', `${ENV.workerPriority} must be nice or idle, got "${cfg.workerPriority}"`);
+  if (!['rollback', 'all'].includes(cfg.keepPackages)) throw new OutpostError('E_CONFIG', `${ENV.keepPackages} must be rollback or all, got "${cfg.keepPackages}"`);
   if (!['quick', 'full', 'off'].includes(cfg.startCheck)) throw new OutpostError('E_CONFIG', `${ENV.startCheck} must be quick, full or off, got "${cfg.startCheck}"`);
   if (cfg.requestTimeoutMs > 0 && cfg.headersTimeoutMs > cfg.requestTimeoutMs) {
     throw new OutpostError('E_CONFIG', `${ENV.headersTimeoutMs} (${cfg.headersTimeoutMs}) must not exceed ${ENV.requestTimeoutMs} (${cfg.requestTimeoutMs})`);

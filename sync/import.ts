@@ -12,6 +12,7 @@ import type { Limits, StagedPackage } from './package-reader.ts';
 import type { TrustedKey } from './verify.ts';
 import { mergeKeys } from './root.ts';
 import { importReference, isReferenceManifest } from './reference.ts';
+import { keepPackage, pruneKept } from './kept.ts';
 
 export interface ApplyJob {
   dbPath: string;
@@ -108,6 +109,7 @@ export async function importPackage(cfg: Config, db: DB, tarPath: string, opts: 
     };
     try {
       const result = await apply!.run(job, opts.onProgress);
+      await pruneAfterApply(cfg, db, m.feed, actor);
       return { ...result, dryRun: false, sha256: staged.sha256, manifest: m };
     } catch (e) {
       if (created) fs.rmSync(kept, { force: true });
@@ -124,14 +126,19 @@ export async function importPackage(cfg: Config, db: DB, tarPath: string, opts: 
   }
 }
 
-/** Keeps accepted packages (content-addressed) for rollback and the mirror; resolves with the kept path. */
-async function keepPackage(cfg: Config, tarPath: string, m: Manifest, sha256: string): Promise<{ dest: string; created: boolean }> {
-  const dir = path.join(layout(cfg.dataDir).packages, m.feed.replace(/[^A-Za-z0-9._-]/g, '_'));
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const dest = path.join(dir, `${m.version}-${m.type}-${sha256.slice(0, 16)}.tar`);
-  if (fs.existsSync(dest)) return { dest, created: false };
-  const tmp = `${dest}.tmp-${process.pid}`;
-  await fs.promises.copyFile(tarPath, tmp); // a copy of a large package costs the event loop nothing
-  fs.renameSync(tmp, dest);
-  return { dest, created: true };
+/** Retention of kept packages after an apply (sync/kept.ts); a failure is recorded, never the import's. */
+async function pruneAfterApply(cfg: Config, db: DB, feedName: string, actor: string): Promise<void> {
+  const feed = getFeed(db, feedName);
+  if (!feed) return;
+  try {
+    const r = await pruneKept(cfg, { name: feed.name, version: feed.version, package_path: feed.package_path, prev_package: feed.prev_package });
+    if (r.removed.length) audit(db, actor, 'package.prune', { subject: feedName, detail: { removed: r.removed, bytes: r.bytes, kept: r.kept } });
+  } catch (e) {
+    const err = asOutpostError(e);
+    try {
+      audit(db, actor, 'package.prune', { code: err.code, subject: feedName, detail: { message: err.message } });
+    } catch {
+      /* recording must never fail the import that already applied */
+    }
+  }
 }

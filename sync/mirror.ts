@@ -26,6 +26,7 @@ import type { AppEnv } from '../lookup/api.ts';
 import { getFeed } from './apply.ts';
 import { downloadPackage, fetchLimitsOf, type FetchLimits } from './fetch.ts';
 import { stageAndVerify, trustedKeys } from './import.ts';
+import { keptDir, keptName } from './kept.ts';
 import { FEED_NAME } from './package-reader.ts';
 import type { LatestDoc } from './publish.ts';
 import { mergeKeys, parseEnvelope } from './root.ts';
@@ -90,13 +91,9 @@ export function servedLatest(db: DB, upstream: string, feed: string): { text: st
   return { text: row.latest_doc, latest, fetchedAt: row.fetched_at };
 }
 
-function feedDir(cfg: Config, feed: string): string {
-  return path.join(layout(cfg.dataDir).packages, feed.replace(/[^A-Za-z0-9._-]/g, '_'));
-}
-
 /** A kept package file (import's or the mirror's naming) with this sha256 prefix and the signed size. */
 function findKept(cfg: Config, feed: string, sha256: string, size: number): string | null {
-  const dir = feedDir(cfg, feed);
+  const dir = keptDir(cfg, feed);
   const name = new RegExp(`^\\d+-(full|delta)-${sha256.slice(0, 16)}\\.tar$`);
   let names: string[];
   try {
@@ -210,9 +207,9 @@ async function doFetchFull(cfg: Config, db: DB, upstream: string, feed: string, 
       } finally {
         staged.cleanup();
       }
-      const dir = feedDir(cfg, feed);
+      const dir = keptDir(cfg, feed);
       fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-      const dest = path.join(dir, `${full.version}-full-${full.sha256.slice(0, 16)}.tar`);
+      const dest = path.join(dir, keptName(full.version, 'full', full.sha256));
       fs.renameSync(file, dest);
       audit(db, actor, 'mirror.fetch', { subject, detail: { upstream, sha256: full.sha256, size: full.size, url } });
       o.log?.info({ upstream, feed, version: full.version, sha256: full.sha256 }, 'mirror: kept the full package for downstream appliances');

@@ -381,6 +381,29 @@ export async function stagePackage(source: string | NodeJS.ReadableStream, stagi
   }
 }
 
+/**
+ * The manifest of a package file, read from its first entry without staging the rest: for planning with
+ * packages this appliance already accepted and kept (rollback chains, pruning). Parsed and schema-checked,
+ * NOT verified — whatever is then imported goes through stagePackage and verify like any package.
+ */
+export async function readManifestOnly(file: string, maxManifestBytes = MAX_MANIFEST_BYTES): Promise<Manifest> {
+  const extract = tar.extract();
+  const input = fs.createReadStream(file);
+  input.pipe(extract as unknown as NodeJS.WritableStream);
+  try {
+    for await (const entry of extract) {
+      if (entry.header.name !== 'manifest.json') throw new OutpostError('E_FORMAT', `${path.basename(file)}: the first entry is ${show(entry.header.name)}, not manifest.json`);
+      return parseManifest(await collect(entry as AsyncIterable<Buffer>, maxManifestBytes, 'manifest.json'));
+    }
+    throw new OutpostError('E_FORMAT', `${path.basename(file)}: no manifest.json in the archive`);
+  } catch (e) {
+    throw mapError(e);
+  } finally {
+    input.destroy();
+    extract.destroy();
+  }
+}
+
 // ---------- reading indicator lines ----------
 
 /** A run of consecutive lines of one data file, as text without their newlines. */

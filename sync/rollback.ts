@@ -1,7 +1,8 @@
 // `outpost rollback --feed <name>`: return a feed to the version it had before its last applied package.
 //
-// Nothing is rebuilt from local rows: the kept package of the previous version (import.ts keeps every
-// accepted package under <data dir>/packages/<feed>/<version>-<type>-<sha16>.tar) goes through the same
+// Nothing is rebuilt from local rows: the kept package of the previous version (sync/kept.ts: every accepted
+// package under <data dir>/packages/<feed>/<version>-<type>-<sha16>.tar, and retention never deletes the
+// chains of the current and the previous version) goes through the same
 // stage → verify → apply path as any import, with the rollback override that lets an older version in.
 // Its signature, file hashes, expiry and, at the end, its signed content state are all checked again.
 //
@@ -14,17 +15,14 @@
 // feeds.floor_version; a package at or below it is refused (E_ROLLBACK) until the provider publishes a
 // newer version, so the next scheduled pull does not silently undo the rollback. One step back is kept: a
 // second rollback right after one is refused (E_CONFLICT).
-import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../appliance/config.ts';
 import type { DB } from '../appliance/db.ts';
-import { audit, layout } from '../appliance/db.ts';
+import { audit } from '../appliance/db.ts';
 import { OutpostError, asOutpostError } from '../appliance/errors.ts';
-import type { Manifest } from '../appliance/types.ts';
 import { getFeed } from './apply.ts';
 import { importPackage, type ImportResult } from './import.ts';
-import { stagePackage } from './package-reader.ts';
-import { limitsOf } from './import.ts';
+import { keptChain } from './kept.ts';
 
 export interface RollbackResult {
   feed: string;
@@ -37,42 +35,8 @@ export interface RollbackResult {
   floor_version: number;
 }
 
-const KEPT = /^(\d+)-(full|delta)-[0-9a-f]{16}\.tar$/;
-
-/** Reads only the (unverified) manifest of a kept package, to plan the chain; import verifies it again. */
-async function keptManifest(cfg: Config, file: string): Promise<Manifest> {
-  const staged = await stagePackage(file, layout(cfg.dataDir).staging, limitsOf(cfg));
-  try {
-    return staged.manifest;
-  } finally {
-    staged.cleanup();
-  }
-}
-
-/** The kept packages needed to reach `target` (a kept package path), oldest first. */
-export async function rollbackChain(cfg: Config, feed: string, target: string): Promise<string[]> {
-  const dir = path.join(layout(cfg.dataDir).packages, feed.replace(/[^A-Za-z0-9._-]/g, '_'));
-  const kept = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => KEPT.test(f)) : [];
-  const chain: string[] = [];
-  let file = target;
-  for (let hops = 0; hops < 10_000; hops++) {
-    if (!fs.existsSync(file)) throw new OutpostError('E_NOT_FOUND', `kept package ${file} is missing; cannot roll feed "${feed}" back`);
-    const m = await keptManifest(cfg, file);
-    if (m.feed !== feed) throw new OutpostError('E_CONFLICT', `kept package ${path.basename(file)} belongs to feed "${m.feed}", not "${feed}"`);
-    chain.unshift(file);
-    if (m.type === 'full') return chain;
-    // A delta: its base version, preferring a full package of that version over another delta.
-    const candidates = kept
-      .map((f) => ({ f, x: KEPT.exec(f)! }))
-      .filter(({ x }) => Number(x[1]) === m.base_version)
-      .sort((a, b) => (a.x[2] === b.x[2] ? 0 : a.x[2] === 'full' ? -1 : 1));
-    if (!candidates.length) {
-      throw new OutpostError('E_NOT_FOUND', `version ${m.version} of feed "${feed}" was a delta on version ${m.base_version}, and no package of version ${m.base_version} is kept; import a full package instead`);
-    }
-    file = path.join(dir, candidates[0].f);
-  }
-  throw new OutpostError('E_INTERNAL', 'delta chain does not end');
-}
+/** The kept packages needed to reach `target` (a kept package path), oldest first (sync/kept.ts). */
+export const rollbackChain = keptChain;
 
 export async function rollbackFeed(cfg: Config, db: DB, feedName: string, opts: { actor?: string; now?: Date } = {}): Promise<RollbackResult> {
   const actor = opts.actor ?? 'cli';

@@ -1,6 +1,7 @@
 // `outpost rollback --feed` on real data: v1, v2, rollback → exactly v1's rows, version and state; the
 // rolled-back-from version stays refused, a newer one is accepted. Also when the previous package was a
-// delta (rebuilt from the kept chain: full v1 + delta v2).
+// delta (rebuilt from the kept chain: full v1 + delta v2). Retention of kept packages: after each apply
+// only what rolling back (and the mirror) can still use stays; OUTPOST_KEEP_PACKAGES=all keeps everything.
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -43,6 +44,9 @@ describe('rollback', () => {
     pkg.v2 = path.join(out, 'threats-2-full.tar');
     pkg.d3 = build(3, C, pkg.v2);
     pkg.v3 = path.join(out, 'threats-3-full.tar');
+    pkg.d4 = build(4, A, pkg.v3);
+    pkg.v4 = path.join(out, 'threats-4-full.tar');
+    pkg.d5 = build(5, B, pkg.v4);
     expect(pkg.d2).toMatch(/threats-2-delta\.tar$/);
     expect(fs.existsSync(pkg.v2) && fs.existsSync(pkg.v3)).toBe(true);
   }, 180_000);
@@ -114,4 +118,37 @@ describe('rollback', () => {
     expect(none.stderr).toMatch(/^E_NOT_FOUND: /m);
     expect(dbDigest(dir)).toBe(before);
   });
+
+  it('retention: after each apply the chains of the current and previous version stay, older packages go; rollback still works', () => {
+    const kept = (dir: string) => fs.readdirSync(path.join(dir, 'packages', 'threats')).map((n) => n.replace(/-[0-9a-f]{16}\.tar$/, '')).sort();
+    const dir = fresh('retention');
+    const all = fresh('retention-all');
+    const chain = [pkg.v1, pkg.d2, pkg.d3, pkg.v4, pkg.d5];
+    const expected = [
+      ['1-full'],
+      ['1-full', '2-delta'],
+      ['1-full', '2-delta', '3-delta'], // 3 is a delta on 2, a delta on 1: the whole chain rebuilds 3
+      ['1-full', '2-delta', '3-delta', '4-full'], // the previous version (3) still needs its chain
+      ['4-full', '5-delta'], // current 5 = 4-full + 5-delta, previous 4 = 4-full
+    ];
+    chain.forEach((p, i) => {
+      importOk(dir, p);
+      expect(kept(dir), path.basename(p)).toEqual(expected[i]);
+      const r = cli(['import', p], { dataDir: all, env: { OUTPOST_KEEP_PACKAGES: 'all' } });
+      expect(r.code, r.stderr).toBe(0);
+    });
+    expect(kept(all)).toEqual(['1-full', '2-delta', '3-delta', '4-full', '5-delta']);
+    const db = new Database(path.join(dir, 'outpost.db'), { readonly: true });
+    const prunes = db.prepare("SELECT code, subject, detail FROM audit WHERE action = 'package.prune' ORDER BY id").all() as { code: string | null; subject: string; detail: string }[];
+    db.close();
+    expect(prunes).toHaveLength(1);
+    expect(prunes[0]).toMatchObject({ code: null, subject: 'threats' });
+    expect(JSON.parse(prunes[0].detail).removed.map((n: string) => n.slice(0, n.lastIndexOf('-')))).toEqual(['1-full', '2-delta', '3-delta']);
+    // Rolling back from 5 needs only what stayed.
+    const r = cli(['rollback', '--feed', 'threats'], { dataDir: dir });
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.lastLine)).toMatchObject({ from_version: 5, to_version: 4 });
+    expect(kept(dir)).toEqual(['4-full', '5-delta']);
+    expect(cli(['status'], { dataDir: dir, env: { OUTPOST_KEEP_PACKAGES: 'some' } }).stderr).toMatch(/^E_CONFIG: OUTPOST_KEEP_PACKAGES must be rollback or all/m);
+  }, 120_000);
 });
