@@ -125,9 +125,8 @@ export function buildCli(): Command {
       const db = openDb(cfg.dataDir);
       const { LookupEngine } = await import('../lookup/engine.ts');
       const { policyFrom } = await import('../lookup/verdict.ts');
-      const { FeedPolicy } = await import('./freshness.ts');
-      const { expiryDaysOf } = await import('../sync/expiry.ts');
-      const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate, verdict: policyFrom(cfg), feedPolicy: new FeedPolicy(db, { expiryDays: expiryDaysOf(cfg), staleAfterS: cfg.staleAfterS }) });
+      const { FeedPolicy, policyOptionsOf } = await import('./freshness.ts');
+      const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate, verdict: policyFrom(cfg), feedPolicy: new FeedPolicy(db, policyOptionsOf(cfg)) });
       await engine.reload();
       for (const r of engine.lookupMany(values)) print(JSON.stringify(r));
       db.close();
@@ -567,14 +566,14 @@ export function buildCli(): Command {
     .action(async (format: string, opts, cmd) => {
       const cfg = config(cmd);
       const db = openDb(cfg.dataDir);
-      const { expiryDaysOf } = await import('../sync/expiry.ts'); // the default lifetimes lookups apply
-      const expiryDays = expiryDaysOf(cfg);
+      const { policyOptionsOf } = await import('./freshness.ts');
+      const policy = policyOptionsOf(cfg); // the default lifetimes and stale limit lookups apply
       // ---- misp-feed is a directory layout (lookup/exports/misp-feed.ts) ----
       if (format === 'misp-feed') {
         try {
           if (!opts.out) throw new OutpostError('E_USAGE', 'misp-feed writes a directory: give --out <dir>');
           const { writeMispFeed } = await import('../lookup/exports/misp-feed.ts');
-          const r = await writeMispFeed(db, opts.out, { expiryDays });
+          const r = await writeMispFeed(db, opts.out, policy);
           process.stderr.write(`wrote ${r.events} event(s), ${r.attributes} attribute(s) to ${opts.out}\n`);
         } finally {
           db.close();
@@ -583,7 +582,7 @@ export function buildCli(): Command {
       }
       // ---- end misp-feed ----
       const { exportFormat, writeAtomic } = await import('../lookup/exports/index.ts');
-      const chunks = exportFormat(db, format, { expiryDays });
+      const chunks = exportFormat(db, format, policy);
       if (opts.out) {
         await writeAtomic(opts.out, chunks);
         process.stderr.write(`wrote ${opts.out}\n`);

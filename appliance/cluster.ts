@@ -161,13 +161,12 @@ async function runHttpWorker(): Promise<void> {
   rw.pragma('busy_timeout = 0');
   rw.pragma('wal_autocheckpoint = 0');
   const { policyFrom } = await import('../lookup/verdict.ts');
-  const { FeedPolicy } = await import('./freshness.ts');
-  const { expiryDaysOf } = await import('../sync/expiry.ts');
+  const { FeedPolicy, policyOptionsOf } = await import('./freshness.ts');
   // The same engine settings as one-process serve (appliance/serve.ts): verdict policy, expiry, freshness.
   const engine = new LookupEngine(ro, {
     fpRate: cfg.filterFpRate,
     verdict: policyFrom(cfg),
-    feedPolicy: new FeedPolicy(ro, { expiryDays: expiryDaysOf(cfg), staleAfterS: cfg.staleAfterS }),
+    feedPolicy: new FeedPolicy(ro, policyOptionsOf(cfg)),
     checkRowsLater: true, // the follower below checks the row count in its loader thread
   });
   const { SightingsWriter } = await import('../lookup/sightings.ts');

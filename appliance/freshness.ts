@@ -8,7 +8,8 @@ import type { DB } from './db.ts';
 import { audit } from './db.ts';
 import { OutpostError } from './errors.ts';
 import type { LookupResult } from './types.ts';
-import { DEFAULT_EXPIRY_DAYS, effectiveExpiry, type ExpiryDays } from '../sync/expiry.ts';
+import { DEFAULT_EXPIRY_DAYS, effectiveExpiry, expiryDaysOf, type ExpiryDays } from '../sync/expiry.ts';
+import type { Config } from './config.ts';
 
 export type FailMode = 'open' | 'closed';
 
@@ -78,6 +79,14 @@ export function setFeedSettings(db: DB, feed: string, change: { staleAfterS?: nu
     audit(db, actor, 'feed.settings', { subject: feed, detail: s });
     return s;
   }).immediate();
+}
+
+/**
+ * The row policy of this appliance's configuration — default lifetimes and the stale limit — for the
+ * lookup engine's FeedPolicy and for every export and TAXII collection, so they all count the same rows.
+ */
+export function policyOptionsOf(cfg: Config): { expiryDays: ExpiryDays; staleAfterS: number } {
+  return { expiryDays: expiryDaysOf(cfg), staleAfterS: cfg.staleAfterS };
 }
 
 export interface PolicyOptions {

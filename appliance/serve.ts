@@ -23,11 +23,10 @@ import { ensureDemo, type DemoInfo } from '../scripts/demo.ts';
 import { SyncScheduler } from '../sync/scheduler.ts';
 import { mountMirror, prefetchMirror } from '../sync/mirror.ts';
 import { startBackgroundJobs } from '../sync/background.ts';
-import { FeedPolicy } from './freshness.ts';
+import { FeedPolicy, policyOptionsOf } from './freshness.ts';
 import { GenerationFollower } from './filter-follow.ts';
-import { expiryDaysOf } from '../sync/expiry.ts';
 import { ExportRegenerator } from '../lookup/exports/regenerate.ts';
-import { exportedOverridesState } from '../lookup/exports/index.ts';
+import { exportedState } from '../lookup/exports/index.ts';
 import { overridesState } from '../lookup/overrides.ts';
 import { createConsole } from '../ui/console.tsx';
 
@@ -63,7 +62,9 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     const demo = cfg.noDemo ? null : await ensureDemo(cfg, db, log);
     // checkRowsLater: the persisted filters are accepted on generation and feed versions, and the follower
     // checks the row count in its loader thread once serving (a count of 10M rows: ~0.2 s, ~10 s cold).
-    const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate, verdict: policyFrom(cfg), feedPolicy: new FeedPolicy(db, { expiryDays: expiryDaysOf(cfg), staleAfterS: cfg.staleAfterS }), checkRowsLater: true });
+    const rowPolicy = policyOptionsOf(cfg);
+    const feedPolicy = new FeedPolicy(db, rowPolicy);
+    const engine = new LookupEngine(db, { fpRate: cfg.filterFpRate, verdict: policyFrom(cfg), feedPolicy, checkRowsLater: true });
     await engine.reload();
     const metrics = new Metrics();
     // Hit log on its own connection: its flushes never wait for (or hold up) an apply's write lock.
@@ -75,11 +76,11 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     if (platformPush) attachPlatformPush(platformPush, sightings, metrics);
     const limits = { rps: cfg.rateLimitRps, burst: cfg.rateLimitBurst };
     const integrations = [
-      mountTaxii(db, { rateLimit: limits, expiryDays: expiryDaysOf(cfg) }),
+      mountTaxii(db, { rateLimit: limits, ...rowPolicy }),
       mountCompat(db, engine, { rateLimit: limits, metrics, onResult: (r, client) => sightings.record(r, client) }),
     ];
     // ---- end integrations ----
-    const app = createApi({ cfg, db, engine, log, metrics, sightings, mounts: [mountExports(db, { expiryDays: expiryDaysOf(cfg) }), createConsole({ cfg, db, engine, log, sightings }).mount, ...integrations, mountMirror({ cfg, db, log })] });
+    const app = createApi({ cfg, db, engine, log, metrics, sightings, mounts: [mountExports(db, rowPolicy), createConsole({ cfg, db, engine, log, sightings }).mount, ...integrations, mountMirror({ cfg, db, log })] });
     const server = createHttpServer(cfg, app.fetch, lookupFastPath(app));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -95,12 +96,16 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     // Override changes (API, console, CLI in another process) and overrides expiring regenerate them too,
     // debounced; runs never overlap (lookup/exports/regenerate.ts).
     const exportsRun = new ExportRegenerator((signal) =>
-      runWorker<string[]>(new URL('../lookup/exports/worker.ts', import.meta.url), { dbPath: paths.db, dir: paths.exports, expiryDays: expiryDaysOf(cfg) }, undefined, undefined, signal)
+      runWorker<string[]>(new URL('../lookup/exports/worker.ts', import.meta.url), { dbPath: paths.db, dir: paths.exports, policy: rowPolicy }, undefined, undefined, signal)
         .then((files) => log.info({ files: files.length, dir: paths.exports }, 'exports regenerated'))
         .catch((err: unknown) => (signal.aborted ? log.info('export regeneration stopped: shutting down (the previous files stay)') : log.error({ err }, 'export regeneration failed'))),
     );
     const regenerateExports = () => exportsRun.run();
-    let exportedOverrides = exportedOverridesState(paths.exports) ?? overridesState(db); // changed while stopped: regenerate
+    // Feeds turning stale (fail-closed) or fresh again regenerate them too: exports leave out what lookups withhold.
+    const withheldNow = () => [...feedPolicy.withheld(Math.floor(Date.now() / 1000))].sort().join(',');
+    const exported = exportedState(paths.exports);
+    let exportedOverrides = exported.overrides ?? overridesState(db); // changed while stopped: regenerate
+    let exportedWithheld = exported.withheld ?? ''; // files from before withheld_feeds was recorded withheld nothing
     // This process builds the filters of a generation whose writer persists none (appliance/filter-follow.ts);
     // a cluster's HTTP workers then load the file it persists.
     const follower = new GenerationFollower({ engine, db, fpRate: cfg.filterFpRate, log, builder: true });
@@ -108,8 +113,10 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     const follow = setInterval(() => {
       engine.refreshOverrides(); // overrides added by the CLI in another process
       const overrides = overridesState(db!);
-      if (overrides !== exportedOverrides) {
+      const withheld = withheldNow();
+      if (overrides !== exportedOverrides || withheld !== exportedWithheld) {
         exportedOverrides = overrides;
+        exportedWithheld = withheld;
         exportsRun.request();
       }
       void follower.poll().then(async (step) => {

@@ -18,7 +18,7 @@ import type { DB } from '../appliance/db.ts';
 import { scopeAllows, TokenVerifier, type TokenRow } from '../appliance/tokens.ts';
 import type { AppEnv } from './api.ts';
 import { blockFeeds, feedRows, type FeedCursor, type FeedInfo } from './exports/feed-rows.ts';
-import { newStats, sourceContext } from './exports/source.ts';
+import { newStats, sourceContext, type SourceOptions } from './exports/source.ts';
 import type { ExpiryDays } from '../sync/expiry.ts';
 import { IDENTITY, IDENTITY_ID, stixIndicator, uuidv5 } from './exports/stix.ts';
 import { rateLimit } from './limits.ts';
@@ -39,6 +39,8 @@ export interface TaxiiOptions {
   rateLimit?: { rps: number; burst: number };
   /** Default lifetime per type, as the lookup engine is configured (expiryDaysOf(cfg)), so TAXII agrees with lookups. */
   expiryDays?: ExpiryDays;
+  /** The appliance's stale limit: fail-closed stale feeds' objects are left out, as lookups withhold them. */
+  staleAfterS?: number;
 }
 
 /** Stable collection id of a feed: UUIDv5 of its name, so clients keep their subscriptions across restarts. */
@@ -199,9 +201,9 @@ interface Item {
 const isoMs = (ms: number) => new Date(ms).toISOString();
 
 /** The collection's objects in order: the identity, then the indicators in (type, value) order. */
-function* collectionObjects(db: DB, feed: string, now: number, after: FeedCursor | 'start' | null, expiryDays?: ExpiryDays): Generator<Item> {
+function* collectionObjects(db: DB, feed: string, now: number, after: FeedCursor | 'start' | null, policy: SourceOptions): Generator<Item> {
   if (after === null) yield { obj: IDENTITY, cursor: 'identity' };
-  const ctx = sourceContext(db, now, newStats(), { expiryDays });
+  const ctx = sourceContext(db, now, newStats(), policy);
   for (const r of feedRows(ctx, feed, after === null || after === 'start' ? null : after)) {
     yield { obj: stixIndicator(r, now), cursor: r.key };
   }
@@ -223,13 +225,13 @@ interface Page {
   next?: string;
 }
 
-function page(db: DB, feed: FeedInfo, f: Filters, now: number, expiryDays?: ExpiryDays): Page {
+function page(db: DB, feed: FeedInfo, f: Filters, now: number, policy: SourceOptions): Page {
   const added = Date.parse(feed.applied_at);
   if (f.addedAfter !== null && !(added > f.addedAfter)) return { items: [], more: false };
   const items: Record<string, unknown>[] = [];
   let last: Item | null = null;
   let more = false;
-  const it = collectionObjects(db, feed.name, now, f.next, expiryDays);
+  const it = collectionObjects(db, feed.name, now, f.next, policy);
   try {
     for (const item of it) {
       if (!matches(item.obj, f)) continue;
@@ -264,7 +266,7 @@ export function mountTaxii(db: DB, opts: TaxiiOptions = {}) {
   const root = `${TAXII_BASE}/${API_ROOT}`;
 
   const feedsById = (): Map<string, FeedInfo> => {
-    const ctx = sourceContext(db, now(), newStats(), { expiryDays: opts.expiryDays });
+    const ctx = sourceContext(db, now(), newStats(), opts);
     return new Map(blockFeeds(ctx).map((f) => [collectionId(f.name), f]));
   };
   const collectionResource = (f: FeedInfo) => ({
@@ -327,7 +329,7 @@ export function mountTaxii(db: DB, opts: TaxiiOptions = {}) {
 
     get(`${root}/collections/:id/objects/`, (c) =>
       withCollection(c, (f) => {
-        const p = page(db, f, parseFilters(c, maxPage), now(), opts.expiryDays);
+        const p = page(db, f, parseFilters(c, maxPage), now(), opts);
         if (!p.items.length) return taxiiJson(c, {});
         return taxiiJson(c, { more: p.more, ...(p.next ? { next: p.next } : {}), objects: p.items }, 200, dateHeaders(f, p.items.length));
       }),
@@ -335,7 +337,7 @@ export function mountTaxii(db: DB, opts: TaxiiOptions = {}) {
 
     get(`${root}/collections/:id/manifest/`, (c) =>
       withCollection(c, (f) => {
-        const p = page(db, f, parseFilters(c, maxPage), now(), opts.expiryDays);
+        const p = page(db, f, parseFilters(c, maxPage), now(), opts);
         if (!p.items.length) return taxiiJson(c, {});
         const dateAdded = isoMs(Date.parse(f.applied_at));
         const objects = p.items.map((o) => ({ id: o.id, date_added: dateAdded, version: o.modified, media_type: STIX_MEDIA_TYPE }));
@@ -347,7 +349,7 @@ export function mountTaxii(db: DB, opts: TaxiiOptions = {}) {
       const id = c.req.param('objectId') ?? '';
       const filters = parseFilters(c, maxPage);
       filters.ids = new Set([id]);
-      return { filters, p: page(db, f, filters, now(), opts.expiryDays), id };
+      return { filters, p: page(db, f, filters, now(), opts), id };
     };
 
     get(`${root}/collections/:id/objects/:objectId/`, (c) =>

@@ -149,6 +149,12 @@ describe('indicator expiry, purge and freshness', () => {
     const [r] = lookup(['new-after-purge.example.com']);
     expect(r).toMatchObject({ verdict: 'unknown', stale: true, stale_feeds: ['aged'], matches: [] });
 
+    // Exports leave out what lookups withhold: the CLI's, the API's and the files serve regenerates.
+    const csvHas = (text: string) => text.split('\n').some((l) => l.startsWith('new-after-purge.example.com,domain,'));
+    const cliCsv = cli(['export', 'csv'], { dataDir });
+    expect(cliCsv.code, cliCsv.stderr).toBe(0);
+    expect(csvHas(cliCsv.stdout)).toBe(false);
+    const exporter = cli(['token', 'create', '--name', 'siem', '--scope', 'export'], { dataDir }).lastLine;
     const server = await serve(dataDir, ['--no-demo']);
     try {
       const h = await getJson(`${server.url}/healthz`);
@@ -157,6 +163,22 @@ describe('indicator expiry, purge and freshness', () => {
       const l = await getJson(`${server.url}/api/v1/lookup?value=new-after-purge.example.com`, t);
       expect(l.status).toBe(200);
       expect(l.body).toMatchObject({ verdict: 'unknown', stale: true, matches: [] });
+      const api = await fetch(`${server.url}/api/v1/export/csv`, { headers: { authorization: `Bearer ${exporter}` } });
+      expect(api.status).toBe(200);
+      expect(csvHas(await api.text())).toBe(false);
+      const summary = path.join(dataDir, 'exports', 'exports.json');
+      let report: any = null;
+      for (let i = 0; i < 150 && !(report?.withheld_feeds?.length); i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        try {
+          report = JSON.parse(fs.readFileSync(summary, 'utf8'));
+        } catch {
+          /* not written yet */
+        }
+      }
+      expect(report.withheld_feeds).toEqual(['aged']);
+      expect(report.files['outpost.csv'].skipped['stale-fail-closed-feed']).toBeGreaterThan(0);
+      expect(csvHas(fs.readFileSync(path.join(dataDir, 'exports', 'outpost.csv'), 'utf8'))).toBe(false);
     } finally {
       await server.stop();
     }
@@ -166,6 +188,7 @@ describe('indicator expiry, purge and freshness', () => {
     const [o] = lookup(['new-after-purge.example.com']);
     expect(o.stale).toBeUndefined();
     expect(o.matches.length).toBe(1);
+    expect(csvHas(cli(['export', 'csv'], { dataDir }).stdout)).toBe(true);
     expect(JSON.parse(cli(['status', '--json'], { dataDir }).lastLine).health).toBe('stale');
     // Back to the appliance limit (7 days): healthy again.
     expect(cli(['feed', 'set', 'aged', '--stale-after', 'default'], { dataDir }).code).toBe(0);

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { DB } from '../../appliance/db.ts';
 import { OutpostError } from '../../appliance/errors.ts';
+import { FeedPolicy } from '../../appliance/freshness.ts';
 import { csvExport } from './csv.ts';
 import { policyTarget, rpzZone, type RpzPolicy } from './rpz.ts';
 import { newStats, sourceContext, type ExportStats } from './source.ts';
@@ -32,6 +33,8 @@ export interface ExportOptions {
   stats?: ExportStats;
   /** Default lifetime per type, as the lookup engine is configured (sync/expiry.ts expiryDaysOf(cfg)). */
   expiryDays?: ExpiryDays;
+  /** The appliance's stale limit: feeds that are fail-closed and stale are left out, as lookups withhold them. */
+  staleAfterS?: number;
 }
 
 const CONTENT_TYPES: Record<ExportFormat, string> = {
@@ -75,7 +78,7 @@ export function exportFormat(db: DB, format: ExportFormat | string, opts: Export
   if (!Number.isFinite(now)) throw new OutpostError('E_INPUT', 'export time must be a number of unix seconds');
   if (f === 'rpz') policyTarget(opts.rpzPolicy); // throws E_INPUT on a bad walled-garden name
   const stats = opts.stats ?? newStats();
-  const ctx = () => sourceContext(db, now, stats, { expiryDays: opts.expiryDays });
+  const ctx = () => sourceContext(db, now, stats, opts);
   switch (f) {
     case 'suricata-dataset':
       return { [Symbol.iterator]: () => tarStream(suricataFiles(ctx()), now) };
@@ -121,7 +124,8 @@ export async function writeAtomic(file: string, chunks: Iterable<string> | Async
  *                  categories.txt outpost.list outpost-iprep.rules
  *   dir/outpost.intel  dir/outpost.rpz  dir/outpost.csv  dir/outpost.stix.json
  *   dir/misp-feed/     manifest.json <uuid>.json (one event per block feed) hashes.csv
- *   dir/exports.json   what was written and skipped, per file; the overrides state it reflects
+ *   dir/exports.json   what was written and skipped, per file; the overrides state and the withheld
+ *                      (fail-closed, stale) feeds it reflects
  * Each file is replaced atomically; within the Suricata set the rules file is replaced last.
  * Returns the paths written.
  */
@@ -133,9 +137,10 @@ export async function writeExportFiles(db: DB, dir: string, opts: ExportOptions 
   const written: string[] = [];
   const report: Record<string, ExportStats> = {};
   const overrides = overridesState(db, new Date(now * 1000));
+  const withheld = withheldState(db, now, opts);
 
   const surStats = newStats();
-  for (const f of suricataFiles(sourceContext(db, now, surStats, { expiryDays: opts.expiryDays }))) {
+  for (const f of suricataFiles(sourceContext(db, now, surStats, opts))) {
     const file = path.join(suricataDir, f.name);
     await writeAtomic(file, f.chunks());
     written.push(file);
@@ -151,23 +156,34 @@ export async function writeExportFiles(db: DB, dir: string, opts: ExportOptions 
   }
 
   // ---- MISP feed (lookup/exports/misp-feed.ts): a directory, not one stream ----
-  const misp = await writeMispFeed(db, path.join(dir, 'misp-feed'), { now, expiryDays: opts.expiryDays });
+  const misp = await writeMispFeed(db, path.join(dir, 'misp-feed'), { now, expiryDays: opts.expiryDays, staleAfterS: opts.staleAfterS });
   written.push(...misp.files);
   report['misp-feed/'] = misp.stats;
   // ---- end MISP feed ----
 
   const summary = path.join(dir, 'exports.json');
-  await writeAtomic(summary, [JSON.stringify({ generated_at: new Date(now * 1000).toISOString(), overrides, files: report }, null, 2) + '\n']);
+  await writeAtomic(summary, [JSON.stringify({ generated_at: new Date(now * 1000).toISOString(), overrides, withheld_feeds: withheld, files: report }, null, 2) + '\n']);
   written.push(summary);
   return written;
 }
 
-/** The overrides state (lookup/overrides.ts overridesState) the files in `dir` were written for; null if unknown. */
-export function exportedOverridesState(dir: string): string | null {
+/** The feeds left out at `now` because they are fail-closed and stale (sorted names; lookups withhold the same). */
+export function withheldState(db: DB, now: number, opts: Pick<ExportOptions, 'staleAfterS'> = {}): string[] {
+  return [...new FeedPolicy(db, { staleAfterS: opts.staleAfterS }).withheld(now)].sort();
+}
+
+/**
+ * What the files in `dir` were written for: the overrides state (lookup/overrides.ts overridesState) and
+ * the withheld feeds (withheldState, joined by ","); each null if unknown.
+ */
+export function exportedState(dir: string): { overrides: string | null; withheld: string | null } {
   try {
-    const v = (JSON.parse(fs.readFileSync(path.join(dir, 'exports.json'), 'utf8')) as { overrides?: unknown }).overrides;
-    return typeof v === 'string' ? v : null;
+    const j = JSON.parse(fs.readFileSync(path.join(dir, 'exports.json'), 'utf8')) as { overrides?: unknown; withheld_feeds?: unknown };
+    return {
+      overrides: typeof j.overrides === 'string' ? j.overrides : null,
+      withheld: Array.isArray(j.withheld_feeds) ? j.withheld_feeds.join(',') : null,
+    };
   } catch {
-    return null;
+    return { overrides: null, withheld: null };
   }
 }

@@ -14,7 +14,7 @@ import type { DB } from '../../appliance/db.ts';
 import type { IndicatorType } from '../../appliance/types.ts';
 import { blockFeeds, feedRows, type FeedInfo } from './feed-rows.ts';
 import { writeAtomic } from './index.ts';
-import { chunked, newStats, sourceContext, type ExportRow, type ExportStats } from './source.ts';
+import { chunked, newStats, sourceContext, type ExportRow, type ExportStats, type SourceOptions } from './source.ts';
 import { uuidv5 } from './stix.ts';
 import type { ExpiryDays } from '../../sync/expiry.ts';
 import { OVERRIDE_FEED } from '../verdict.ts';
@@ -40,6 +40,8 @@ export interface MispFeedOptions {
   orgName?: string;
   /** Default lifetime per type, as the lookup engine is configured. */
   expiryDays?: ExpiryDays;
+  /** The appliance's stale limit: fail-closed stale feeds are left out (lookup/exports/source.ts). */
+  staleAfterS?: number;
 }
 
 export interface MispFeedResult {
@@ -108,11 +110,11 @@ export function mispAttribute(feed: string, r: ExportRow, fallbackTime: number):
   return a;
 }
 
-function* eventChunks(db: DB, f: FeedInfo, now: number, org: { name: string; uuid: string }, stats: ExportStats, counter: { n: number }, expiryDays?: ExpiryDays): Generator<string> {
+function* eventChunks(db: DB, f: FeedInfo, now: number, org: { name: string; uuid: string }, stats: ExportStats, counter: { n: number }, policy: SourceOptions): Generator<string> {
   const head = JSON.stringify({ Event: eventHead(db, f, org) });
   // {"Event":{…,"Tag":[…]}} → open an Attribute array before the two closing braces.
   yield `${head.slice(0, -2)},"Attribute":[`;
-  const ctx = sourceContext(db, now, stats, { expiryDays });
+  const ctx = sourceContext(db, now, stats, policy);
   const applied = secs(f.applied_at);
   function* body() {
     let first = true;
@@ -127,8 +129,8 @@ function* eventChunks(db: DB, f: FeedInfo, now: number, org: { name: string; uui
   yield '\n]}}\n';
 }
 
-function* hashLines(db: DB, feeds: FeedInfo[], now: number, expiryDays?: ExpiryDays): Generator<string> {
-  const ctx = sourceContext(db, now, newStats(), { expiryDays });
+function* hashLines(db: DB, feeds: FeedInfo[], now: number, policy: SourceOptions): Generator<string> {
+  const ctx = sourceContext(db, now, newStats(), policy);
   for (const f of feeds) {
     const uuid = mispEventUuid(f.name);
     function* lines() {
@@ -145,7 +147,7 @@ export async function writeMispFeed(db: DB, dir: string, opts: MispFeedOptions =
   const now = opts.now ?? Math.floor(Date.now() / 1000);
   const org = { name: opts.orgName ?? 'Outpost', uuid: uuidv5(`misp-org:${opts.orgName ?? 'Outpost'}`) };
   await fs.promises.mkdir(dir, { recursive: true, mode: 0o755 });
-  const feeds = blockFeeds(sourceContext(db, now, newStats(), { expiryDays: opts.expiryDays }));
+  const feeds = blockFeeds(sourceContext(db, now, newStats(), opts));
   const stats = newStats();
   const files: string[] = [];
   const manifest: Record<string, unknown> = {};
@@ -154,13 +156,13 @@ export async function writeMispFeed(db: DB, dir: string, opts: MispFeedOptions =
     const counter = { n: 0 };
     const head = eventHead(db, f, org);
     const file = path.join(dir, `${head.uuid}.json`);
-    await writeAtomic(file, eventChunks(db, f, now, org, stats, counter, opts.expiryDays));
+    await writeAtomic(file, eventChunks(db, f, now, org, stats, counter, opts));
     files.push(file);
     attributes += counter.n;
     manifest[head.uuid] = { Orgc: head.Orgc, Tag: head.Tag, info: head.info, date: head.date, analysis: head.analysis, threat_level_id: head.threat_level_id, timestamp: head.timestamp };
   }
   const hashes = path.join(dir, 'hashes.csv');
-  await writeAtomic(hashes, hashLines(db, feeds, now, opts.expiryDays));
+  await writeAtomic(hashes, hashLines(db, feeds, now, opts));
   files.push(hashes);
   const man = path.join(dir, 'manifest.json');
   await writeAtomic(man, [JSON.stringify(manifest, null, 1) + '\n']);

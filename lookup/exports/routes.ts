@@ -1,13 +1,13 @@
 // GET /api/v1/export/<format>: the CLI's exports, streamed over HTTP (scope `export`, checked by the API's scope table in lookup/limits.ts).
 import type { Hono } from 'hono';
 import type { DB } from '../../appliance/db.ts';
-import type { ExpiryDays } from '../../sync/expiry.ts';
 import { ERRORS, isOutpostError } from '../../appliance/errors.ts';
 import type { AppEnv } from '../api.ts';
 import { EXPORT_FILE_NAMES, contentType, exportFormat, type ExportFormat } from './index.ts';
+import type { SourceOptions } from './source.ts';
 
-/** `expiryDays`: the default lifetimes the lookup engine uses (expiryDaysOf(cfg)), so exports agree with lookups. */
-export function mountExports(db: DB, opts: { expiryDays?: ExpiryDays } = {}) {
+/** `opts`: the default lifetimes and stale limit the lookup engine uses (rowPolicyOf(cfg)), so exports agree with lookups. */
+export function mountExports(db: DB, opts: SourceOptions = {}) {
   return (app: Hono<AppEnv>) => {
     app.get('/api/v1/export/:format', (c) => {
       const format = c.req.param('format');
@@ -15,7 +15,7 @@ export function mountExports(db: DB, opts: { expiryDays?: ExpiryDays } = {}) {
       let type: string;
       try {
         type = contentType(format);
-        chunks = exportFormat(db, format, { expiryDays: opts.expiryDays });
+        chunks = exportFormat(db, format, opts);
       } catch (e) {
         if (isOutpostError(e)) return c.json({ error: e.toJSON() }, ERRORS[e.code].status as 400);
         throw e;

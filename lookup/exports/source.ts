@@ -6,6 +6,8 @@
 // Agreement with lookups (docs/integrations.md, "What every export contains"):
 //  - expiry: a row's own `expires_at`, else its feed package's creation + the type's default lifetime —
 //    the engine's rule, through the same FeedPolicy.expiresAt (appliance/freshness.ts → sync/expiry.ts);
+//  - freshness: rows of a feed that is fail-closed and stale (FeedPolicy.withheld) do not count, allow rows
+//    included — a lookup withholds them the same way;
 //  - local overrides: OverrideIndex.decision() runs the lookup's override matching and decide()'s override
 //    rule on each exported value; an allow decision leaves the value out, a block decision exports it
 //    (also when no feed lists it, or an allow feed does) with the override's reason.
@@ -75,8 +77,12 @@ export class Liveness {
   private readonly policy: FeedPolicy;
   private readonly defaults = new Map<string, number | null>();
 
-  constructor(db: DB, private readonly now: number, expiryDays?: ExpiryDays) {
-    this.policy = new FeedPolicy(db, { expiryDays });
+  /** Feeds that are fail-closed and stale at the export time: their rows do not count, as in a lookup. */
+  readonly withheld: Set<string>;
+
+  constructor(db: DB, private readonly now: number, opts: SourceOptions = {}) {
+    this.policy = new FeedPolicy(db, { expiryDays: opts.expiryDays, staleAfterS: opts.staleAfterS });
+    this.withheld = this.policy.withheld(now);
   }
 
   /** Unix seconds at which the row stops counting, or null for never. */
@@ -91,8 +97,9 @@ export class Liveness {
     return exp;
   }
 
-  /** Expiring at or before the export time means left out (as the SQL filters own expiries). */
+  /** Expiring at or before the export time, or a withheld feed's row, means left out (as the SQL filters own expiries). */
   live(type: string, feed: string, expiresAt: number | null, feedCreated: string | null): boolean {
+    if (this.withheld.size !== 0 && this.withheld.has(feed)) return false;
     const exp = this.expiresAt(type, feed, expiresAt, feedCreated);
     return exp == null || exp > this.now;
   }
@@ -176,10 +183,12 @@ export interface SourceContext {
 export interface SourceOptions {
   /** Default lifetime per type (config OUTPOST_EXPIRY_*_DAYS, sync/expiry.ts expiryDaysOf); default: built-in. */
   expiryDays?: ExpiryDays;
+  /** The appliance's stale limit (OUTPOST_STALE_AFTER_S), for feeds without their own: fail-closed stale feeds are left out. */
+  staleAfterS?: number;
 }
 
 export function sourceContext(db: DB, now: number, stats: ExportStats = newStats(), opts: SourceOptions = {}): SourceContext {
-  const live = new Liveness(db, now, opts.expiryDays);
+  const live = new Liveness(db, now, opts);
   return { db, now, stats, allow: new AllowIndex(db, now, live), live, overrides: new OverrideIndex(db, { now }) };
 }
 
@@ -239,13 +248,19 @@ export function* effectiveIndicators(ctx: SourceContext, types: readonly Indicat
 /**
  * One value's rows (all feeds, own expiry already checked) to its effective export row, or null when it
  * is not to be exported (reason counted). Order of the rules, as in a lookup: a local override decides
- * (allow → out, block → in); else rows past their default lifetime are dropped, and allowlists win.
+ * (allow → out, block → in); else rows past their default lifetime and rows of withheld feeds (fail-closed,
+ * stale) are dropped, and allowlists win.
  */
 export function finish(ctx: SourceContext, type: IndicatorType, group: RawRow[], value: string | undefined = group[0]?.value): ExportRow | null {
   if (value === undefined) return null;
   const rows: RawRow[] = [];
   let expired = false;
+  let withheld = false;
   for (const r of group) {
+    if (ctx.live.withheld.size !== 0 && ctx.live.withheld.has(r.feed)) {
+      withheld = true; // fail-closed and stale: its rows do not count, as in a lookup
+      continue;
+    }
     const exp = ctx.live.expiresAt(type, r.feed, r.expires_at, r.feed_created);
     if (exp != null && exp <= ctx.now) expired = true;
     else rows.push(exp === r.expires_at ? r : { ...r, expires_at: exp }); // as lookups report it: the effective expiry
@@ -254,7 +269,10 @@ export function finish(ctx: SourceContext, type: IndicatorType, group: RawRow[],
   const decision = ctx.overrides.decision(type, value, ctx.now);
   if (decision?.action === 'allow') return blocks.length ? skipRow(ctx, 'override-allow') : null;
   if (decision?.action === 'block') return overridden(type, value, blocks, decision.row);
-  if (!blocks.length) return expired && group.some((r) => r.kind === 'block') ? skipRow(ctx, 'expired-default-lifetime') : null; // else allow-only
+  if (!blocks.length) {
+    if (!group.some((r) => r.kind === 'block')) return null; // allow-only
+    return withheld ? skipRow(ctx, 'stale-fail-closed-feed') : expired ? skipRow(ctx, 'expired-default-lifetime') : null;
+  }
   if (blocks.length !== rows.length) return skipRow(ctx, 'allowlisted');
   if (type === 'ipv4' || type === 'ipv6' || type === 'ipv4-cidr' || type === 'ipv6-cidr') {
     const r = ipRange(value);

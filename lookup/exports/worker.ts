@@ -2,8 +2,8 @@
 // so a large export never stalls the lookup path.
 import { workerData } from 'node:worker_threads';
 import { workOnOwnConnection } from '../../appliance/worker.ts';
-import type { ExpiryDays } from '../../sync/expiry.ts';
+import type { SourceOptions } from './source.ts';
 import { writeExportFiles } from './index.ts';
 
-const { dbPath, dir, expiryDays } = workerData as { dbPath: string; dir: string; expiryDays?: ExpiryDays };
-await workOnOwnConnection(dbPath, { readonly: true }, (db) => writeExportFiles(db, dir, { expiryDays }));
+const { dbPath, dir, policy } = workerData as { dbPath: string; dir: string; policy: SourceOptions };
+await workOnOwnConnection(dbPath, { readonly: true }, (db) => writeExportFiles(db, dir, policy));
