@@ -978,8 +978,15 @@ function isCanonicalUrl(s: string): boolean {
 }
 
 /**
+ * The address canonicalType() parsed when it last answered 'ipv4' (unsigned 32-bit), so the lookup that
+ * follows does not parse it again. Read right after the call (single-threaded, like HASH_OUT in hash.ts).
+ */
+export const CANONICAL_V4 = new Uint32Array(1);
+
+/**
  * The type of `s` when it is already canonical (see above): the general path would return `s` itself with
  * this type. null to take the general path. Allocates nothing (the batch lookup path calls it per value).
+ * An 'ipv4' answer leaves the address in CANONICAL_V4.
  */
 export function canonicalType(s: string): IndicatorType | null {
   const len = s.length;
@@ -987,7 +994,13 @@ export function canonicalType(s: string): IndicatorType | null {
   const c0 = s.charCodeAt(0);
   if ((len === 32 || len === 40 || len === 64) && hexKind(s) === 1) return HASH_BY_LENGTH[len];
   if (c0 >= 48 && c0 <= 57) {
-    if (len <= 15 && parseV4(s, 0, len) >= 0) return 'ipv4';
+    if (len <= 15) {
+      const n = parseV4(s, 0, len);
+      if (n >= 0) {
+        CANONICAL_V4[0] = n;
+        return 'ipv4';
+      }
+    }
   } else if (c0 < 97 || c0 > 122) return null;
   if (c0 === 104 && (s.startsWith('http://') || s.startsWith('https://'))) return isCanonicalUrl(s) ? 'url' : null;
   return isCanonicalDomain(s, 0, len) ? 'domain' : null;

@@ -7,7 +7,8 @@ import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { IndicatorType } from '../appliance/types.ts';
-import { canonicalFast, normalize, normalizeGeneral, normalizeNonCanonical } from '../lookup/normalize.ts';
+import { CANONICAL_V4, canonicalFast, canonicalType, normalize, normalizeGeneral, normalizeNonCanonical } from '../lookup/normalize.ts';
+import { parseV4 } from '../lookup/filters.ts';
 
 const DATA = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../shared/data');
 const lines = (rel: string) => readFileSync(path.join(DATA, rel), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
@@ -52,6 +53,19 @@ describe('normalize fast paths', () => {
     }
     expect(differ.slice(0, 10)).toEqual([]);
     expect(compared).toBeGreaterThan(50_000);
+  });
+
+  it('leave the address of every canonical IPv4 in CANONICAL_V4 (the lookup then does not parse it again)', () => {
+    let checked = 0;
+    const differ: string[] = [];
+    for (const v of normalized) {
+      CANONICAL_V4[0] = 0xdeadbeef;
+      if (canonicalType(v) !== 'ipv4') continue;
+      if (CANONICAL_V4[0] !== parseV4(v)) differ.push(v);
+      checked++;
+    }
+    expect(differ.slice(0, 10)).toEqual([]);
+    expect(checked).toBeGreaterThan(10_000);
   });
 
   it('agree on case, port, path and punycode variants of real values', () => {
