@@ -128,9 +128,9 @@ export async function importPackage(cfg: Config, db: DB, tarPath: string, opts: 
 
 /** Retention of kept packages after an apply (sync/kept.ts); a failure is recorded, never the import's. */
 async function pruneAfterApply(cfg: Config, db: DB, feedName: string, actor: string): Promise<void> {
-  const feed = getFeed(db, feedName);
-  if (!feed) return;
   try {
+    const feed = getFeed(db, feedName);
+    if (!feed) return;
     const r = await pruneKept(cfg, { name: feed.name, version: feed.version, package_path: feed.package_path, prev_package: feed.prev_package });
     if (r.removed.length) audit(db, actor, 'package.prune', { subject: feedName, detail: { removed: r.removed, bytes: r.bytes, kept: r.kept } });
   } catch (e) {
