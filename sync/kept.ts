@@ -47,7 +47,8 @@ export async function keptChain(cfg: Config, feed: string, target: string): Prom
   const dir = keptDir(cfg, feed);
   const kept = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => KEPT_NAME.test(f)) : [];
   const chain: string[] = [];
-  let file = target;
+  // A data dir restored or moved elsewhere still names its packages by their old paths: same file name here.
+  let file = fs.existsSync(target) ? target : path.join(dir, path.basename(target));
   for (let hops = 0; hops < 10_000; hops++) {
     if (!fs.existsSync(file)) throw new OutpostError('E_NOT_FOUND', `kept package ${file} is missing; cannot rebuild a version of feed "${feed}" from the kept packages`);
     const m = await readManifestOnly(file);
@@ -84,7 +85,8 @@ export async function pruneKept(cfg: Config, feed: { name: string; version: numb
   if (cfg.keepPackages === 'all' || !fs.existsSync(dir)) return result;
   const needed = new Set<string>();
   for (const target of [feed.package_path, feed.prev_package]) {
-    if (target && path.dirname(path.resolve(target)) === path.resolve(dir)) for (const f of await keptChain(cfg, feed.name, target)) needed.add(path.basename(f));
+    // A chain that cannot be followed here (keptChain throws: a file missing or damaged) prunes nothing.
+    if (target) for (const f of await keptChain(cfg, feed.name, target)) needed.add(path.basename(f));
   }
   for (const name of fs.readdirSync(dir)) {
     const m = KEPT_NAME.exec(name);

@@ -144,11 +144,20 @@ describe('rollback', () => {
     expect(prunes).toHaveLength(1);
     expect(prunes[0]).toMatchObject({ code: null, subject: 'threats' });
     expect(JSON.parse(prunes[0].detail).removed.map((n: string) => n.slice(0, n.lastIndexOf('-')))).toEqual(['1-full', '2-delta', '3-delta']);
+    // A copy of the data dir elsewhere (a restore, a move) still names its packages by their old paths.
+    const moved = path.join(work, 'retention-moved');
+    fs.cpSync(dir, moved, { recursive: true });
     // Rolling back from 5 needs only what stayed.
     const r = cli(['rollback', '--feed', 'threats'], { dataDir: dir });
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.lastLine)).toMatchObject({ from_version: 5, to_version: 4 });
     expect(kept(dir)).toEqual(['4-full', '5-delta']);
+    // With the original packages gone, the copy finds its own by file name.
+    fs.rmSync(path.join(dir, 'packages'), { recursive: true, force: true });
+    const m = cli(['rollback', '--feed', 'threats'], { dataDir: moved });
+    expect(m.code, m.stderr).toBe(0);
+    expect(JSON.parse(m.lastLine)).toMatchObject({ from_version: 5, to_version: 4 });
+    expect(kept(moved)).toEqual(['4-full', '5-delta']);
     expect(cli(['status'], { dataDir: dir, env: { OUTPOST_KEEP_PACKAGES: 'some' } }).stderr).toMatch(/^E_CONFIG: OUTPOST_KEEP_PACKAGES must be rollback or all/m);
   }, 120_000);
 });
