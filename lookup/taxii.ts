@@ -19,7 +19,6 @@ import { scopeAllows, TokenVerifier, type TokenRow } from '../appliance/tokens.t
 import type { AppEnv } from './api.ts';
 import { blockFeeds, feedRows, type FeedCursor, type FeedInfo } from './exports/feed-rows.ts';
 import { newStats, sourceContext, type SourceOptions } from './exports/source.ts';
-import type { ExpiryDays } from '../sync/expiry.ts';
 import { IDENTITY, IDENTITY_ID, stixIndicator, uuidv5 } from './exports/stix.ts';
 import { rateLimit } from './limits.ts';
 
@@ -30,17 +29,13 @@ export const API_ROOT = 'outpost';
 /** Page size when the client gives no limit, and the most objects one response carries. */
 export const DEFAULT_PAGE = 1000;
 
-export interface TaxiiOptions {
+export interface TaxiiOptions extends SourceOptions {
   /** Unix seconds; injectable for tests. */
   now?: () => number;
   /** Largest page; a larger `limit` is lowered to it. */
   maxPage?: number;
   /** Per-token rate limit as for /api (config rateLimitRps / rateLimitBurst). */
   rateLimit?: { rps: number; burst: number };
-  /** Default lifetime per type, as the lookup engine is configured (expiryDaysOf(cfg)), so TAXII agrees with lookups. */
-  expiryDays?: ExpiryDays;
-  /** The appliance's stale limit: fail-closed stale feeds' objects are left out, as lookups withhold them. */
-  staleAfterS?: number;
 }
 
 /** Stable collection id of a feed: UUIDv5 of its name, so clients keep their subscriptions across restarts. */

@@ -131,7 +131,7 @@ async function pruneAfterApply(cfg: Config, db: DB, feedName: string, actor: str
   try {
     const feed = getFeed(db, feedName);
     if (!feed) return;
-    const r = await pruneKept(cfg, { name: feed.name, version: feed.version, package_path: feed.package_path, prev_package: feed.prev_package });
+    const r = await pruneKept(cfg, feed);
     if (r.removed.length) audit(db, actor, 'package.prune', { subject: feedName, detail: { removed: r.removed, bytes: r.bytes, kept: r.kept } });
   } catch (e) {
     const err = asOutpostError(e);

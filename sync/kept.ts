@@ -12,6 +12,7 @@ import type { Config } from '../appliance/config.ts';
 import { layout } from '../appliance/db.ts';
 import { OutpostError } from '../appliance/errors.ts';
 import type { Manifest } from '../appliance/types.ts';
+import type { FeedRow } from './apply.ts';
 import { readManifestOnly } from './package-reader.ts';
 
 /** `<version>-<full|delta>-<first 16 hex of the package sha256>.tar` */
@@ -79,14 +80,16 @@ export interface PruneResult {
  * Deletes the feed's kept packages that neither rollback nor the mirror can use any more (see the top of
  * this file). `feed` is the feed's row after an apply: its version, package and previous package.
  */
-export async function pruneKept(cfg: Config, feed: { name: string; version: number; package_path: string | null; prev_package: string | null }): Promise<PruneResult> {
+export async function pruneKept(cfg: Config, feed: Pick<FeedRow, 'name' | 'version' | 'package_path' | 'prev_package'>): Promise<PruneResult> {
   const result: PruneResult = { feed: feed.name, removed: [], bytes: 0, kept: 0 };
   const dir = keptDir(cfg, feed.name);
   if (cfg.keepPackages === 'all' || !fs.existsSync(dir)) return result;
   const needed = new Set<string>();
   for (const target of [feed.package_path, feed.prev_package]) {
+    // The previous version is usually in the current one's chain (a delta on it): its chain is read already.
+    if (!target || needed.has(path.basename(target))) continue;
     // A chain that cannot be followed here (keptChain throws: a file missing or damaged) prunes nothing.
-    if (target) for (const f of await keptChain(cfg, feed.name, target)) needed.add(path.basename(f));
+    for (const f of await keptChain(cfg, feed.name, target)) needed.add(path.basename(f));
   }
   for (const name of fs.readdirSync(dir)) {
     const m = KEPT_NAME.exec(name);

@@ -35,9 +35,6 @@ export interface RollbackResult {
   floor_version: number;
 }
 
-/** The kept packages needed to reach `target` (a kept package path), oldest first (sync/kept.ts). */
-export const rollbackChain = keptChain;
-
 export async function rollbackFeed(cfg: Config, db: DB, feedName: string, opts: { actor?: string; now?: Date } = {}): Promise<RollbackResult> {
   const actor = opts.actor ?? 'cli';
   const feed = getFeed(db, feedName);
@@ -49,7 +46,7 @@ export async function rollbackFeed(cfg: Config, db: DB, feedName: string, opts: 
     if (feed.floor_version != null && feed.prev_version <= feed.floor_version) {
       throw new OutpostError('E_CONFLICT', `feed "${feedName}" was already rolled back from version ${feed.floor_version} to ${feed.version}; one step back is kept — import an older full package if you need to go further`);
     }
-    const steps = await rollbackChain(cfg, feedName, feed.prev_package);
+    const steps = await keptChain(cfg, feedName, feed.prev_package);
     let last: ImportResult | undefined;
     for (const step of steps) {
       last = await importPackage(cfg, db, step, { allowOlder: true, actor, source: `rollback:${step}`, now: opts.now });

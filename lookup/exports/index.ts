@@ -8,8 +8,7 @@ import { OutpostError } from '../../appliance/errors.ts';
 import { FeedPolicy } from '../../appliance/freshness.ts';
 import { csvExport } from './csv.ts';
 import { policyTarget, rpzZone, type RpzPolicy } from './rpz.ts';
-import { newStats, sourceContext, type ExportStats } from './source.ts';
-import type { ExpiryDays } from '../../sync/expiry.ts';
+import { newStats, sourceContext, type ExportStats, type SourceOptions } from './source.ts';
 import { overridesState } from '../overrides.ts';
 import { stixBundle } from './stix.ts';
 import { iprepList, suricataFiles } from './suricata.ts';
@@ -22,7 +21,7 @@ export type { ExportStats } from './source.ts';
 export type ExportFormat = 'suricata-dataset' | 'suricata-iprep' | 'zeek-intel' | 'rpz' | 'csv' | 'stix';
 export const EXPORT_FORMATS: ExportFormat[] = ['suricata-dataset', 'suricata-iprep', 'zeek-intel', 'rpz', 'csv', 'stix'];
 
-export interface ExportOptions {
+export interface ExportOptions extends SourceOptions {
   /** Unix seconds; indicators expiring at or before it are left out. Default: now. */
   now?: number;
   /** RPZ action for listed names. Default 'nxdomain'. */
@@ -31,10 +30,6 @@ export interface ExportOptions {
   rpzIpTriggers?: boolean;
   /** Filled while the export streams: rows written and rows left out, by reason. */
   stats?: ExportStats;
-  /** Default lifetime per type, as the lookup engine is configured (sync/expiry.ts expiryDaysOf(cfg)). */
-  expiryDays?: ExpiryDays;
-  /** The appliance's stale limit: feeds that are fail-closed and stale are left out, as lookups withhold them. */
-  staleAfterS?: number;
 }
 
 const CONTENT_TYPES: Record<ExportFormat, string> = {

@@ -16,7 +16,6 @@ import { blockFeeds, feedRows, type FeedInfo } from './feed-rows.ts';
 import { writeAtomic } from './index.ts';
 import { chunked, newStats, sourceContext, type ExportRow, type ExportStats, type SourceOptions } from './source.ts';
 import { uuidv5 } from './stix.ts';
-import type { ExpiryDays } from '../../sync/expiry.ts';
 import { OVERRIDE_FEED } from '../verdict.ts';
 
 export const MISP_TYPES: Record<IndicatorType, { type: string; category: string }> = {
@@ -33,15 +32,11 @@ export const MISP_TYPES: Record<IndicatorType, { type: string; category: string 
   email: { type: 'email-src', category: 'Payload delivery' },
 };
 
-export interface MispFeedOptions {
+export interface MispFeedOptions extends SourceOptions {
   /** Unix seconds; indicators expiring at or before it are left out. Default: now. */
   now?: number;
   /** Creator organisation shown in MISP. Default "Outpost". */
   orgName?: string;
-  /** Default lifetime per type, as the lookup engine is configured. */
-  expiryDays?: ExpiryDays;
-  /** The appliance's stale limit: fail-closed stale feeds are left out (lookup/exports/source.ts). */
-  staleAfterS?: number;
 }
 
 export interface MispFeedResult {

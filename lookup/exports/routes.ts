@@ -6,7 +6,7 @@ import type { AppEnv } from '../api.ts';
 import { EXPORT_FILE_NAMES, contentType, exportFormat, type ExportFormat } from './index.ts';
 import type { SourceOptions } from './source.ts';
 
-/** `opts`: the default lifetimes and stale limit the lookup engine uses (rowPolicyOf(cfg)), so exports agree with lookups. */
+/** `opts`: the default lifetimes and stale limit the lookup engine uses (policyOptionsOf(cfg), appliance/freshness.ts), so exports agree with lookups. */
 export function mountExports(db: DB, opts: SourceOptions = {}) {
   return (app: Hono<AppEnv>) => {
     app.get('/api/v1/export/:format', (c) => {

@@ -12,9 +12,8 @@
 //    rule on each exported value; an allow decision leaves the value out, a block decision exports it
 //    (also when no feed lists it, or an allow feed does) with the override's reason.
 import type { DB } from '../../appliance/db.ts';
-import { FeedPolicy } from '../../appliance/freshness.ts';
+import { FeedPolicy, type PolicyOptions } from '../../appliance/freshness.ts';
 import type { IndicatorType } from '../../appliance/types.ts';
-import type { ExpiryDays } from '../../sync/expiry.ts';
 import { OVERRIDE_CATEGORY, OverrideIndex, type OverrideRow } from '../overrides.ts';
 import { DEFAULT_CONFIDENCE, OVERRIDE_FEED } from '../verdict.ts';
 import { ipRange, RangeSet, specialUse } from './ranges.ts';
@@ -81,7 +80,7 @@ export class Liveness {
   readonly withheld: Set<string>;
 
   constructor(db: DB, private readonly now: number, opts: SourceOptions = {}) {
-    this.policy = new FeedPolicy(db, { expiryDays: opts.expiryDays, staleAfterS: opts.staleAfterS });
+    this.policy = new FeedPolicy(db, opts);
     this.withheld = this.policy.withheld(now);
   }
 
@@ -180,12 +179,12 @@ export interface SourceContext {
   overrides: OverrideIndex;
 }
 
-export interface SourceOptions {
-  /** Default lifetime per type (config OUTPOST_EXPIRY_*_DAYS, sync/expiry.ts expiryDaysOf); default: built-in. */
-  expiryDays?: ExpiryDays;
-  /** The appliance's stale limit (OUTPOST_STALE_AFTER_S), for feeds without their own: fail-closed stale feeds are left out. */
-  staleAfterS?: number;
-}
+/**
+ * The row policy exports apply, as the lookup engine is configured (appliance/freshness.ts policyOptionsOf):
+ * default lifetimes per type (OUTPOST_EXPIRY_*_DAYS; default: built-in) and the stale limit of feeds without
+ * their own (OUTPOST_STALE_AFTER_S), which leaves fail-closed stale feeds out.
+ */
+export type SourceOptions = Pick<PolicyOptions, 'expiryDays' | 'staleAfterS'>;
 
 export function sourceContext(db: DB, now: number, stats: ExportStats = newStats(), opts: SourceOptions = {}): SourceContext {
   const live = new Liveness(db, now, opts);
