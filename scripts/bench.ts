@@ -69,7 +69,7 @@ function dataDir(): string | null {
 }
 
 /** Real normalized values per type from the shared lists (empty when the lists are absent). */
-function realSamples(): Map<IndicatorType, string[]> {
+export function realSamples(): Map<IndicatorType, string[]> {
   const out = new Map<IndicatorType, string[]>();
   const root = dataDir();
   if (!root) return out;
@@ -146,6 +146,25 @@ function makeGenerator(r: () => number, real: Map<IndicatorType, string[]>) {
 }
 
 /** `size` distinct normalized indicators: real ones first (shuffled), then synthetic of each type's share. */
+/**
+ * `count` normalized values that are not listed (and pass the filters: a false positive is a hit's cost,
+ * not a miss's), in the data set's type mix (networks aside), from a generator of their own (seed 7).
+ */
+export function notListedPairs(engine: LookupEngine, real: Map<IndicatorType, string[]>, count: number, listed?: Set<string>): Pair[] {
+  const rm = rng(7);
+  const genMiss = makeGenerator(rm, real);
+  const pairs: Pair[] = [];
+  while (pairs.length < count) {
+    const x = rm();
+    let acc = 0;
+    let type: IndicatorType = 'ipv4';
+    for (const [t, sh] of SHARE) if (t !== 'ipv4-cidr' && x < (acc += sh / 0.98)) { type = t; break; }
+    const n = normalize(genMiss(type), type);
+    if (n.ok && !listed?.has(n.value) && !engine.mayMatch(n.type, n.value)) pairs.push([n.type, n.value]);
+  }
+  return pairs;
+}
+
 function makeIndicators(size: number, real: Map<IndicatorType, string[]>, gen: (t: IndicatorType) => string, r: () => number): { pairs: Pair[]; listed: Set<string> } {
   const listed = new Set<string>();
   const pairs: Pair[] = [];
@@ -266,18 +285,7 @@ export async function runBench(opts: BenchOptions): Promise<Record<string, numbe
     const filterBitsBytes = engine.stats().filterBytes - indexBytes;
     say(`start from persisted filters: ${fmt(startMs, 1)} ms (file ${fmt(filterFileBytes / 1048576, 1)} MiB; bit arrays ${fmt(filterBitsBytes / 1048576, 2)} MiB = ${fmt(filterBitsBytes / theoryBytes, 3)}× the theoretical −n·ln p/(ln 2)² bits; indexes ${fmt(indexBytes / 1048576, 2)} MiB)`);
 
-    // Values that are not listed, normalized, in the same type mix.
-    const rm = rng(7);
-    const genMiss = makeGenerator(rm, real);
-    const missPairs: Pair[] = [];
-    while (missPairs.length < 50_000) {
-      const x = rm();
-      let acc = 0;
-      let type: IndicatorType = 'ipv4';
-      for (const [t, sh] of SHARE) if (t !== 'ipv4-cidr' && x < (acc += sh / 0.98)) { type = t; break; }
-      const n = normalize(genMiss(type), type);
-      if (n.ok && !listed.has(n.value) && !engine.mayMatch(n.type, n.value)) missPairs.push([n.type, n.value]);
-    }
+    const missPairs = notListedPairs(engine, real, 50_000, listed);
     const missValues = missPairs.map(([, v]) => v);
 
     // What the timed loops need from the data set: listed IPv4 values (for the library comparison) and a
