@@ -15,9 +15,10 @@ import path from 'node:path';
 import type { DB } from '../appliance/db.ts';
 import type { FeedKind, IndicatorType, LookupResult, LookupType, Match, MatchKind } from '../appliance/types.ts';
 import {
-  buildFilters, buildFiltersInWorker, loadFilters, parseV4, probe, probeRange, probeV4Net, serializeFilters,
-  storeFingerprint, storeFingerprintWithoutRows, urlAuthorityEnd, withoutRows, v4BlockMarked, v4Network, type FilterSet, type TypedFilter,
+  buildFilters, buildFiltersInWorker, loadFilters, parseV4, probe, probeRange, probeV4, probeV4Net, serializeFilters,
+  storeFingerprint, storeFingerprintWithoutRows, testHashed, urlAuthorityEnd, withoutRows, v4BlockMarked, v4Network, type FilterSet, type TypedFilter,
 } from './filters.ts';
+import { hashDomainKeys, MAX_DOMAIN_KEYS } from './hash.ts';
 import { annotateResult } from './actors.ts';
 import type { IndicatorRow } from '../sync/records.ts';
 import { CANONICAL_V4, canonicalType, cidrKey, normalizeNonCanonical, parentDomains } from './normalize.ts';
@@ -136,6 +137,20 @@ export class LookupEngine {
   private probeHit = false;
   /** URL key end offsets of one lookup (urlKeyEndsInto), reused. */
   private endScratch: number[] = [0, 0, 0, 0, 0, 0];
+  /** Hash pairs and start offsets of one domain's keys (hashDomainKeys), reused. */
+  private domainHashes = new Uint32Array(2 * MAX_DOMAIN_KEYS);
+  private domainStarts = new Int32Array(MAX_DOMAIN_KEYS);
+  /** How many keys the last domainCandidates() hashed. */
+  private domainKeys = 0;
+  // The set's filters the lookup path probes, at hand (set by adopt(): no Map lookup per probe).
+  private fV4!: TypedFilter;
+  private fV4Net!: TypedFilter;
+  private fV6!: TypedFilter;
+  private fV6Net!: TypedFilter;
+  private fDomain!: TypedFilter;
+  private fUrl!: TypedFilter;
+  /** The URL authority index hashes keys as the domain filter does (same seeds): a host's hash serves both. */
+  private hostHashShared = false;
 
   constructor(db: DB, opts: EngineOptions) {
     this.db = db;
@@ -365,11 +380,11 @@ export class LookupEngine {
       this.matchV4(ip, 0, ip.length, parseV4(ip), exactKind);
       return;
     }
-    const f = this.set.filters.get(type)!;
+    const f = this.fV6;
     this.counters.filterProbes++;
     if (probe(f, ip)) this.confirm(type, ip, exactKind);
     if (this.set.prefixes6.length) {
-      const nf = this.set.filters.get('ipv6-cidr')!;
+      const nf = this.fV6Net;
       for (const p of this.set.prefixes6) {
         if (p === 128) continue; // normalize stores a /128 as the plain address: matched exactly above
         const key = cidrKey(ip, 6, p);
@@ -389,7 +404,8 @@ export class LookupEngine {
     const inBlock = n < 0 || this.v4BlockListed(n);
     if (inBlock) {
       this.counters.filterProbes++;
-      if (probeRange(this.set.filters.get('ipv4')!, s, start, end)) this.confirm('ipv4', start === 0 && end === s.length ? s : s.slice(start, end), exactKind);
+      const hit = n >= 0 ? probeV4(this.fV4, n) : probe(this.fV4, s.slice(start, end)); // (not canonical: never, from match())
+      if (hit) this.confirm('ipv4', start === 0 && end === s.length ? s : s.slice(start, end), exactKind);
     }
     // Scratch list reused across lookups (confirm() never re-enters matchV4): no array per lookup.
     const keys = this.keyScratch;
@@ -412,7 +428,7 @@ export class LookupEngine {
     // Prefixes 16..32 (bits 15..31) only when a listed network of that range overlaps the address's /24.
     if ((mask & 0xffff8000) !== 0 && !inBlock) mask &= 0x7fff;
     if (mask === 0 && !set.v4HasZero) return 0;
-    const nf = set.filters.get('ipv4-cidr')!;
+    const nf = this.fV4Net;
     let hits = 0;
     if (set.v4HasZero) {
       this.counters.filterProbes++;
@@ -436,44 +452,49 @@ export class LookupEngine {
   }
 
   /**
-   * Probes the domain d[start, end) and every suffix of ≥ 2 labels straight from the string (no slicing, no
-   * public suffix parsing). Only when something hits are the hits checked against parentDomains(), so a
-   * listed public suffix (`github.io`, `co.uk`) never matches. Returns the number of accepted candidates.
+   * Probes the domain d[start, end) and every suffix of ≥ 2 labels, hashed in one pass from the string
+   * (hashDomainKeys: no slicing, no public suffix parsing). Only when something hits are the hits checked
+   * against parentDomains(), so a listed public suffix (`github.io`, `co.uk`) never matches. Returns the
+   * number of accepted candidates, pushed to `out` (when given) as d first, then its parents longest first.
+   * Afterwards the domain's own hash pair is in domainHashes at 2 · (keys − 1) (matchUrl reuses it).
    * (A range lets a URL's host be probed inside the URL.)
    */
   private domainCandidates(f: TypedFilter, s: string, out: string[] | null, start = 0, end = s.length): number {
-    let hits = 0;
-    let selfHit = false;
-    let hitStarts: number[] | null = null;
-    this.counters.filterProbes++;
-    if (probeRange(f, s, start, end)) {
-      hits++;
-      selfHit = true;
+    const h = this.domainHashes;
+    const n = hashDomainKeys(s, start, end, f.s1, f.s2, h, this.domainStarts);
+    this.domainKeys = n;
+    this.counters.filterProbes += n;
+    // Every key's block is read before any answer is acted on; the answers are nearly always false.
+    let hitKeys = 0; // bit j: key j (parents shortest first, the domain itself last) may be listed
+    let far: number[] | null = null; // hits among keys 31 and up (a host of 32+ labels)
+    for (let j = 0; j < n; j++) {
+      if (testHashed(f, h[2 * j], h[2 * j + 1])) {
+        if (j < 31) hitKeys |= 1 << j;
+        else (far ??= []).push(j);
+      }
     }
-    for (let i = s.indexOf('.', start); i >= 0 && i < end; i = s.indexOf('.', i + 1)) {
-      const next = s.indexOf('.', i + 1);
-      if (next < 0 || next >= end) break; // the remainder is a single label (a TLD)
-      this.counters.filterProbes++;
-      if (probeRange(f, s, i + 1, end)) (hitStarts ??= []).push(i + 1);
-    }
-    if (!selfHit && hitStarts === null) return 0;
+    if (hitKeys === 0 && far === null) return 0;
     const d = start === 0 && end === s.length ? s : s.slice(start, end);
-    if (selfHit) out?.push(d);
-    if (hitStarts) {
-      const parents = parentDomains(d);
-      for (const st of hitStarts) {
-        const suffix = d.slice(st - start);
-        if (parents.includes(suffix)) {
-          hits++;
-          out?.push(suffix);
-        }
+    let hits = 0;
+    const self = n - 1;
+    if (self < 31 ? (hitKeys & (1 << self)) !== 0 : far!.includes(self)) {
+      hits++;
+      out?.push(d);
+    }
+    const parents = self > 0 ? parentDomains(d) : [];
+    for (let j = self - 1; j >= 0; j--) {
+      if (j < 31 ? (hitKeys & (1 << j)) === 0 : !far!.includes(j)) continue;
+      const suffix = d.slice(this.domainStarts[j] - start);
+      if (parents.includes(suffix)) {
+        hits++;
+        out?.push(suffix);
       }
     }
     return hits;
   }
 
   private matchDomain(d: string, selfKind: MatchKind, parentKind: MatchKind): void {
-    const f = this.set.filters.get('domain')!;
+    const f = this.fDomain;
     const keys = this.keyScratch; // always left empty (splice below)
     if (this.domainCandidates(f, d, keys) === 0) return;
     for (const k of keys.splice(0)) this.confirm('domain', k, k === d ? selfKind : parentKind);
@@ -481,41 +502,57 @@ export class LookupEngine {
 
   /**
    * The keys of urlKeyEnds() (the URL, without its query, up to 4 path prefixes), probed as ranges of the
-   * URL in that order, then the host — a domain probed inside the URL, sliced only when a filter hits.
+   * URL in that order when the authority index lets them (urlKeysMayMatch), then the host — a domain
+   * probed inside the URL, sliced only when a filter hits. A domain host is hashed before the URL keys:
+   * its own hash is the authority's when the URL names no port, so the index reuses it.
    */
   private matchUrl(url: string): void {
     const sep = url.indexOf('://');
-    if (this.urlKeysMayMatch(url, sep)) {
-      const f = this.set.filters.get('url')!;
-      const ends = this.endScratch; // confirm() never re-enters matchUrl: the scratch stays ours
-      const n = urlKeyEndsInto(url, ends);
-      for (let i = 0; i < n; i++) {
-        this.counters.filterProbes++;
-        if (probeRange(f, url, 0, ends[i])) this.confirm('url', i === 0 ? url : url.slice(0, ends[i]), i === 0 ? 'exact' : 'url');
-      }
-    }
     const len = url.length;
     // The host as urlHost() finds it: bracketed IPv6, else up to the first ':' before the path.
     let hs = sep < 0 ? 0 : sep + 3;
     let he = url.indexOf('/', hs);
     if (he < 0) he = len;
-    let s = url;
     if (url.charCodeAt(hs) === 91) {
       const close = url.indexOf(']', hs);
-      s = url.slice(hs + 1, close < 0 ? he : close); // rare: the bracketed host on its own
-      hs = 0;
-      he = s.length;
-    } else {
-      const colon = url.indexOf(':', hs);
-      if (colon >= 0 && colon < he) he = colon;
+      this.matchUrlKeys(url, sep, -1);
+      this.matchIp(url.slice(hs + 1, close < 0 ? he : close), 'ipv6', 'exact'); // rare: the bracketed host on its own
+      return;
     }
-    const v4 = parseV4(s, hs, he);
-    if (v4 >= 0) this.matchV4(s, hs, he, v4, 'exact');
-    else if (s.indexOf(':', hs) >= 0 && s.indexOf(':', hs) < he) this.matchIp(s.slice(hs, he), 'ipv6', 'exact');
-    else {
-      const keys = this.keyScratch; // always left empty (splice below)
-      if (this.domainCandidates(this.set.filters.get('domain')!, s, keys, hs, he) === 0) return;
-      for (const k of keys.splice(0)) this.confirm('domain', k, 'subdomain');
+    const colon = url.indexOf(':', hs);
+    if (colon >= 0 && colon < he) he = colon;
+    const v4 = parseV4(url, hs, he);
+    if (v4 >= 0) {
+      this.matchUrlKeys(url, sep, -1);
+      this.matchV4(url, hs, he, v4, 'exact');
+      return;
+    }
+    const keys = this.keyScratch; // always left empty (splice below)
+    const hosts = this.domainCandidates(this.fDomain, url, keys, hs, he);
+    // The host's own hash pair (domainCandidates) is the authority's when nothing follows the host but the path.
+    const shared = this.hostHashShared && sep >= 0 && urlAuthorityEnd(url, hs) === he;
+    this.matchUrlKeys(url, sep, shared ? 2 * (this.domainKeys - 1) : -1);
+    if (hosts !== 0) for (const k of keys.splice(0)) this.confirm('domain', k, 'subdomain');
+  }
+
+  /**
+   * Probes the URL keys when the authority index lets them (urlKeysMayMatch); `hostHash` ≥ 0: the
+   * authority's hash pair is in domainHashes at that index (already hashed as the host).
+   */
+  private matchUrlKeys(url: string, sep: number, hostHash: number): void {
+    let may: boolean;
+    if (sep < 0) may = true;
+    else if (hostHash >= 0) {
+      this.counters.filterProbes++;
+      may = testHashed(this.set.urlHosts, this.domainHashes[hostHash], this.domainHashes[hostHash + 1]);
+    } else may = this.urlKeysMayMatch(url, sep);
+    if (!may) return;
+    const f = this.fUrl;
+    const ends = this.endScratch; // confirm() never re-enters matchUrl: the scratch stays ours
+    const n = urlKeyEndsInto(url, ends);
+    for (let i = 0; i < n; i++) {
+      this.counters.filterProbes++;
+      if (probeRange(f, url, 0, ends[i])) this.confirm('url', i === 0 ? url : url.slice(0, ends[i]), i === 0 ? 'exact' : 'url');
     }
   }
 
@@ -585,6 +622,14 @@ export class LookupEngine {
   }
 
   private adopt(set: FilterSet): void {
+    const f = set.filters;
+    this.fV4 = f.get('ipv4')!;
+    this.fV4Net = f.get('ipv4-cidr')!;
+    this.fV6 = f.get('ipv6')!;
+    this.fV6Net = f.get('ipv6-cidr')!;
+    this.fDomain = f.get('domain')!;
+    this.fUrl = f.get('url')!;
+    this.hostHashShared = set.urlHosts.keys === 'text' && set.urlHosts.s1 === this.fDomain.s1 && set.urlHosts.s2 === this.fDomain.s2;
     this.generation = set.generation;
     this.refreshFeedInfo();
   }

@@ -11,7 +11,8 @@ import { createRequire } from 'node:module';
 import { getMeta, setMeta, type DB } from '../appliance/db.ts';
 import { OutpostError } from '../appliance/errors.ts';
 import type { IndicatorType } from '../appliance/types.ts';
-import { BLOCK_BITS, FastHashing, HASH_OUT, hashRange, hashV4Net, positionWord, streamSeeds } from './hash.ts';
+import { BLOCK_BITS, blockedIndexes, FastHashing, HASH_OUT, hashRange, hashV4, hashV4Net, positionWord, streamSeeds } from './hash.ts';
+import type { HashableInput, TwoHashes } from 'bloom-filters/dist/hashing/hashing.js';
 
 // The one class we use, not the package index (dist/api.js), which also loads every other structure and
 // lodash: ~60–100 ms more to start each thread that builds or loads filters (docs/performance.md).
@@ -23,11 +24,83 @@ export const FILTER_TYPES: readonly IndicatorType[] = [
   'ipv4', 'ipv6', 'ipv4-cidr', 'ipv6-cidr', 'domain', 'url', 'md5', 'sha1', 'sha256', 'email',
 ];
 
-const FASTHASHING = new FastHashing();
+/**
+ * How a filter's keys are hashed: `text` hashes the key's characters (hashRange); `v4` hashes an IPv4
+ * address as its 32-bit number (hashV4) and `v4net` an IPv4 network as its numbers (hashV4Net), so an
+ * address lookup never hashes text. A `v4`/`v4net` key that is not canonical IPv4 text falls back to `text`.
+ */
+export type KeyScheme = 'text' | 'v4' | 'v4net';
+
+/** The key scheme of a filter of this type (format /4 on). */
+export function keySchemeOf(type: IndicatorType): KeyScheme {
+  return type === 'ipv4' ? 'v4' : type === 'ipv4-cidr' ? 'v4net' : 'text';
+}
+
+/**
+ * Hashes a key of filter scheme `keys` into HASH_OUT (what every probe, add and the library's own
+ * add()/has() use, through V4Hashing for the IPv4 schemes).
+ */
+function hashKey(keys: KeyScheme, value: string, s1: number, s2: number): void {
+  if (keys === 'v4') {
+    const n = parseV4(value);
+    if (n >= 0) return hashV4(n, s1, s2);
+  } else if (keys === 'v4net') {
+    const slash = value.indexOf('/');
+    const net = slash > 0 ? parseV4(value, 0, slash) : -1;
+    const prefix = net >= 0 ? parseV4Prefix(value, slash + 1) : -1;
+    if (prefix >= 0) return hashV4Net(net, prefix, s1, s2);
+  }
+  hashRange(value, 0, value.length, s1, s2);
+}
+
+/** The prefix length `0`..`32` written canonically at s[start..end), else -1. */
+function parseV4Prefix(s: string, start: number): number {
+  const len = s.length - start;
+  if (len < 1 || len > 2) return -1;
+  const a = s.charCodeAt(start) - 48;
+  if (a < 0 || a > 9) return -1;
+  if (len === 1) return a;
+  const b = s.charCodeAt(start + 1) - 48;
+  if (a === 0 || b < 0 || b > 9) return -1;
+  const p = a * 10 + b;
+  return p <= 32 ? p : -1;
+}
+
+/** FastHashing with the filter's key scheme: bloom-filters' add()/has() set and test what probe() does. */
+class SchemeHashing extends FastHashing {
+  constructor(private readonly keys: KeyScheme) {
+    super();
+  }
+
+  override getIndexes(element: HashableInput, size: number, hashCount: number, seed?: number): number[] {
+    if (size % BLOCK_BITS !== 0 || typeof element !== 'string') return super.getIndexes(element, size, hashCount, seed);
+    const [s1, s2] = streamSeeds(seed ?? 0);
+    hashKey(this.keys, element, s1, s2);
+    return blockedIndexes(HASH_OUT[0], HASH_OUT[1], size, hashCount);
+  }
+
+  override serialize(element: HashableInput, seed?: number): number {
+    if (typeof element !== 'string') return super.serialize(element, seed);
+    const [s1, s2] = streamSeeds(seed ?? 0);
+    hashKey(this.keys, element, s1, s2);
+    return HASH_OUT[0];
+  }
+
+  override hashTwice(value: HashableInput, seed?: number): TwoHashes {
+    if (typeof value !== 'string') return super.hashTwice(value, seed);
+    const [s1, s2] = streamSeeds(seed ?? 0);
+    hashKey(this.keys, value, s1, s2);
+    return { first: HASH_OUT[0], second: HASH_OUT[1] };
+  }
+}
+
+const HASHING: Record<KeyScheme, FastHashing> = { text: new FastHashing(), v4: new SchemeHashing('v4'), v4net: new SchemeHashing('v4net') };
 
 /** One Bloom filter with what the fast probe needs at hand. */
 export interface TypedFilter {
   type: IndicatorType;
+  /** How its keys are hashed (keySchemeOf(type)). */
+  keys: KeyScheme;
   filter: BloomFilterT;
   /** The filter's bit array (BitSet.array): bit i is `bits[i >> 3] & (1 << (i & 7))`. */
   bits: Uint8Array;
@@ -136,16 +209,17 @@ export function filterSize(n: number, p: number): { m: number; k: number } {
   return { m: Math.max(1, Math.ceil((n * bitsPerValue) / BLOCK_BITS)) * BLOCK_BITS, k };
 }
 
-function wrap(type: IndicatorType, filter: BloomFilterT, count: number): TypedFilter {
-  filter._hashing = FASTHASHING;
+function wrap(type: IndicatorType, filter: BloomFilterT, count: number, keys = keySchemeOf(type)): TypedFilter {
+  filter._hashing = HASHING[keys];
   const [s1, s2] = streamSeeds(filter.seed);
   if (filter._size % BLOCK_BITS !== 0) throw new OutpostError('E_FORMAT', `a ${type} filter of ${filter._size} bits is not a whole number of ${BLOCK_BITS}-bit blocks`);
-  return { type, filter, bits: filter._filter.array, m: filter._size, blocks: filter._size / BLOCK_BITS, k: filter._nbHashes, seed: filter.seed, s1, s2, count };
+  return { type, keys, filter, bits: filter._filter.array, m: filter._size, blocks: filter._size / BLOCK_BITS, k: filter._nbHashes, seed: filter.seed, s1, s2, count };
 }
 
-export function createFilter(type: IndicatorType, n: number, p: number): TypedFilter {
+/** `keys`: the key scheme, by default the type's (the URL authority index hashes text whatever its type). */
+export function createFilter(type: IndicatorType, n: number, p: number, keys = keySchemeOf(type)): TypedFilter {
   const { m, k } = filterSize(n, p);
-  return wrap(type, new BloomFilter(m, k), n);
+  return wrap(type, new BloomFilter(m, k), n, keys);
 }
 
 /*
@@ -163,10 +237,9 @@ export function createFilter(type: IndicatorType, n: number, p: number): TypedFi
  * is nearly always false, the CPU goes on into the next probe and the next lookup while the block loads:
  * the 10M mixed miss loop went from 438–466 to 352–379 ns (docs/performance.md).
  */
-function testHashed(f: TypedFilter): boolean {
+export function testHashed(f: TypedFilter, h1: number, h2: number): boolean {
   const bits = f.bits;
-  const base = (HASH_OUT[0] % f.blocks) << 6; // byte offset of the block (64 bytes)
-  const h2 = HASH_OUT[1];
+  const base = (h1 % f.blocks) << 6; // byte offset of the block (64 bytes)
   let w = h2;
   let acc = 1;
   for (let i = 0, r = 0; i < f.k; i++, r++) {
@@ -180,10 +253,9 @@ function testHashed(f: TypedFilter): boolean {
   return (acc & 1) !== 0;
 }
 
-function setHashed(f: TypedFilter): void {
+function setHashed(f: TypedFilter, h1: number, h2: number): void {
   const bits = f.bits;
-  const base = (HASH_OUT[0] % f.blocks) << 6;
-  const h2 = HASH_OUT[1];
+  const base = (h1 % f.blocks) << 6;
   let w = h2;
   for (let i = 0, r = 0; i < f.k; i++, r++) {
     if (r === 3) {
@@ -197,26 +269,32 @@ function setHashed(f: TypedFilter): void {
 
 /** Same answer as `f.filter.has(value)`, without allocation. */
 export function probe(f: TypedFilter, value: string): boolean {
-  hashRange(value, 0, value.length, f.s1, f.s2);
-  return testHashed(f);
+  hashKey(f.keys, value, f.s1, f.s2);
+  return testHashed(f, HASH_OUT[0], HASH_OUT[1]);
 }
 
-/** Probes the substring value[start, end) — used for a domain's parents without slicing. */
+/** Probes the text key s[start, end) of a `text` filter — a domain's parents, a URL's prefixes — without slicing. */
 export function probeRange(f: TypedFilter, value: string, start: number, end: number): boolean {
   hashRange(value, start, end, f.s1, f.s2);
-  return testHashed(f);
+  return testHashed(f, HASH_OUT[0], HASH_OUT[1]);
 }
 
-/** Probes the IPv4 network key `a.b.c.d/prefix` given as numbers. */
+/** Probes the `v4` filter for the IPv4 address `n` (unsigned 32-bit). */
+export function probeV4(f: TypedFilter, n: number): boolean {
+  hashV4(n, f.s1, f.s2);
+  return testHashed(f, HASH_OUT[0], HASH_OUT[1]);
+}
+
+/** Probes the `v4net` filter for the IPv4 network `net/prefix` given as numbers. */
 export function probeV4Net(f: TypedFilter, net: number, prefix: number): boolean {
   hashV4Net(net, prefix, f.s1, f.s2);
-  return testHashed(f);
+  return testHashed(f, HASH_OUT[0], HASH_OUT[1]);
 }
 
 /** Same effect as `f.filter.add(value)`, without allocation (bulk builds add millions of values). */
 export function addValue(f: TypedFilter, value: string): void {
-  hashRange(value, 0, value.length, f.s1, f.s2);
-  setHashed(f);
+  hashKey(f.keys, value, f.s1, f.s2);
+  setHashed(f, HASH_OUT[0], HASH_OUT[1]);
 }
 
 /** False-positive rate of the URL authority index (FilterSet.urlHosts): a hit only lets the URL keys be probed. */
@@ -313,7 +391,7 @@ export function newBuilder(counts: Map<string, number>, fpRate: number, generati
       generation, fpRate, fingerprint, builtAt: new Date().toISOString(), buildMs: 0, filters,
       prefixes4: [], prefixes6: [], v4Index: new Uint32Array(65536), v4Blocks: new Uint8Array(V4_BLOCK_BYTES), v4HasZero: false, nonCanonical: 0,
       // Sized for one authority per listed URL (an upper bound: many URLs share a host).
-      urlHosts: createFilter('url', counts.get('url') ?? 0, URL_HOST_FP_RATE),
+      urlHosts: createFilter('url', counts.get('url') ?? 0, URL_HOST_FP_RATE, 'text'),
     },
     p4: new Set(),
     p6: new Set(),
@@ -342,12 +420,17 @@ export function addIndicator(b: FilterBuilder, type: string, value: string): voi
     else b.p6.add(prefix);
   } else if (type === 'ipv4') {
     const n = parseV4(value);
-    if (n >= 0) markV4Block(b.set.v4Blocks, n >>> 8);
+    if (n >= 0) {
+      markV4Block(b.set.v4Blocks, n >>> 8);
+      hashV4(n, f.s1, f.s2); // addValue() would parse it again
+      setHashed(f, HASH_OUT[0], HASH_OUT[1]);
+      return;
+    }
   } else if (type === 'url') {
     const sep = value.indexOf('://');
     if (sep >= 0) {
       hashRange(value, sep + 3, urlAuthorityEnd(value, sep + 3), b.set.urlHosts.s1, b.set.urlHosts.s2);
-      setHashed(b.set.urlHosts);
+      setHashed(b.set.urlHosts, HASH_OUT[0], HASH_OUT[1]);
     }
   }
   addValue(f, value);
@@ -423,8 +506,9 @@ export function buildFiltersFrom(items: Iterable<[IndicatorType, string]>, fpRat
 
 const MAGIC = 'OUTPOSTF';
 // /2: the /24 block bitmap after the /16 index; /3: blocked filters (lookup/hash.ts), listed addresses in the
-// /24 bitmap, the URL authority index. An older file is rebuilt.
-const FORMAT = 'outpost-filters/3';
+// /24 bitmap, the URL authority index; /4: text hashed from its end (one pass over a domain and its parents),
+// IPv4 addresses and networks hashed as numbers (KeyScheme). An older file is rebuilt.
+const FORMAT = 'outpost-filters/4';
 
 interface Header {
   format: typeof FORMAT;
@@ -453,12 +537,12 @@ interface FilterHeader {
 const headerOf = (f: TypedFilter): FilterHeader => ({ type: f.type, m: f.m, k: f.k, seed: f.seed, count: f.count, bytes: f.bits.byteLength });
 
 /** A filter from its header and bit array (adopted, not copied). */
-function filterFrom(fh: FilterHeader, bits: Uint8Array): TypedFilter {
+function filterFrom(fh: FilterHeader, bits: Uint8Array, keys = keySchemeOf(fh.type)): TypedFilter {
   if (bits.byteLength !== Math.ceil(fh.m / 8) || fh.k < 1) throw new OutpostError('E_FORMAT', `filter data: bad ${fh.type} filter`);
   const bf = new BloomFilter(fh.m, fh.k);
   bf.seed = fh.seed;
   bf._filter.array = bits; // the library's BitSet keeps its bits in `array`; adopt ours instead of copying
-  return wrap(fh.type, bf, fh.count);
+  return wrap(fh.type, bf, fh.count, keys);
 }
 
 /** Header + the raw arrays: [v4Index bytes, v4Blocks, urlHosts bits, filter bit arrays in header order]. */
@@ -496,7 +580,7 @@ export function fromParts(parts: FilterParts): FilterSet {
     generation: h.generation, fpRate: h.fpRate, fingerprint: h.fingerprint, builtAt: h.builtAt, buildMs: h.buildMs,
     filters, prefixes4: h.prefixes4, prefixes6: h.prefixes6,
     v4Index: new Uint32Array(idx.buffer, idx.byteOffset, 65536), v4Blocks: blocks, v4HasZero: h.v4HasZero, nonCanonical: h.nonCanonical,
-    urlHosts: filterFrom(h.urlHosts, parts.arrays[2]),
+    urlHosts: filterFrom(h.urlHosts, parts.arrays[2], 'text'),
   };
 }
 

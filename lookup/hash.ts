@@ -42,29 +42,53 @@ export function streamSeeds(seed: number): [number, number] {
 // 64-char hash costs about as much as a 32-char FNV. The two streams use different block-mixing constants
 // and rotations, so a collision in one is independent of the other: together they behave like a 64-bit
 // hash, which keeps the filter's false-positive rate at its design value even for millions of entries.
+//
+// The blocks are taken from the END of the range (pairs s[end-1], s[end-2], then s[end-3], s[end-4], …; an
+// odd first character is the tail): every suffix of a string is hashed on the way to the whole string, so
+// one pass over a domain yields the hash of the domain and of each parent (hashDomainKeys). Filter files
+// of format /4 and later use this order (lookup/filters.ts).
+
+/** Mixes one block (two code units) into stream 1. */
+function mix1(h1: number, k: number): number {
+  let k1 = Math.imul(k, C1);
+  k1 = Math.imul((k1 << 15) | (k1 >>> 17), C2);
+  h1 ^= k1;
+  return (Math.imul((h1 << 13) | (h1 >>> 19), 5) + N1) | 0;
+}
+
+/** Mixes one block (two code units) into stream 2. */
+function mix2(h2: number, k: number): number {
+  let k2 = Math.imul(k, C3);
+  k2 = Math.imul((k2 << 17) | (k2 >>> 15), C4);
+  h2 ^= k2;
+  return (Math.imul((h2 << 15) | (h2 >>> 17), 5) + N2) | 0;
+}
+
+/** The tail (one code unit) of stream 1, without the block step. */
+function tail1(h1: number, c: number): number {
+  const k1 = Math.imul(c, C1);
+  return h1 ^ Math.imul((k1 << 15) | (k1 >>> 17), C2);
+}
+
+function tail2(h2: number, c: number): number {
+  const k2 = Math.imul(c, C3);
+  return h2 ^ Math.imul((k2 << 17) | (k2 >>> 15), C4);
+}
 
 /** Hashes s[start, end) with the two seeds into HASH_OUT. */
 export function hashRange(s: string, start: number, end: number, seed1: number, seed2: number): void {
   let h1 = seed1 | 0;
   let h2 = seed2 | 0;
-  let i = start;
-  for (const last = end - 1; i < last; i += 2) {
-    const k = s.charCodeAt(i) | (s.charCodeAt(i + 1) << 16);
-    let k1 = Math.imul(k, C1);
-    k1 = Math.imul((k1 << 15) | (k1 >>> 17), C2);
-    h1 ^= k1;
-    h1 = (Math.imul((h1 << 13) | (h1 >>> 19), 5) + N1) | 0;
-    let k2 = Math.imul(k, C3);
-    k2 = Math.imul((k2 << 17) | (k2 >>> 15), C4);
-    h2 ^= k2;
-    h2 = (Math.imul((h2 << 15) | (h2 >>> 17), 5) + N2) | 0;
+  let i = end;
+  for (; i - start >= 2; i -= 2) {
+    const k = s.charCodeAt(i - 1) | (s.charCodeAt(i - 2) << 16);
+    h1 = mix1(h1, k);
+    h2 = mix2(h2, k);
   }
-  if (i < end) {
-    const k = s.charCodeAt(i);
-    let k1 = Math.imul(k, C1);
-    h1 ^= Math.imul((k1 << 15) | (k1 >>> 17), C2);
-    let k2 = Math.imul(k, C3);
-    h2 ^= Math.imul((k2 << 17) | (k2 >>> 15), C4);
+  if (i > start) {
+    const c = s.charCodeAt(start);
+    h1 = tail1(h1, c);
+    h2 = tail2(h2, c);
   }
   const len = end - start;
   HASH_OUT[0] = fmix32(h1 ^ len);
@@ -76,54 +100,75 @@ export function hashString(s: string, seed1: number, seed2: number): void {
   hashRange(s, 0, s.length, seed1, seed2);
 }
 
-const NET_CODES = new Uint16Array(24);
+/** Most keys hashDomainKeys() gives: a host name has at most 127 labels (253 characters). */
+export const MAX_DOMAIN_KEYS = 128;
 
-function putNumber(v: number, at: number): number {
-  if (v >= 100) NET_CODES[at++] = 48 + ((v / 100) | 0);
-  if (v >= 10) NET_CODES[at++] = 48 + (((v / 10) | 0) % 10);
-  NET_CODES[at++] = 48 + (v % 10);
-  return at;
+/**
+ * The keys a domain d = s[start, end) is matched under, hashed in one pass from its end: each parent of two
+ * or more labels (shortest first: `example.com`, then `b.example.com`, …) and last d itself. Key j's hash
+ * pair is `out[2j], out[2j+1]` and it starts at `starts[j]` (it ends at `end`); equal to hashRange() of that
+ * range. Returns the number of keys. The same as hashing d and each parent in turn, at the cost of one.
+ */
+export function hashDomainKeys(s: string, start: number, end: number, seed1: number, seed2: number, out: Uint32Array, starts: Int32Array): number {
+  let h1 = seed1 | 0;
+  let h2 = seed2 | 0;
+  let n = 0;
+  let dots = 0; // dots passed: the first from the right only ends the top-level label (no key)
+  let i = end;
+  for (; i - start >= 2; i -= 2) {
+    const c1 = s.charCodeAt(i - 1);
+    const c2 = s.charCodeAt(i - 2);
+    // The state covers s[i, end). A dot just before i ends the suffix s[i, end); a dot one further
+    // ends s[i - 1, end), which is the state plus c1 as its tail.
+    if (c1 === 46) {
+      if (dots++ !== 0 && n < MAX_DOMAIN_KEYS - 1) {
+        const len = end - i;
+        out[2 * n] = fmix32(h1 ^ len);
+        out[2 * n + 1] = fmix32(h2 ^ Math.imul(len, C5));
+        starts[n++] = i;
+      }
+    } else if (c2 === 46) {
+      if (dots++ !== 0 && n < MAX_DOMAIN_KEYS - 1) {
+        const len = end - i + 1;
+        out[2 * n] = fmix32(tail1(h1, c1) ^ len);
+        out[2 * n + 1] = fmix32(tail2(h2, c1) ^ Math.imul(len, C5));
+        starts[n++] = i - 1;
+      }
+    }
+    const k = c1 | (c2 << 16);
+    h1 = mix1(h1, k);
+    h2 = mix2(h2, k);
+  }
+  if (i > start) {
+    const c = s.charCodeAt(start);
+    h1 = tail1(h1, c);
+    h2 = tail2(h2, c);
+  }
+  const len = end - start;
+  out[2 * n] = fmix32(h1 ^ len);
+  out[2 * n + 1] = fmix32(h2 ^ Math.imul(len, C5));
+  starts[n++] = start;
+  return n;
 }
 
 /**
- * Hashes the canonical text of an IPv4 network, `a.b.c.d/p`, without building a string: identical to
- * hashString(`${a}.${b}.${c}.${d}/${p}`) (the block loop below is hashRange's, reading char codes from
- * a scratch array). An IP lookup probes one key per listed prefix length, so this stays allocation-free.
+ * Hashes an IPv4 address given as an unsigned 32-bit number into HASH_OUT: the key of the `ipv4` filter
+ * (format /4 on). An address is a number, so its key is too: two murmur3 finalizer rounds per stream instead
+ * of hashing its text, which also spares a URL's or a lookup's address host from being sliced or re-read.
+ */
+export function hashV4(n: number, seed1: number, seed2: number): void {
+  HASH_OUT[0] = fmix32(fmix32((n ^ seed1) | 0) ^ C5);
+  HASH_OUT[1] = fmix32(fmix32((Math.imul(n, C1) ^ seed2) | 0) + N2);
+}
+
+/**
+ * The key of IPv4 network `net/prefix` (numbers) in the `ipv4-cidr` filter, into HASH_OUT: the address's
+ * hash with the prefix length mixed in, so an address and its networks of each length are different keys.
  */
 export function hashV4Net(net: number, prefix: number, seed1: number, seed2: number): void {
-  let n = putNumber(net >>> 24, 0);
-  NET_CODES[n++] = 46;
-  n = putNumber((net >>> 16) & 255, n);
-  NET_CODES[n++] = 46;
-  n = putNumber((net >>> 8) & 255, n);
-  NET_CODES[n++] = 46;
-  n = putNumber(net & 255, n);
-  NET_CODES[n++] = 47;
-  n = putNumber(prefix, n);
-  const c = NET_CODES;
-  let h1 = seed1 | 0;
-  let h2 = seed2 | 0;
-  let i = 0;
-  for (const last = n - 1; i < last; i += 2) {
-    const k = c[i] | (c[i + 1] << 16);
-    let k1 = Math.imul(k, C1);
-    k1 = Math.imul((k1 << 15) | (k1 >>> 17), C2);
-    h1 ^= k1;
-    h1 = (Math.imul((h1 << 13) | (h1 >>> 19), 5) + N1) | 0;
-    let k2 = Math.imul(k, C3);
-    k2 = Math.imul((k2 << 17) | (k2 >>> 15), C4);
-    h2 ^= k2;
-    h2 = (Math.imul((h2 << 15) | (h2 >>> 17), 5) + N2) | 0;
-  }
-  if (i < n) {
-    const k = c[i];
-    let k1 = Math.imul(k, C1);
-    h1 ^= Math.imul((k1 << 15) | (k1 >>> 17), C2);
-    let k2 = Math.imul(k, C3);
-    h2 ^= Math.imul((k2 << 17) | (k2 >>> 15), C4);
-  }
-  HASH_OUT[0] = fmix32(h1 ^ n);
-  HASH_OUT[1] = fmix32(h2 ^ Math.imul(n, C5));
+  const p = Math.imul(prefix + 1, 0x9e3779b9);
+  HASH_OUT[0] = fmix32(fmix32((net ^ seed1) | 0) ^ p);
+  HASH_OUT[1] = fmix32(fmix32((Math.imul(net, C1) ^ seed2) | 0) + p + N2);
 }
 
 // ---------------------------------------------------------------- blocked index scheme

@@ -8,9 +8,10 @@ import { openDb, type DB } from '../appliance/db.ts';
 import type { IndicatorType } from '../appliance/types.ts';
 import {
   addValue, blockedFpRate, blockedShape, buildFilters, buildFiltersFrom, buildFiltersInWorker, createFilter, filterSize, loadFilters, parseV4, probe,
-  probeV4Net, serializeFilters, v4Network, type FilterSet,
+  probeV4, probeV4Net, serializeFilters, v4Network, type FilterSet,
 } from '../lookup/filters.ts';
-import { cidrKey, normalize } from '../lookup/normalize.ts';
+import { HASH_OUT, hashDomainKeys, hashRange, MAX_DOMAIN_KEYS } from '../lookup/hash.ts';
+import { cidrKey, normalize, parentDomains } from '../lookup/normalize.ts';
 import { mulberry32 as rng } from '../scripts/prng.ts';
 
 const DATA = path.resolve(__dirname, '../../shared/data');
@@ -104,6 +105,86 @@ describe('fast probe equals bloom-filters', () => {
       const probeValue = i % 2 ? sample[i] : `x${Math.floor(r() * 1e9)}.example`;
       expect(probe(viaFast, probeValue)).toBe(viaLib.filter.has(probeValue));
     }
+  });
+});
+
+describe('keys hashed as numbers', () => {
+  for (const type of ['ipv4', 'ipv4-cidr'] as const) {
+    it(`a ${type} filter: the fast add and probe equal BloomFilter.add() and has() on the text`, () => {
+      const sample = values.filter(([t]) => t === type).slice(0, 20_000).map(([, v]) => v);
+      expect(sample.length).toBeGreaterThan(type === 'ipv4' ? 10_000 : 1_000);
+      const viaLib = createFilter(type, sample.length, 0.01);
+      const viaFast = createFilter(type, sample.length, 0.01);
+      expect(viaFast.keys).toBe(type === 'ipv4' ? 'v4' : 'v4net');
+      for (const v of sample) {
+        viaLib.filter.add(v);
+        addValue(viaFast, v);
+      }
+      expect(Buffer.compare(Buffer.from(viaLib.bits), Buffer.from(viaFast.bits))).toBe(0);
+      const r = rng(2);
+      let hits = 0;
+      for (let i = 0; i < 5000; i++) {
+        const n = i % 2 ? parseV4(sample[i % sample.length].split('/')[0]) : Math.floor(r() * 2 ** 32);
+        const prefix = type === 'ipv4' ? 32 : Number(sample[i % sample.length].split('/')[1] ?? 24);
+        const net = v4Network(n, prefix);
+        const text = type === 'ipv4' ? `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}` : cidrKey(`${net >>> 24}.${(net >>> 16) & 255}.${(net >>> 8) & 255}.${net & 255}`, 4, prefix);
+        const fast = type === 'ipv4' ? probeV4(viaFast, n) : probeV4Net(viaFast, net, prefix);
+        expect(fast).toBe(viaLib.filter.has(text));
+        expect(probe(viaFast, text)).toBe(fast);
+        if (fast) hits++;
+      }
+      expect(hits).toBeGreaterThanOrEqual(2500); // every listed one is found
+    });
+  }
+
+  it('a text key in an address filter (never stored: values are canonical) is still hashed, as its text', () => {
+    const f = createFilter('ipv4', 10, 0.01);
+    addValue(f, 'not-an-address');
+    expect(probe(f, 'not-an-address')).toBe(true);
+    expect(f.filter.has('not-an-address')).toBe(true);
+  });
+});
+
+describe('one pass over a domain', () => {
+  it('hashes the domain and each parent of two or more labels as hashRange() hashes each alone', () => {
+    const out = new Uint32Array(2 * MAX_DOMAIN_KEYS);
+    const starts = new Int32Array(MAX_DOMAIN_KEYS);
+    const hosts: [string, number, number][] = [];
+    for (const [t, v] of values) {
+      if (t === 'domain') hosts.push([v, 0, v.length]);
+      else if (t === 'url') {
+        // A URL's host, hashed inside the URL (how the engine probes it).
+        const hs = v.indexOf('://') + 3;
+        let he = v.indexOf('/', hs);
+        if (he < 0) he = v.length;
+        const colon = v.indexOf(':', hs);
+        if (colon >= 0 && colon < he) he = colon;
+        if (parseV4(v, hs, he) < 0 && v.charCodeAt(hs) !== 91) hosts.push([v, hs, he]);
+      }
+    }
+    hosts.push(['a.b', 0, 3], ['ab.cd', 0, 5], ['a.bc.d', 0, 6], ['x.y.z.w.example.co.uk', 0, 21], [`${'a.'.repeat(130)}com`, 0, 263]);
+    expect(hosts.length).toBeGreaterThan(20_000);
+    let multi = 0;
+    for (const [s, start, end] of hosts) {
+      const d = s.slice(start, end);
+      const n = hashDomainKeys(s, start, end, 0x1234, 0x5678, out, starts);
+      // The keys: every suffix of two or more labels, shortest first, then d itself.
+      const labels = d.split('.');
+      // (At most MAX_DOMAIN_KEYS − 1 parents, the shortest: a name of 253 characters has fewer.)
+      const want: string[] = [];
+      for (let i = labels.length - 2; i >= 1 && want.length < MAX_DOMAIN_KEYS - 1; i--) want.push(labels.slice(i).join('.'));
+      want.push(d);
+      expect(n).toBe(want.length);
+      for (let j = 0; j < n; j++) {
+        expect(s.slice(starts[j], end)).toBe(want[j]);
+        hashRange(s, starts[j], end, 0x1234, 0x5678);
+        expect([out[2 * j], out[2 * j + 1]]).toEqual([HASH_OUT[0], HASH_OUT[1]]);
+      }
+      if (n > 2) multi++;
+    }
+    expect(multi).toBeGreaterThan(1000);
+    // The engine takes its candidates from these keys and keeps those parentDomains() allows.
+    expect(parentDomains('x.y.example.co.uk')).toContain('example.co.uk');
   });
 });
 
