@@ -75,6 +75,15 @@ function tail2(h2: number, c: number): number {
   return h2 ^ Math.imul((k2 << 17) | (k2 >>> 15), C4);
 }
 
+/** Stream 1's final value for a key of `len` code units (murmur3's length step and finalizer). */
+function final1(h1: number, len: number): number {
+  return fmix32(h1 ^ len);
+}
+
+function final2(h2: number, len: number): number {
+  return fmix32(h2 ^ Math.imul(len, C5));
+}
+
 /** Hashes s[start, end) with the two seeds into HASH_OUT. */
 export function hashRange(s: string, start: number, end: number, seed1: number, seed2: number): void {
   let h1 = seed1 | 0;
@@ -85,14 +94,18 @@ export function hashRange(s: string, start: number, end: number, seed1: number, 
     h1 = mix1(h1, k);
     h2 = mix2(h2, k);
   }
+  finish(s, start, end, i, h1, h2);
+}
+
+/** The end of hashRange() once the blocks of s[i, end) are mixed in: s[start] as the tail when i > start. */
+function finish(s: string, start: number, end: number, i: number, h1: number, h2: number): void {
   if (i > start) {
     const c = s.charCodeAt(start);
     h1 = tail1(h1, c);
     h2 = tail2(h2, c);
   }
-  const len = end - start;
-  HASH_OUT[0] = fmix32(h1 ^ len);
-  HASH_OUT[1] = fmix32(h2 ^ Math.imul(len, C5));
+  HASH_OUT[0] = final1(h1, end - start);
+  HASH_OUT[1] = final2(h2, end - start);
 }
 
 /** Hashes a whole string into HASH_OUT. */
@@ -122,16 +135,14 @@ export function hashDomainKeys(s: string, start: number, end: number, seed1: num
     // ends s[i - 1, end), which is the state plus c1 as its tail.
     if (c1 === 46) {
       if (dots++ !== 0 && n < MAX_DOMAIN_KEYS - 1) {
-        const len = end - i;
-        out[2 * n] = fmix32(h1 ^ len);
-        out[2 * n + 1] = fmix32(h2 ^ Math.imul(len, C5));
+        out[2 * n] = final1(h1, end - i);
+        out[2 * n + 1] = final2(h2, end - i);
         starts[n++] = i;
       }
     } else if (c2 === 46) {
       if (dots++ !== 0 && n < MAX_DOMAIN_KEYS - 1) {
-        const len = end - i + 1;
-        out[2 * n] = fmix32(tail1(h1, c1) ^ len);
-        out[2 * n + 1] = fmix32(tail2(h2, c1) ^ Math.imul(len, C5));
+        out[2 * n] = final1(tail1(h1, c1), end - i + 1);
+        out[2 * n + 1] = final2(tail2(h2, c1), end - i + 1);
         starts[n++] = i - 1;
       }
     }
@@ -139,14 +150,9 @@ export function hashDomainKeys(s: string, start: number, end: number, seed1: num
     h1 = mix1(h1, k);
     h2 = mix2(h2, k);
   }
-  if (i > start) {
-    const c = s.charCodeAt(start);
-    h1 = tail1(h1, c);
-    h2 = tail2(h2, c);
-  }
-  const len = end - start;
-  out[2 * n] = fmix32(h1 ^ len);
-  out[2 * n + 1] = fmix32(h2 ^ Math.imul(len, C5));
+  finish(s, start, end, i, h1, h2);
+  out[2 * n] = HASH_OUT[0];
+  out[2 * n + 1] = HASH_OUT[1];
   starts[n++] = start;
   return n;
 }
