@@ -474,16 +474,18 @@ export class LookupEngine {
       }
     }
     if (hitKeys === 0 && far === null) return 0;
+    // (From here on only for a filter hit: a listed value, or a false positive.)
+    const isHit = (j: number) => (j < 31 ? (hitKeys & (1 << j)) !== 0 : far !== null && far.includes(j));
     const d = start === 0 && end === s.length ? s : s.slice(start, end);
     let hits = 0;
     const self = n - 1;
-    if (self < 31 ? (hitKeys & (1 << self)) !== 0 : far!.includes(self)) {
+    if (isHit(self)) {
       hits++;
       out?.push(d);
     }
     const parents = self > 0 ? parentDomains(d) : [];
     for (let j = self - 1; j >= 0; j--) {
-      if (j < 31 ? (hitKeys & (1 << j)) === 0 : !far!.includes(j)) continue;
+      if (!isHit(j)) continue;
       const suffix = d.slice(this.domainStarts[j] - start);
       if (parents.includes(suffix)) {
         hits++;

@@ -266,6 +266,14 @@ describe('matching on real data', () => {
     expect(sub.normalized).toBe(`deep.sub.${d}`);
     expect(sub.matches).toEqual([expect.objectContaining({ feed: 'lummac2', indicator: d, kind: 'subdomain' })]);
     expect(engine.lookup(d).matches[0]).toMatchObject({ indicator: d, kind: 'exact' });
+    // A name of many labels (the engine keeps the first 31 keys' answers in a bit mask, the rest in a list):
+    // the listed parent is found whatever the depth, as a domain and as a URL's host.
+    for (const depth of [29, 30, 31, 32, 40, 100]) {
+      const deep = `${'x.'.repeat(depth)}${d}`; // ≤ 253 characters, a valid name
+      for (const r of [engine.lookup(deep), engine.lookup(`http://${deep}/x`)]) {
+        expect(r.matches.map((m) => [m.indicator, m.kind]), `${depth} labels`).toEqual([[d, 'subdomain']]);
+      }
+    }
   });
 
   it('a URL matches exactly, and under a listed path prefix as url', () => {
