@@ -38,7 +38,7 @@ export function keySchemeOf(type: IndicatorType): KeyScheme {
 
 /**
  * Hashes a key of filter scheme `keys` into HASH_OUT (what every probe, add and the library's own
- * add()/has() use, through V4Hashing for the IPv4 schemes).
+ * add()/has() use, through SchemeHashing for the IPv4 schemes).
  */
 function hashKey(keys: KeyScheme, value: string, s1: number, s2: number): void {
   if (keys === 'v4') {
@@ -229,7 +229,7 @@ export function createFilter(type: IndicatorType, n: number, p: number, keys = k
  */
 
 /**
- * True when the hash pair in HASH_OUT may be in the filter. Reads all k bits and ANDs them, without an early
+ * True when hash pair (h1, h2) may be in the filter. Reads all k bits and ANDs them, without an early
  * exit: for a value that is not listed the first bit is set about half the time, so a branch on each bit
  * is mispredicted about as often, and the misprediction resolves only when the block arrives from memory
  * (~230 ns at 10M indicators, where the filters are far larger than the caches). Until then nothing after
