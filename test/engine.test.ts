@@ -489,6 +489,22 @@ describe('reload', () => {
     expect(again.lookup(fresh).verdict).toBe('malicious');
   });
 
+  it('a file of an older filter format (left by the build before an upgrade) is rebuilt and replaced', () => {
+    const file = path.join(dir, 'filters', `filters-${engine.generation}.bin`);
+    const before = fs.readFileSync(file);
+    const at = before.indexOf('"outpost-filters/4"');
+    expect(at).toBeGreaterThan(0);
+    const old = Buffer.from(before);
+    old.write('"outpost-filters/3"', at, 'latin1'); // same length: only the format differs
+    fs.writeFileSync(file, old);
+    const e = new LookupEngine(db, { fpRate: 0.001, now: () => NOW });
+    expect(e.filters.builtAt).not.toBe(engine.filters.builtAt); // built from the store, not loaded
+    expect(e.lookup('brand-new-c2.example').verdict).toBe('malicious');
+    const after = fs.readFileSync(file);
+    expect(after.includes('"outpost-filters/4"')).toBe(true);
+    expect(after.includes('"outpost-filters/3"')).toBe(false);
+  });
+
   it('does not reuse a persisted file whose content no longer matches the store', () => {
     db.prepare("INSERT INTO indicators(type, value, feed, kind, confidence) VALUES ('domain', 'sneaky.example', 'lummac2', 'block', 95)").run();
     const e = new LookupEngine(db, { fpRate: 0.001, now: () => NOW }); // generation unchanged, row count differs
