@@ -11,8 +11,7 @@ import { createRequire } from 'node:module';
 import { getMeta, setMeta, type DB } from '../appliance/db.ts';
 import { OutpostError } from '../appliance/errors.ts';
 import type { IndicatorType } from '../appliance/types.ts';
-import { BLOCK_BITS, blockedIndexes, FastHashing, HASH_OUT, hashRange, hashV4, hashV4Net, positionWord, streamSeeds } from './hash.ts';
-import type { HashableInput, TwoHashes } from 'bloom-filters/dist/hashing/hashing.js';
+import { BLOCK_BITS, FastHashing, HASH_OUT, hashRange, hashV4, hashV4Net, positionWord, streamSeeds } from './hash.ts';
 
 // The one class we use, not the package index (dist/api.js), which also loads every other structure and
 // lodash: ~60–100 ms more to start each thread that builds or loads filters (docs/performance.md).
@@ -38,7 +37,7 @@ export function keySchemeOf(type: IndicatorType): KeyScheme {
 
 /**
  * Hashes a key of filter scheme `keys` into HASH_OUT (what every probe, add and the library's own
- * add()/has() use, through SchemeHashing for the IPv4 schemes).
+ * add()/has() use, through the scheme's FastHashing in HASHING).
  */
 function hashKey(keys: KeyScheme, value: string, s1: number, s2: number): void {
   if (keys === 'v4') {
@@ -66,35 +65,12 @@ function parseV4Prefix(s: string, start: number): number {
   return p <= 32 ? p : -1;
 }
 
-/** FastHashing with the filter's key scheme: bloom-filters' add()/has() set and test what probe() does. */
-class SchemeHashing extends FastHashing {
-  constructor(private readonly keys: KeyScheme) {
-    super();
-  }
-
-  override getIndexes(element: HashableInput, size: number, hashCount: number, seed?: number): number[] {
-    if (size % BLOCK_BITS !== 0 || typeof element !== 'string') return super.getIndexes(element, size, hashCount, seed);
-    const [s1, s2] = streamSeeds(seed ?? 0);
-    hashKey(this.keys, element, s1, s2);
-    return blockedIndexes(HASH_OUT[0], HASH_OUT[1], size, hashCount);
-  }
-
-  override serialize(element: HashableInput, seed?: number): number {
-    if (typeof element !== 'string') return super.serialize(element, seed);
-    const [s1, s2] = streamSeeds(seed ?? 0);
-    hashKey(this.keys, element, s1, s2);
-    return HASH_OUT[0];
-  }
-
-  override hashTwice(value: HashableInput, seed?: number): TwoHashes {
-    if (typeof value !== 'string') return super.hashTwice(value, seed);
-    const [s1, s2] = streamSeeds(seed ?? 0);
-    hashKey(this.keys, value, s1, s2);
-    return { first: HASH_OUT[0], second: HASH_OUT[1] };
-  }
-}
-
-const HASHING: Record<KeyScheme, FastHashing> = { text: new FastHashing(), v4: new SchemeHashing('v4'), v4net: new SchemeHashing('v4net') };
+/** bloom-filters' hashing per key scheme: the library's own add()/has() set and test what probe() does. */
+const HASHING: Record<KeyScheme, FastHashing> = {
+  text: new FastHashing(),
+  v4: new FastHashing((key, s1, s2) => hashKey('v4', key, s1, s2)),
+  v4net: new FastHashing((key, s1, s2) => hashKey('v4net', key, s1, s2)),
+};
 
 /** One Bloom filter with what the fast probe needs at hand. */
 export interface TypedFilter {
@@ -413,6 +389,9 @@ export function addIndicator(b: FilterBuilder, type: string, value: string): voi
       b.p4.add(prefix);
       if (prefix === 0) b.set.v4HasZero = true;
       else markV4Index(b.set.v4Index, b.set.v4Blocks, net, prefix);
+      hashV4Net(net, prefix, f.s1, f.s2); // addValue() would parse it again
+      setHashed(f, HASH_OUT[0], HASH_OUT[1]);
+      return;
     }
   } else if (type === 'ipv6-cidr') {
     const prefix = Number(value.slice(value.indexOf('/') + 1));

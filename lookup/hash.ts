@@ -226,22 +226,27 @@ function asString(element: HashableInput): string {
  * twice.
  */
 export class FastHashing extends Hashing {
+  /** `hashKey`: how a key's text becomes its hash pair in HASH_OUT (a filter's key scheme); default its characters. */
+  constructor(private readonly hashKey: (key: string, seed1: number, seed2: number) => void = hashString) {
+    super();
+  }
+
   override getIndexes(element: HashableInput, size: number, hashCount: number, seed?: number): number[] {
     if (size % BLOCK_BITS !== 0) return super.getIndexes(element, size, hashCount, seed);
     const [s1, s2] = streamSeeds(seed ?? 0);
-    hashString(asString(element), s1, s2);
+    this.hashKey(asString(element), s1, s2);
     return blockedIndexes(HASH_OUT[0], HASH_OUT[1], size, hashCount);
   }
 
   override serialize(element: HashableInput, seed?: number): number {
     const [s1, s2] = streamSeeds(seed ?? 0);
-    hashString(asString(element), s1, s2);
+    this.hashKey(asString(element), s1, s2);
     return HASH_OUT[0];
   }
 
   override hashTwice(value: HashableInput, seed?: number): TwoHashes {
     const [s1, s2] = streamSeeds(seed ?? 0);
-    hashString(asString(value), s1, s2);
+    this.hashKey(asString(value), s1, s2);
     return { first: HASH_OUT[0], second: HASH_OUT[1] };
   }
 }

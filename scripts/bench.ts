@@ -145,7 +145,6 @@ function makeGenerator(r: () => number, real: Map<IndicatorType, string[]>) {
   };
 }
 
-/** `size` distinct normalized indicators: real ones first (shuffled), then synthetic of each type's share. */
 /**
  * `count` normalized values that are not listed (and pass the filters: a false positive is a hit's cost,
  * not a miss's), in the data set's type mix (networks aside), from a generator of their own (seed 7).
@@ -165,6 +164,7 @@ export function notListedPairs(engine: LookupEngine, real: Map<IndicatorType, st
   return pairs;
 }
 
+/** `size` distinct normalized indicators: real ones first (shuffled), then synthetic of each type's share. */
 function makeIndicators(size: number, real: Map<IndicatorType, string[]>, gen: (t: IndicatorType) => string, r: () => number): { pairs: Pair[]; listed: Set<string> } {
   const listed = new Set<string>();
   const pairs: Pair[] = [];
