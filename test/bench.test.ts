@@ -39,6 +39,10 @@ describe('outpost bench', () => {
     expect(last.delta_errors).toBe(0);
     expect(last.delta_size).toBe(2000);
     expect(typeof last.http_p99_half_ms).toBe('number');
+    // p99 at half load is the median of alternating rounds; the worst round is reported beside it.
+    expect(last.http_half_errors).toBe(0);
+    expect(last.http_p99_half_worst_ms!).toBeGreaterThanOrEqual(last.http_p99_half_ms!);
+    expect(r.stderr).toMatch(/http_p99_half_ms .*median of 3 alternating rounds: [\d.]+ \/ [\d.]+ \/ [\d.]+ ms/);
     expect(typeof last.ndjson_values_per_s).toBe('number');
     // The load generator runs in its own process and reports the CPU it used, beside the servers' workers.
     expect(last.http_client_cores! > 0).toBe(true);
