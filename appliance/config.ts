@@ -61,7 +61,7 @@ export interface Config {
    * the whole file: ~30 s at 10M indicators); a failed check then stops the appliance with the same E_DB.
    */
   startCheckInlineMb: number;
-  /** Worker threads' scheduling: `nice` (nice 10) or `idle` (also SCHED_IDLE; appliance/worker.ts). */
+  /** Worker threads' scheduling: `idle` (nice 10 and SCHED_IDLE, with a starvation guard) or `nice` (nice 10 only); appliance/worker-priority.ts. */
   workerPriority: string;
   /** Kept packages (sync/kept.ts): `rollback` deletes those rollback and the mirror can no longer use; `all` keeps every one. */
   keepPackages: string;
@@ -150,7 +150,7 @@ const DEFAULTS: Config = {
   rateLimitBurst: 100_000,
   startCheck: 'quick',
   startCheckInlineMb: 256,
-  workerPriority: 'nice',
+  workerPriority: 'idle',
   keepPackages: 'rollback',
   expiryIpDays: 30,
   expiryUrlDays: 60,

@@ -18,7 +18,8 @@ import { mountExports } from '../lookup/exports/routes.ts';
 import { mountTaxii } from '../lookup/taxii.ts';
 import { mountCompat } from '../lookup/compat.ts';
 import { attachPlatformPush, startPlatformPush } from '../lookup/push.ts';
-import { runWorker, WORKER_PRIORITY_ENV } from './worker.ts';
+import { runWorker } from './worker.ts';
+import { WORKER_PRIORITY_ENV } from './worker-priority.ts';
 import { ensureDemo, type DemoInfo } from '../scripts/demo.ts';
 import { SyncScheduler } from '../sync/scheduler.ts';
 import { mountMirror, prefetchMirror } from '../sync/mirror.ts';
@@ -50,7 +51,7 @@ function clearStaging(dataDir: string): void {
 
 export async function startAppliance(cfg: Config, log: Logger): Promise<RunningAppliance> {
   const release = acquireServeLock(cfg.dataDir);
-  // Worker threads read their scheduling from the environment (appliance/worker.ts); so do HTTP workers.
+  // Worker threads read their scheduling from the environment (appliance/worker-priority.ts); so do HTTP workers.
   process.env[WORKER_PRIORITY_ENV] = cfg.workerPriority;
   let db: DB | undefined;
   try {

@@ -14,6 +14,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parentPort, Worker, type WorkerOptions } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { asOutpostError } from './errors.ts';
+import { LOWER_PRIORITY, startIdleGuard, workerPolicy } from './worker-priority.ts';
 
 const require = createRequire(import.meta.url);
 let tsxApi: string | undefined;
@@ -124,26 +125,9 @@ function compile(entry: string): string | null {
   return path.join(dir, file);
 }
 
-/**
- * Nice value of every worker thread (applies, filter builds, export regeneration, purges, filter loads):
- * background work yields the CPU to the threads that answer lookups, which matters on a small machine
- * (2 cores) during a large apply. With idle cores it runs at full speed; under full lookup load it slows
- * down instead of the lookups. Linux: the nice value is per thread (setpriority on the thread id from
- * /proc/thread-self); elsewhere, or when refused, the thread runs at normal priority.
- */
-export const WORKER_NICE = 10;
-/**
- * `OUTPOST_WORKER_PRIORITY=idle` (config workerPriority; serve exports it to its threads and processes):
- * worker threads also take the SCHED_IDLE policy (`chrt --idle`, util-linux). The kernel then counts a
- * core that runs only such threads as idle and wakes a lookup thread there at once; with nice 10 it
- * could leave both HTTP workers of a 2-core machine on one core for ~10 ms while the other ran an apply
- * (docs/performance.md). For dedicated appliances: under sustained full load an idle-class apply gets
- * almost no CPU and a sync waits. Default `nice`.
- */
-export const WORKER_PRIORITY_ENV = 'OUTPOST_WORKER_PRIORITY';
-const LOWER_PRIORITY = `Promise.all([import('node:fs'), import('node:os'), import('node:child_process')]).then(([fs, os, cp]) => { try { const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop()); os.setPriority(tid, ${WORKER_NICE}); if (process.env.${WORKER_PRIORITY_ENV} === 'idle') cp.spawnSync('chrt', ['--idle', '--pid', '0', String(tid)], { stdio: 'ignore', timeout: 5000 }); } catch {} })`;
-
+/** Starts a worker thread at background priority (appliance/worker-priority.ts). */
 export function startWorker(moduleUrl: URL, options: WorkerOptions = {}): Worker {
+  if (workerPolicy() === 'idle') startIdleGuard();
   if (moduleUrl.pathname.endsWith('.ts')) {
     const js = moduleUrl.protocol === 'file:' ? compiledWorker(fileURLToPath(moduleUrl)) : null;
     return new Worker(js ? compiledBootstrap(js) : tsxBootstrap(moduleUrl), { ...options, eval: true });

@@ -1,12 +1,14 @@
 // Worker threads start from their module graph compiled once into a cached ES module (appliance/worker.ts):
 // the cache must follow every source edit, keep stack traces on the .ts lines, fall back to tsx when the
 // compiled code could not stand in for the module, and the real apply worker must run from it.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compiledWorker, runWorker, workerCacheDir } from '../appliance/worker.ts';
+import { idlePromotions } from '../appliance/worker-priority.ts';
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 // Inside the project (bare imports resolve from its node_modules), outside the sources.
@@ -87,7 +89,7 @@ parentPort!.postMessage({ type: 'done', result: new URL(import.meta.url).pathnam
     expect(text).toMatch(/from "tldts"/);
   });
 
-  it('worker threads run at nice 10, and with OUTPOST_WORKER_PRIORITY=idle under SCHED_IDLE as well', async () => {
+  it('worker threads run at nice 10 under SCHED_IDLE by default, and with OUTPOST_WORKER_PRIORITY=nice under SCHED_OTHER', async () => {
     // Field 19 of /proc/thread-self/stat is the nice value, field 41 the policy (0 SCHED_OTHER, 5 SCHED_IDLE).
     const main = write('sched.ts', `import fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
@@ -95,15 +97,45 @@ const st = fs.readFileSync('/proc/thread-self/stat', 'utf8');
 const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
 parentPort!.postMessage({ type: 'done', result: { nice: Number(f[16]), policy: Number(f[38]) } });
 `);
-    const before = process.env.OUTPOST_WORKER_PRIORITY;
-    try {
-      delete process.env.OUTPOST_WORKER_PRIORITY;
-      expect(await runWorker(pathToFileURL(main), {})).toEqual({ nice: 10, policy: 0 });
-      process.env.OUTPOST_WORKER_PRIORITY = 'idle';
-      expect(await runWorker(pathToFileURL(main), {})).toEqual({ nice: 10, policy: 5 });
-    } finally {
-      if (before === undefined) delete process.env.OUTPOST_WORKER_PRIORITY;
-      else process.env.OUTPOST_WORKER_PRIORITY = before;
-    }
+    await withPolicy(undefined, async () => expect(await runWorker(pathToFileURL(main), {})).toEqual({ nice: 10, policy: 5 }));
+    await withPolicy('idle', async () => expect(await runWorker(pathToFileURL(main), {})).toEqual({ nice: 10, policy: 5 }));
+    await withPolicy('nice', async () => expect(await runWorker(pathToFileURL(main), {})).toEqual({ nice: 10, policy: 0 }));
   });
+
+  it('an idle-class worker thread starved by busy cores is put back to SCHED_OTHER at nice 10, and finishes', async () => {
+    // The worker spins and reports its policy once it has changed (or after 20 s), with the time that took.
+    const main = write('starved.ts', `import fs from 'node:fs';
+import { parentPort } from 'node:worker_threads';
+const sched = () => { const st = fs.readFileSync('/proc/thread-self/stat', 'utf8'); const f = st.slice(st.lastIndexOf(')') + 2).split(' '); return { nice: Number(f[16]), policy: Number(f[38]) }; };
+const t0 = Date.now();
+let s = sched();
+while (Date.now() - t0 < 200 || s.policy === 5) { if (Date.now() - t0 > 20_000) break; for (let i = 0; i < 1e5; i++); s = sched(); }
+parentPort!.postMessage({ type: 'done', result: { ...s, ms: Date.now() - t0 } });
+`);
+    // Every core busy with normal-priority work: an idle-class thread gets almost no CPU.
+    const busy = Array.from({ length: os.availableParallelism() + 1 }, () => spawn(process.execPath, ['-e', 'for (;;);'], { stdio: 'ignore' }));
+    try {
+      const before = idlePromotions();
+      const r = await withPolicy(undefined, () => runWorker<{ nice: number; policy: number; ms: number }>(pathToFileURL(main), {}));
+      expect({ nice: r.nice, policy: r.policy }).toEqual({ nice: 10, policy: 0 });
+      // Two starved one-second windows, then the switch (the worker's first look is at 200 ms, still idle-class).
+      expect(r.ms).toBeGreaterThanOrEqual(200);
+      expect(idlePromotions()).toBe(before + 1);
+    } finally {
+      for (const b of busy) b.kill('SIGKILL');
+    }
+  }, 40_000);
 });
+
+/** Runs `fn` with OUTPOST_WORKER_PRIORITY set to `value` (unset for undefined), restoring it after. */
+async function withPolicy<T>(value: string | undefined, fn: () => Promise<T>): Promise<T> {
+  const before = process.env.OUTPOST_WORKER_PRIORITY;
+  try {
+    if (value === undefined) delete process.env.OUTPOST_WORKER_PRIORITY;
+    else process.env.OUTPOST_WORKER_PRIORITY = value;
+    return await fn();
+  } finally {
+    if (before === undefined) delete process.env.OUTPOST_WORKER_PRIORITY;
+    else process.env.OUTPOST_WORKER_PRIORITY = before;
+  }
+}

@@ -1,0 +1,122 @@
+// Scheduling of our worker threads (applies, filter builds, export regeneration, purges, filter loads, the
+// hit-log writer): background work yields the CPU to the threads that answer lookups, which matters on a
+// small machine (2 cores) during a large apply. Linux only: the policy is per thread (the thread id from
+// /proc/thread-self); elsewhere, or when refused, a thread runs at normal priority.
+//
+// - `nice` (OUTPOST_WORKER_PRIORITY=nice): nice 10.
+// - `idle` (the default): nice 10 and the SCHED_IDLE policy (`chrt --idle`, util-linux). The kernel then
+//   counts a core that runs only such threads as idle and wakes a lookup thread there at once; at nice 10
+//   alone it could leave both HTTP workers of a 2-core machine on one core for ~10 ms while the other ran
+//   an apply. Lookups at half load during a 1M-indicator delta on the 10M store: p99 4.0–4.6 ms against
+//   4.0–5.5 ms at nice 10, five alternating runs each (docs/performance.md).
+//   An idle-class thread gets almost no CPU while the cores are busy with normal work, so under sustained
+//   full load a sync would wait indefinitely: the starvation guard below puts a thread that has spent most
+//   of two seconds in a row waiting for a CPU back to SCHED_OTHER at nice 10 for the rest of its life.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+
+export const WORKER_NICE = 10;
+export const WORKER_PRIORITY_ENV = 'OUTPOST_WORKER_PRIORITY';
+
+/** The policy new worker threads take: `idle` unless the environment says `nice` (serve exports its config). */
+export function workerPolicy(env: NodeJS.ProcessEnv = process.env): 'nice' | 'idle' {
+  return env[WORKER_PRIORITY_ENV] === 'nice' ? 'nice' : 'idle';
+}
+
+/** Runs first in every worker thread (an eval'd prefix of its bootstrap, see appliance/worker.ts). */
+export const LOWER_PRIORITY = `Promise.all([import('node:fs'), import('node:os'), import('node:child_process')]).then(([fs, os, cp]) => { try { const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop()); os.setPriority(tid, ${WORKER_NICE}); if (process.env.${WORKER_PRIORITY_ENV} !== 'nice') cp.spawnSync('chrt', ['--idle', '--pid', '0', String(tid)], { stdio: 'ignore', timeout: 5000 }); } catch {} })`;
+
+/** Policy number of SCHED_IDLE in /proc/<pid>/task/<tid>/stat (field 41). */
+const SCHED_IDLE = 5;
+/** How often the guard looks at this process's idle-class threads. */
+export const GUARD_MS = 1000;
+/** A window counts as starved when the thread spent more than this share of it runnable but not running. */
+const STARVED_SHARE = 0.8;
+/** Starved windows in a row before the thread is put back to SCHED_OTHER. */
+const STARVED_WINDOWS = 2;
+
+interface Sched {
+  policy: number;
+  /** Nanoseconds on a CPU and waiting on a run queue (schedstat), since the thread started. */
+  run: number;
+  wait: number;
+}
+
+function readSched(tid: string): Sched | null {
+  try {
+    const st = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    const policy = Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[38]);
+    if (policy !== SCHED_IDLE) return { policy, run: 0, wait: 0 };
+    const [run, wait] = fs.readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ').map(Number);
+    return { policy, run, wait };
+  } catch {
+    return null; // the thread ended, or no /proc
+  }
+}
+
+let timer: NodeJS.Timeout | null = null;
+const watched = new Map<string, { run: number; wait: number; starved: number }>();
+/** Threads put back to SCHED_OTHER by the guard in this process. */
+let promotions = 0;
+
+/** Every this many ticks the guard lists all of the process's threads; in between it reads only those it watches. */
+const RESCAN_TICKS = 5;
+let tick = 0;
+
+/**
+ * One look at the idle-class threads of this process (~100 µs for a full scan of 16 threads, a few µs per
+ * watched thread otherwise); stops the guard when there is none.
+ */
+function guardTick(): void {
+  let tids: string[];
+  if (tick++ % RESCAN_TICKS === 0 || watched.size === 0) {
+    try {
+      tids = fs.readdirSync('/proc/self/task');
+    } catch {
+      tids = [];
+    }
+  } else tids = [...watched.keys()];
+  const live = new Set<string>();
+  for (const tid of tids) {
+    const s = readSched(tid);
+    if (s === null || s.policy !== SCHED_IDLE) continue;
+    live.add(tid);
+    const prev = watched.get(tid);
+    if (!prev) {
+      watched.set(tid, { run: s.run, wait: s.wait, starved: 0 });
+      continue;
+    }
+    const run = s.run - prev.run;
+    const wait = s.wait - prev.wait;
+    prev.starved = wait > STARVED_SHARE * (run + wait) && wait > 0.5 * GUARD_MS * 1e6 ? prev.starved + 1 : 0;
+    prev.run = s.run;
+    prev.wait = s.wait;
+    if (prev.starved >= STARVED_WINDOWS) {
+      live.delete(tid);
+      promotions++;
+      // SCHED_OTHER keeps the thread's nice value (10). Asynchronous: a lookup thread never waits for it.
+      spawn('chrt', ['--other', '--pid', '0', tid], { stdio: 'ignore' }).on('error', () => {});
+    }
+  }
+  for (const tid of watched.keys()) if (!live.has(tid)) watched.delete(tid);
+  if (watched.size === 0) stopIdleGuard();
+}
+
+/** Starts the starvation guard of this process (idempotent; called whenever an idle-class thread starts). */
+export function startIdleGuard(): void {
+  if (timer !== null || process.platform !== 'linux') return;
+  timer = setInterval(guardTick, GUARD_MS);
+  timer.unref();
+}
+
+function stopIdleGuard(): void {
+  if (timer !== null) clearInterval(timer);
+  timer = null;
+  watched.clear();
+  tick = 0;
+}
+
+/** Threads the guard has put back to SCHED_OTHER in this process (tests, diagnostics). */
+export function idlePromotions(): number {
+  return promotions;
+}
