@@ -16,6 +16,8 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 
 export const WORKER_NICE = 10;
+/** What serve logs (warn) when the guard puts a thread back to normal scheduling. */
+export const STARVED_MESSAGE = 'a background worker thread waited for a CPU for 2 s under SCHED_IDLE: it runs at normal scheduling, nice 10, from now on (the cores are busy; OUTPOST_WORKER_PRIORITY)';
 export const WORKER_PRIORITY_ENV = 'OUTPOST_WORKER_PRIORITY';
 
 /** The policy new worker threads take: `idle` unless the environment says `nice` (serve exports its config). */
@@ -55,6 +57,7 @@ function readSched(tid: string): Sched | null {
 }
 
 let timer: NodeJS.Timeout | null = null;
+let onPromote: ((tid: number) => void) | null = null;
 const watched = new Map<string, { run: number; wait: number; starved: number }>();
 /** Threads put back to SCHED_OTHER by the guard in this process. */
 let promotions = 0;
@@ -96,6 +99,7 @@ function guardTick(): void {
       promotions++;
       // SCHED_OTHER keeps the thread's nice value (10). Asynchronous: a lookup thread never waits for it.
       spawn('chrt', ['--other', '--pid', '0', tid], { stdio: 'ignore' }).on('error', () => {});
+      onPromote?.(Number(tid));
     }
   }
   for (const tid of watched.keys()) if (!live.has(tid)) watched.delete(tid);
@@ -114,6 +118,11 @@ function stopIdleGuard(): void {
   timer = null;
   watched.clear();
   tick = 0;
+}
+
+/** Tells `fn` (serve's log) about every thread the guard puts back to SCHED_OTHER in this process. */
+export function onIdlePromotion(fn: ((tid: number) => void) | null): void {
+  onPromote = fn;
 }
 
 /** Threads the guard has put back to SCHED_OTHER in this process (tests, diagnostics). */

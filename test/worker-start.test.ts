@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compiledWorker, runWorker, workerCacheDir } from '../appliance/worker.ts';
-import { idlePromotions } from '../appliance/worker-priority.ts';
+import { idlePromotions, onIdlePromotion } from '../appliance/worker-priority.ts';
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 // Inside the project (bare imports resolve from its node_modules), outside the sources.
@@ -110,18 +110,23 @@ const sched = () => { const st = fs.readFileSync('/proc/thread-self/stat', 'utf8
 const t0 = Date.now();
 let s = sched();
 while (Date.now() - t0 < 200 || s.policy === 5) { if (Date.now() - t0 > 20_000) break; for (let i = 0; i < 1e5; i++); s = sched(); }
-parentPort!.postMessage({ type: 'done', result: { ...s, ms: Date.now() - t0 } });
+const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop());
+parentPort!.postMessage({ type: 'done', result: { ...s, ms: Date.now() - t0, tid } });
 `);
     // Every core busy with normal-priority work: an idle-class thread gets almost no CPU.
     const busy = Array.from({ length: os.availableParallelism() + 1 }, () => spawn(process.execPath, ['-e', 'for (;;);'], { stdio: 'ignore' }));
     try {
       const before = idlePromotions();
-      const r = await withPolicy(undefined, () => runWorker<{ nice: number; policy: number; ms: number }>(pathToFileURL(main), {}));
+      const told: number[] = [];
+      onIdlePromotion((tid) => told.push(tid)); // serve logs it
+      const r = await withPolicy(undefined, () => runWorker<{ nice: number; policy: number; ms: number; tid: number }>(pathToFileURL(main), {}));
       expect({ nice: r.nice, policy: r.policy }).toEqual({ nice: 10, policy: 0 });
+      expect(told).toEqual([r.tid]);
       // Two starved one-second windows, then the switch (the worker's first look is at 200 ms, still idle-class).
       expect(r.ms).toBeGreaterThanOrEqual(200);
       expect(idlePromotions()).toBe(before + 1);
     } finally {
+      onIdlePromotion(null);
       for (const b of busy) b.kill('SIGKILL');
     }
   }, 40_000);
