@@ -7,15 +7,15 @@
 // - `idle` (the default): nice 10 and the SCHED_IDLE policy (`chrt --idle`, util-linux). The kernel then
 //   counts a core that runs only such threads as idle and wakes a lookup thread there at once; at nice 10
 //   alone it could leave both HTTP workers of a 2-core machine on one core for ~10 ms while the other ran
-//   an apply. Lookups at half load during a 1M-indicator delta on the 10M store: p99 4.0–4.6 ms against
-//   4.0–5.5 ms at nice 10, five alternating runs each (docs/performance.md).
+//   an apply. Lookups at half load during a 1M-change delta on the 10M store: p99 median 4.29 ms (4.02–6.03)
+//   against 5.04 ms (3.99–8.36) at nice 10, eight and seven alternating runs (docs/performance.md).
 //   An idle-class thread gets almost no CPU while the cores are busy with normal work, so under sustained
 //   full load a sync would wait indefinitely: the starvation guard below puts a thread that has spent most
 //   of two seconds in a row waiting for a CPU back to SCHED_OTHER at nice 10 for the rest of its life.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 
-export const WORKER_NICE = 10;
+const WORKER_NICE = 10;
 /** What serve logs (warn) when the guard puts a thread back to normal scheduling. */
 export const STARVED_MESSAGE = 'a background worker thread waited for a CPU for 2 s under SCHED_IDLE: it runs at normal scheduling, nice 10, from now on (the cores are busy; OUTPOST_WORKER_PRIORITY)';
 export const WORKER_PRIORITY_ENV = 'OUTPOST_WORKER_PRIORITY';
@@ -25,13 +25,21 @@ export function workerPolicy(env: NodeJS.ProcessEnv = process.env): 'nice' | 'id
   return env[WORKER_PRIORITY_ENV] === 'nice' ? 'nice' : 'idle';
 }
 
-/** Runs first in every worker thread (an eval'd prefix of its bootstrap, see appliance/worker.ts). */
-export const LOWER_PRIORITY = `Promise.all([import('node:fs'), import('node:os'), import('node:child_process')]).then(([fs, os, cp]) => { try { const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop()); os.setPriority(tid, ${WORKER_NICE}); if (process.env.${WORKER_PRIORITY_ENV} !== 'nice') cp.spawnSync('chrt', ['--idle', '--pid', '0', String(tid)], { stdio: 'ignore', timeout: 5000 }); } catch {} })`;
+/**
+ * For a worker thread about to start: decides its policy once (workerPolicy), starts this process's
+ * starvation guard when that is `idle`, and returns the code the thread runs first (an eval'd prefix of its
+ * bootstrap, see appliance/worker.ts) to take that policy, so the thread and the guard never disagree.
+ */
+export function backgroundPriority(): string {
+  const idle = workerPolicy() === 'idle';
+  if (idle) startIdleGuard();
+  return `Promise.all([import('node:fs'), import('node:os'), import('node:child_process')]).then(([fs, os, cp]) => { try { const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop()); os.setPriority(tid, ${WORKER_NICE}); if (${idle}) cp.spawnSync('chrt', ['--idle', '--pid', '0', String(tid)], { stdio: 'ignore', timeout: 5000 }); } catch {} })`;
+}
 
 /** Policy number of SCHED_IDLE in /proc/<pid>/task/<tid>/stat (field 41). */
 const SCHED_IDLE = 5;
 /** How often the guard looks at this process's idle-class threads. */
-export const GUARD_MS = 1000;
+const GUARD_MS = 1000;
 /** A window counts as starved when the thread spent more than this share of it runnable but not running. */
 const STARVED_SHARE = 0.8;
 /** Starved windows in a row before the thread is put back to SCHED_OTHER. */
@@ -107,7 +115,7 @@ function guardTick(): void {
 }
 
 /** Starts the starvation guard of this process (idempotent; called whenever an idle-class thread starts). */
-export function startIdleGuard(): void {
+function startIdleGuard(): void {
   if (timer !== null || process.platform !== 'linux') return;
   timer = setInterval(guardTick, GUARD_MS);
   timer.unref();

@@ -14,22 +14,22 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parentPort, Worker, type WorkerOptions } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { asOutpostError } from './errors.ts';
-import { LOWER_PRIORITY, startIdleGuard, workerPolicy } from './worker-priority.ts';
+import { backgroundPriority } from './worker-priority.ts';
 
 const require = createRequire(import.meta.url);
 let tsxApi: string | undefined;
 
-function tsxBootstrap(moduleUrl: URL): string {
+function tsxBootstrap(moduleUrl: URL, priority: string): string {
   if (!tsxApi) {
     const tsxDir = path.dirname(require.resolve('tsx/package.json'));
     tsxApi = pathToFileURL(path.join(tsxDir, 'dist', 'esm', 'api', 'index.mjs')).href;
   }
-  return `${LOWER_PRIORITY}.then(() => import(${JSON.stringify(tsxApi)})).then(({ register }) => { register(); return import(${JSON.stringify(moduleUrl.href)}); });`;
+  return `${priority}.then(() => import(${JSON.stringify(tsxApi)})).then(({ register }) => { register(); return import(${JSON.stringify(moduleUrl.href)}); });`;
 }
 
 // Stack traces in the compiled module name the .ts files and lines (inline source map).
-const compiledBootstrap = (compiled: string) =>
-  `${LOWER_PRIORITY}.then(() => { process.setSourceMapsEnabled(true); return import(${JSON.stringify(pathToFileURL(compiled).href)}); });`;
+const compiledBootstrap = (compiled: string, priority: string) =>
+  `${priority}.then(() => { process.setSourceMapsEnabled(true); return import(${JSON.stringify(pathToFileURL(compiled).href)}); });`;
 
 /** The project root (this file is appliance/worker.ts): bare imports in a compiled module resolve from its node_modules. */
 const projectRoot = () => path.dirname(path.dirname(fileURLToPath(import.meta.url)));
@@ -127,10 +127,10 @@ function compile(entry: string): string | null {
 
 /** Starts a worker thread at background priority (appliance/worker-priority.ts). */
 export function startWorker(moduleUrl: URL, options: WorkerOptions = {}): Worker {
-  if (workerPolicy() === 'idle') startIdleGuard();
   if (moduleUrl.pathname.endsWith('.ts')) {
+    const priority = backgroundPriority();
     const js = moduleUrl.protocol === 'file:' ? compiledWorker(fileURLToPath(moduleUrl)) : null;
-    return new Worker(js ? compiledBootstrap(js) : tsxBootstrap(moduleUrl), { ...options, eval: true });
+    return new Worker(js ? compiledBootstrap(js, priority) : tsxBootstrap(moduleUrl, priority), { ...options, eval: true });
   }
   return new Worker(moduleUrl, options);
 }
