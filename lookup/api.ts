@@ -118,7 +118,7 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
   const lookupOne = (value: string, fields: string[] | undefined, client: string) => {
     const t0 = process.hrtime.bigint();
     const result = engine.lookup(value);
-    metrics.observe([result], t0);
+    metrics.observeOne(result, t0);
     sightings?.record(result, client);
     return pickFields(result, fields);
   };
@@ -135,6 +135,9 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
   // scope the one scope table allows, and a request the rate limit lets through. Everything else (other
   // query parameters, a missing or bad token, wrong scope, 429, undecodable value) is left to the app, which
   // answers exactly as before; test/lookup-fast-path.test.ts compares both byte for byte.
+  let lastHost = '';
+  let lastHeader = '';
+  let lastToken = '';
   fastPaths.set(app, (req, res) => {
     const url = req.url;
     if (req.method !== 'GET' || url === undefined || !url.startsWith(FAST_PREFIX) || url.length === FAST_PREFIX.length) return false;
@@ -142,7 +145,8 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
     if (value.includes('&') || value.includes('#')) return false;
     // A Host header @hono/node-server takes as is (other forms it parses as a URL, or refuses with 400).
     const host = req.headers.host;
-    if (host === undefined || !PLAIN_HOST.test(host)) return false;
+    if (host === undefined || (host !== lastHost && !PLAIN_HOST.test(host))) return false;
+    lastHost = host;
     if (value.includes('%') || value.includes('+')) {
       try {
         value = decodeURIComponent(value.replace(/\+/g, ' ')); // as Hono's query(): '+' is a space
@@ -160,10 +164,18 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
         header = raw[i + 1];
       }
     }
-    // bearerAuth's parsing: case-insensitive "Bearer", one space, then a token68.
-    if (header === undefined || header.length < 8 || header.charCodeAt(6) !== 32 || header.slice(0, 6).toLowerCase() !== 'bearer') return false;
-    const token = header.slice(7).trimStart();
-    if (!TOKEN68.test(token)) return false;
+    // bearerAuth's parsing: case-insensitive "Bearer", one space, then a token68. A client sends the same
+    // header on every request: the last one that parsed is kept with its token (the same string each time,
+    // so the token cache's Map lookup reuses its hash).
+    if (header === undefined) return false;
+    let token = lastToken;
+    if (header !== lastHeader) {
+      if (header.length < 8 || header.charCodeAt(6) !== 32 || header.slice(0, 6).toLowerCase() !== 'bearer') return false;
+      token = header.slice(7).trimStart();
+      if (!TOKEN68.test(token)) return false;
+      lastHeader = header;
+      lastToken = token;
+    }
     const row = tokens.verify(token);
     const need = API_SCOPES['GET /api/v1/lookup'];
     if (row === null || need === undefined || !scopeAllows(row.scope, need)) return false;
@@ -176,8 +188,10 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
       body = JSON.stringify(errorBody('E_INTERNAL', 'internal error'));
       res.statusCode = 500;
     }
-    // Same head as the app's c.json(): Content-Type, then Node's Date/Connection/Keep-Alive/Content-Length.
-    res.setHeader('Content-Type', 'application/json');
+    // The app's c.json() head (Content-Type and Content-Length, with Node's Date/Connection/Keep-Alive), from
+    // one writeHead list: setHeader() costs a fresh header object per response and a keyed store V8 handles
+    // in its runtime (about 2 µs of ~27 at 22k requests/s on the 10M store, docs/performance.md).
+    res.writeHead(res.statusCode, ['Content-Type', 'application/json', 'Content-Length', String(Buffer.byteLength(body))]);
     res.end(body);
     return true;
   });

@@ -16,10 +16,20 @@ export class Metrics {
 
   /** One API request that answered `results`, started at hrtime `t0`. */
   observe(results: LookupResult[], t0: bigint): void {
+    for (const r of results) this.verdicts[r.verdict] = (this.verdicts[r.verdict] ?? 0) + 1;
+    this.took(results.length, t0);
+  }
+
+  /** observe() of a request that answered one result, without an array around it (the GET fast path). */
+  observeOne(result: LookupResult, t0: bigint): void {
+    this.verdicts[result.verdict] = (this.verdicts[result.verdict] ?? 0) + 1;
+    this.took(1, t0);
+  }
+
+  private took(lookups: number, t0: bigint): void {
     const s = Number(process.hrtime.bigint() - t0) / 1e9;
     this.requests++;
-    this.lookups += results.length;
-    for (const r of results) this.verdicts[r.verdict] = (this.verdicts[r.verdict] ?? 0) + 1;
+    this.lookups += lookups;
     this.sumS += s;
     for (let i = 0; i < BUCKETS_S.length; i++) if (s <= BUCKETS_S[i]) this.buckets[i]++;
   }

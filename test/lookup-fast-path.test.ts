@@ -1,6 +1,6 @@
 // The GET /api/v1/lookup fast path (lookup/api.ts lookupFastPath, used by the HTTP workers of
-// appliance/cluster.ts) must answer exactly like the Hono app: the same bytes (status line, headers, body;
-// only Date may differ) for successes and for every error it leaves to the app — missing, malformed, unknown,
+// appliance/cluster.ts) must answer exactly like the Hono app: the same status line, header fields (in any
+// order; only Date may differ) and body bytes for successes and for every error it leaves to the app — missing, malformed, unknown,
 // expired tokens, duplicate Authorization headers, wrong scope, rate limit, empty and undecodable values,
 // other query parameters — and the same metrics and hit-log counts. Two real servers on loopback over one
 // real store: one with the fast path in front of the app (as the workers run it), one with the app alone.
@@ -30,14 +30,24 @@ interface Side {
   close(): Promise<void>;
 }
 
-/** One raw request on its own connection; the whole response as text with the Date header blanked. */
+/**
+ * One raw request on its own connection; the whole response as text with the Date header blanked and the
+ * header lines in sorted order (the order of different header fields carries no meaning, RFC 9110 §5.3;
+ * the fast path writes Content-Length before Node's Date/Connection/Keep-Alive, the app after them).
+ */
 function raw(port: number, request: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const sock = net.connect(port, '127.0.0.1', () => sock.end(request));
     let out = '';
     sock.on('data', (d) => (out += d));
     sock.on('error', reject);
-    sock.on('close', () => resolve(out.replace(/\r\nDate: [^\r]*\r\n/, '\r\nDate: -\r\n')));
+    sock.on('close', () => {
+      const end = out.indexOf('\r\n\r\n');
+      if (end < 0) return resolve(out);
+      const [status, ...fields] = out.slice(0, end).split('\r\n');
+      const head = [status, ...fields.map((f) => (f.startsWith('Date: ') ? 'Date: -' : f)).sort()].join('\r\n');
+      resolve(head + out.slice(end));
+    });
   });
 }
 
@@ -111,19 +121,24 @@ describe('GET /api/v1/lookup fast path', () => {
     const auth = [`Authorization: Bearer ${token}`];
     const hit = await same(get(`/api/v1/lookup?value=${encodeURIComponent(LISTED[0])}`, auth), true);
     const auth2 = [`Authorization: Bearer ${createToken(db, 'fp-ok2', 'lookup').token}`]; // burst 3 per token
-    expect(hit).toMatch(/^HTTP\/1\.1 200 OK\r\nContent-Type: application\/json\r\n/);
+    expect(hit).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(hit).toContain('\r\nContent-Type: application/json\r\n');
     expect(hit).toContain('"matches":[{');
     await same(get('/api/v1/lookup?value=8.8.8.8', auth), true);
     // Percent-escapes and '+' decode as Hono's query() does; an invalid value is a 200 with type "invalid".
     expect(await same(get('/api/v1/lookup?value=http%3A%2F%2Fexample.com%2Fa%3Fb%3Dc', auth), true)).toContain('"type":"url"');
     expect(await same(get('/api/v1/lookup?value=not+a+value', auth2), true)).toContain('"type":"invalid"');
+    // A value echoed with multi-byte UTF-8: Content-Length counts bytes, not characters, on both paths.
+    const idn = await same(get('/api/v1/lookup?value=b%C3%BCcher.example', auth2), true);
+    expect(idn).toContain('"value":"bücher.example"');
+    expect(idn).toContain(`\r\nContent-Length: ${Buffer.byteLength(idn.slice(idn.indexOf('\r\n\r\n') + 4))}\r\n`);
     // Other token scopes pass the lookup scope; a lowercase scheme and extra spaces are accepted by both.
     const admin = createToken(db, 'fp-admin', 'admin').token;
     await same(get('/api/v1/lookup?value=1.2.3.4', [`Authorization: bearer   ${admin}`]), true);
     expect(fast.metrics.requests).toBe(slow.metrics.requests);
     expect(fast.metrics.lookups).toBe(slow.metrics.lookups);
     expect(fast.metrics.verdicts).toEqual(slow.metrics.verdicts);
-    expect(fast.metrics.requests).toBe(5);
+    expect(fast.metrics.requests).toBe(6);
     expect(fast.sightings.stats().recorded).toBe(slow.sightings.stats().recorded);
     expect(fast.sightings.stats().recorded).toBe(1);
   });
