@@ -13,7 +13,7 @@ import { createLogger } from '../appliance/log.ts';
 import { createToken } from '../appliance/tokens.ts';
 import type { LookupResult } from '../appliance/types.ts';
 import { createApi } from '../lookup/api.ts';
-import { LookupEngine, resultJson } from '../lookup/engine.ts';
+import { jsonString, LookupEngine, resultJson } from '../lookup/engine.ts';
 import { tmpDir } from './helpers.ts';
 import { listValues, prepareRealData } from './ops-fixture.ts';
 
@@ -142,5 +142,16 @@ describe('NDJSON lookups', () => {
     // Two generations / ages in a row (the cached template tail follows them).
     expect(resultJson({ ...m, generation: 7, data_age_s: 3 })).toBe(JSON.stringify({ ...m, generation: 7, data_age_s: 3 }));
     expect(resultJson(m)).toBe(JSON.stringify(m));
+  });
+
+  it('jsonString is JSON.stringify on every UTF-16 code unit, alone and inside a value, and on real values', () => {
+    for (let c = 0; c <= 0xffff; c++) {
+      const ch = String.fromCharCode(c);
+      expect(jsonString(ch)).toBe(JSON.stringify(ch));
+      expect(jsonString(`a.${ch}.b`)).toBe(JSON.stringify(`a.${ch}.b`));
+    }
+    for (const v of [...listed.slice(0, 3000), '', '\ud83d\ude00', '\ud800', 'http://x.example/a?b="c"&d=\\e', 'x\u007f']) {
+      expect(jsonString(v)).toBe(JSON.stringify(v));
+    }
   });
 });
