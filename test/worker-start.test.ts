@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compiledWorker, runWorker, workerCacheDir } from '../appliance/worker.ts';
-import { idlePromotions, onIdlePromotion } from '../appliance/worker-priority.ts';
+import { idleDemotions, idlePromotions, onIdlePromotion } from '../appliance/worker-priority.ts';
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 // Inside the project (bare imports resolve from its node_modules), outside the sources.
@@ -102,34 +102,52 @@ parentPort!.postMessage({ type: 'done', result: { nice: Number(f[16]), policy: N
     await withPolicy('nice', async () => expect(await runWorker(pathToFileURL(main), {})).toEqual({ nice: 10, policy: 0 }));
   });
 
-  it('an idle-class worker thread starved by busy cores is put back to SCHED_OTHER at nice 10, and finishes', async () => {
-    // The worker spins and reports its policy once it has changed (or after 20 s), with the time that took.
+  it('an idle-class worker thread starved by busy cores is put back to SCHED_OTHER at nice 10, and to SCHED_IDLE once the cores are free again', async () => {
+    // The worker spins until its policy changes (or 20 s), then sleeps in 50 ms steps until it is back to
+    // SCHED_IDLE (or 40 s more), and reports both with the times they took.
     const main = write('starved.ts', `import fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 const sched = () => { const st = fs.readFileSync('/proc/thread-self/stat', 'utf8'); const f = st.slice(st.lastIndexOf(')') + 2).split(' '); return { nice: Number(f[16]), policy: Number(f[38]) }; };
 const t0 = Date.now();
 let s = sched();
 while (Date.now() - t0 < 200 || s.policy === 5) { if (Date.now() - t0 > 20_000) break; for (let i = 0; i < 1e5; i++); s = sched(); }
+const promotedMs = Date.now() - t0;
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+let back = sched();
+while (back.policy !== 5 && Date.now() - t0 < promotedMs + 40_000) { Atomics.wait(sleeper, 0, 0, 50); back = sched(); }
 const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop());
-parentPort!.postMessage({ type: 'done', result: { ...s, ms: Date.now() - t0, tid } });
+parentPort!.postMessage({ type: 'done', result: { ...s, ms: promotedMs, back, backMs: Date.now() - t0 - promotedMs, tid } });
 `);
-    // Every core busy with normal-priority work: an idle-class thread gets almost no CPU.
+    // Every core busy with normal-priority work: an idle-class thread gets almost no CPU. They stop as soon
+    // as the guard reports the promotion, and the cores have room again.
     const busy = Array.from({ length: os.availableParallelism() + 1 }, () => spawn(process.execPath, ['-e', 'for (;;);'], { stdio: 'ignore' }));
+    const stopBusy = () => {
+      for (const b of busy) b.kill('SIGKILL');
+    };
     try {
       const before = idlePromotions();
+      const demotedBefore = idleDemotions();
       const told: number[] = [];
-      onIdlePromotion((tid) => told.push(tid)); // serve logs it
-      const r = await withPolicy(undefined, () => runWorker<{ nice: number; policy: number; ms: number; tid: number }>(pathToFileURL(main), {}));
+      onIdlePromotion((tid) => {
+        told.push(tid); // serve logs it
+        stopBusy();
+      });
+      type Report = { nice: number; policy: number; ms: number; back: { nice: number; policy: number }; backMs: number; tid: number };
+      const r = await withPolicy(undefined, () => runWorker<Report>(pathToFileURL(main), {}));
       expect({ nice: r.nice, policy: r.policy }).toEqual({ nice: 10, policy: 0 });
       expect(told).toEqual([r.tid]);
       // Two starved one-second windows, then the switch (the worker's first look is at 200 ms, still idle-class).
       expect(r.ms).toBeGreaterThanOrEqual(200);
       expect(idlePromotions()).toBe(before + 1);
+      // Five calm windows after the busy processes stopped: back to idle-class, nice unchanged.
+      expect(r.back).toEqual({ nice: 10, policy: 5 });
+      expect(r.backMs).toBeGreaterThanOrEqual(4000);
+      expect(idleDemotions()).toBe(demotedBefore + 1);
     } finally {
       onIdlePromotion(null);
-      for (const b of busy) b.kill('SIGKILL');
+      stopBusy();
     }
-  }, 40_000);
+  }, 90_000);
 });
 
 /** Runs `fn` with OUTPOST_WORKER_PRIORITY set to `value` (unset for undefined), restoring it after. */
