@@ -81,6 +81,8 @@ let demotions = 0;
 /** Threads the guard promoted that have not gone back to SCHED_IDLE yet. */
 const promoted = new Set<string>();
 let calm = 0;
+/** Until then (ms) the guard keeps running after a demotion, so the threads' new policy is seen and watched. */
+let watchUntil = 0;
 /** The cores' idle and total time (/proc/stat, clock ticks) and the promoted threads' run time (ns) at the last tick. */
 let cores: { idle: number; total: number; ran: number } | null = null;
 
@@ -164,10 +166,11 @@ function guardTick(): void {
       promoted.clear();
       calm = 0;
       cores = null;
-      tick = 0; // a full scan at the next tick
+      tick = 0; // full scans until they are watched again (chrt is asynchronous)
+      watchUntil = Date.now() + RESCAN_TICKS * GUARD_MS;
     }
   } else cores = null;
-  if (watched.size === 0 && promoted.size === 0) stopIdleGuard();
+  if (watched.size === 0 && promoted.size === 0 && Date.now() >= watchUntil) stopIdleGuard();
 }
 
 /** Starts the starvation guard of this process (idempotent; called whenever an idle-class thread starts). */

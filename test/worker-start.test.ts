@@ -102,7 +102,7 @@ parentPort!.postMessage({ type: 'done', result: { nice: Number(f[16]), policy: N
     await withPolicy('nice', async () => expect(await runWorker(pathToFileURL(main), {})).toEqual({ nice: 10, policy: 0 }));
   });
 
-  it('an idle-class worker thread starved by busy cores is put back to SCHED_OTHER at nice 10, and to SCHED_IDLE once the cores are free again', async () => {
+  it('an idle-class worker thread starved by busy cores is put back to SCHED_OTHER at nice 10, to SCHED_IDLE once the cores are free again, and is still watched', async () => {
     // The worker spins until its policy changes (or 20 s), then sleeps in 50 ms steps until it is back to
     // SCHED_IDLE (or 40 s more), and reports both with the times they took.
     const main = write('starved.ts', `import fs from 'node:fs';
@@ -115,35 +115,56 @@ const promotedMs = Date.now() - t0;
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 let back = sched();
 while (back.policy !== 5 && Date.now() - t0 < promotedMs + 40_000) { Atomics.wait(sleeper, 0, 0, 50); back = sched(); }
+const backMs = Date.now() - t0 - promotedMs;
+// Starved again (the test restarts the busy processes once it sees the demotion): promoted again.
+let again = sched();
+const t1 = Date.now();
+while (again.policy === 5 && back.policy === 5 && Date.now() - t1 < 20_000) { for (let i = 0; i < 1e5; i++); again = sched(); }
 const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop());
-parentPort!.postMessage({ type: 'done', result: { ...s, ms: promotedMs, back, backMs: Date.now() - t0 - promotedMs, tid } });
+parentPort!.postMessage({ type: 'done', result: { ...s, ms: promotedMs, back, backMs, again, tid } });
 `);
     // Every core busy with normal-priority work: an idle-class thread gets almost no CPU. They stop as soon
     // as the guard reports the promotion, and the cores have room again.
-    const busy = Array.from({ length: os.availableParallelism() + 1 }, () => spawn(process.execPath, ['-e', 'for (;;);'], { stdio: 'ignore' }));
+    let busy: ReturnType<typeof spawn>[] = [];
+    const startBusy = () => {
+      busy = Array.from({ length: os.availableParallelism() + 1 }, () => spawn(process.execPath, ['-e', 'for (;;);'], { stdio: 'ignore' }));
+    };
     const stopBusy = () => {
       for (const b of busy) b.kill('SIGKILL');
+      busy = [];
     };
+    const demotedBefore = idleDemotions();
+    // Busy again once the guard has handed the thread back: it must still be watched and promoted again.
+    const rebusy = setInterval(() => {
+      if (idleDemotions() > demotedBefore && busy.length === 0) {
+        clearInterval(rebusy);
+        startBusy();
+      }
+    }, 50);
+    startBusy();
     try {
       const before = idlePromotions();
-      const demotedBefore = idleDemotions();
       const told: number[] = [];
       onIdlePromotion((tid) => {
         told.push(tid); // serve logs it
         stopBusy();
       });
-      type Report = { nice: number; policy: number; ms: number; back: { nice: number; policy: number }; backMs: number; tid: number };
+      type Sched = { nice: number; policy: number };
+      type Report = Sched & { ms: number; back: Sched; backMs: number; again: Sched; tid: number };
       const r = await withPolicy(undefined, () => runWorker<Report>(pathToFileURL(main), {}));
       expect({ nice: r.nice, policy: r.policy }).toEqual({ nice: 10, policy: 0 });
-      expect(told).toEqual([r.tid]);
       // Two starved one-second windows, then the switch (the worker's first look is at 200 ms, still idle-class).
       expect(r.ms).toBeGreaterThanOrEqual(200);
-      expect(idlePromotions()).toBe(before + 1);
       // Five calm windows after the busy processes stopped: back to idle-class, nice unchanged.
       expect(r.back).toEqual({ nice: 10, policy: 5 });
       expect(r.backMs).toBeGreaterThanOrEqual(4000);
       expect(idleDemotions()).toBe(demotedBefore + 1);
+      // Starved once more: promoted once more, and each promotion reported.
+      expect(r.again).toEqual({ nice: 10, policy: 0 });
+      expect(told).toEqual([r.tid, r.tid]);
+      expect(idlePromotions()).toBe(before + 2);
     } finally {
+      clearInterval(rebusy);
       onIdlePromotion(null);
       stopBusy();
     }
