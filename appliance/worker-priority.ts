@@ -60,13 +60,18 @@ interface Sched {
   wait: number;
 }
 
+/** Nanoseconds thread `tid` of this process has run and waited on a run queue since it started (throws once it ended). */
+function schedstat(tid: string): { run: number; wait: number } {
+  const [run, wait] = fs.readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ').map(Number);
+  return { run, wait };
+}
+
 function readSched(tid: string): Sched | null {
   try {
     const st = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
     const policy = Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[38]);
     if (policy !== SCHED_IDLE) return { policy, run: 0, wait: 0 };
-    const [run, wait] = fs.readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ').map(Number);
-    return { policy, run, wait };
+    return { policy, ...schedstat(tid) };
   } catch {
     return null; // the thread ended, or no /proc
   }
@@ -100,7 +105,7 @@ function roomShare(): number | null {
   let ran = 0;
   for (const tid of promoted) {
     try {
-      ran += Number(fs.readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      ran += schedstat(tid).run;
     } catch {
       promoted.delete(tid); // the thread ended
     }

@@ -739,6 +739,8 @@ export function resultJson(r: LookupResult): string {
 /**
  * `JSON.stringify(s)` for a string. Printable ASCII without `"` or `\` — every canonical IP, domain, hash
  * and nearly every URL — is quoted as it is, without the runtime call JSON.stringify costs per value.
+ * (Not sync/records.ts plainJsonText, the reading direction: that one lets surrogates through, which
+ * JSON.stringify escapes when they stand alone.)
  */
 export function jsonString(s: string): string {
   for (let i = 0; i < s.length; i++) {
