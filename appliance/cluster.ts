@@ -19,7 +19,7 @@ import type { Config } from './config.ts';
 import { layout, openDb } from './db.ts';
 import { OutpostError } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
-import { onIdlePromotion, STARVED_MESSAGE } from './worker-priority.ts';
+import { prepareWorkerPriority, STARVED_MESSAGE } from './worker-priority.ts';
 import { GenerationFollower } from './filter-follow.ts';
 import { createHttpServer } from './http-server.ts';
 import type { RunningAppliance } from './serve.ts';
@@ -149,7 +149,7 @@ async function runHttpWorker(): Promise<void> {
   const cfg = JSON.parse(process.env.OUTPOST_WORKER_CONFIG!) as Config;
   const primary = process.env.OUTPOST_PRIMARY_URL!;
   const log = createLogger(cfg.logLevel).child({ worker: cluster.worker?.id });
-  onIdlePromotion((tid) => log.warn({ tid }, STARVED_MESSAGE));
+  prepareWorkerPriority((tid) => log.warn({ tid }, STARVED_MESSAGE));
   const { LookupEngine } = await import('../lookup/engine.ts');
   const { createApi, lookupFastPath } = await import('../lookup/api.ts');
   const { Metrics } = await import('../lookup/metrics.ts');

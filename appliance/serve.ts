@@ -19,7 +19,7 @@ import { mountTaxii } from '../lookup/taxii.ts';
 import { mountCompat } from '../lookup/compat.ts';
 import { attachPlatformPush, startPlatformPush } from '../lookup/push.ts';
 import { runWorker } from './worker.ts';
-import { onIdlePromotion, STARVED_MESSAGE, WORKER_PRIORITY_ENV } from './worker-priority.ts';
+import { prepareWorkerPriority, STARVED_MESSAGE, WORKER_PRIORITY_ENV } from './worker-priority.ts';
 import { ensureDemo, type DemoInfo } from '../scripts/demo.ts';
 import { SyncScheduler } from '../sync/scheduler.ts';
 import { mountMirror, prefetchMirror } from '../sync/mirror.ts';
@@ -53,7 +53,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
   const release = acquireServeLock(cfg.dataDir);
   // Worker threads read their scheduling from the environment (appliance/worker-priority.ts); so do HTTP workers.
   process.env[WORKER_PRIORITY_ENV] = cfg.workerPriority;
-  onIdlePromotion((tid) => log.warn({ tid }, STARVED_MESSAGE));
+  prepareWorkerPriority((tid) => log.warn({ tid }, STARVED_MESSAGE));
   let db: DB | undefined;
   try {
     // Integrity check (OUTPOST_START_CHECK); a damaged store fails with E_DB naming the newest backup. A store

@@ -16,8 +16,16 @@
 //   promoted threads ran themselves, at least 30 % of the cores). Without the way back, a burst of full
 //   load left the loader threads at nice 10 for the process's life, and the next delta apply met lookups
 //   at that policy (session 8's 10M bench: delta p99 6.53 ms, against 4.48 in session 7's with none).
-import { spawn } from 'node:child_process';
+//
+// The policy is set by `chrt`, which means a fork. Forking a serving process (200+ MiB resident at 10M:
+// its page tables are copied and every page it writes next faults once) held its event loop 4–9 ms per
+// call, and the guard changed several threads at once. So each process starts one small shell at its
+// start (policySetter: forked while the process is small) and hands it `<policy> <tid>` lines; the shell
+// forks chrt, itself a few MiB. A new thread asks for its policy through a BroadcastChannel and waits
+// (at most 250 ms) until it has it, so it runs its job under its policy as before.
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import { BroadcastChannel } from 'node:worker_threads';
 
 const WORKER_NICE = 10;
 /** What serve logs (warn) when the guard puts a thread back to normal scheduling. */
@@ -35,9 +43,57 @@ export function workerPolicy(env: NodeJS.ProcessEnv = process.env): 'nice' | 'id
  * bootstrap, see appliance/worker.ts) to take that policy, so the thread and the guard never disagree.
  */
 export function backgroundPriority(): string {
-  const idle = workerPolicy() === 'idle';
+  const idle = workerPolicy() === 'idle' && policySetter() !== null;
   if (idle) startIdleGuard();
-  return `Promise.all([import('node:fs'), import('node:os'), import('node:child_process')]).then(([fs, os, cp]) => { try { const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop()); os.setPriority(tid, ${WORKER_NICE}); if (${idle}) cp.spawnSync('chrt', ['--idle', '--pid', '0', String(tid)], { stdio: 'ignore', timeout: 5000 }); } catch {} })`;
+  // nice in the thread itself (setpriority takes a thread id, no fork); SCHED_IDLE from the setter.
+  return `Promise.all([import('node:fs'), import('node:os'), import('node:worker_threads')]).then(async ([fs, os, wt]) => { try { const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop()); os.setPriority(tid, ${WORKER_NICE}); if (${idle}) { const ch = new wt.BroadcastChannel(${JSON.stringify(CHANNEL)}); ch.postMessage(tid); ch.close(); const policy = () => { const st = fs.readFileSync('/proc/thread-self/stat', 'utf8'); return Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[38]); }; const t0 = Date.now(); while (policy() !== ${SCHED_IDLE} && Date.now() - t0 < ${APPLY_WAIT_MS}) await new Promise((r) => setTimeout(r, 2)); } } catch {} })`;
+}
+
+/** Where a new thread asks this process's setter for SCHED_IDLE (a BroadcastChannel reaches every thread of the process). */
+const CHANNEL = 'outpost-worker-priority';
+/** How long a new thread waits for its policy before it runs its job anyway (the setter takes ~2–5 ms). */
+const APPLY_WAIT_MS = 250;
+
+let setter: { child: ChildProcess; channel: BroadcastChannel } | null | undefined;
+/** chrt calls this process has run (tests: the setter forks them, never the process itself). */
+let forks = 0;
+
+/**
+ * This process's policy setter (started on the first call; null where there is none: not Linux, no `sh`,
+ * or it ended). Serving processes call it at their start, while they are small. It writes nothing back:
+ * callers see the result in /proc.
+ */
+export function policySetter(): { set(policy: 'idle' | 'other', tid: number | string): void } | null {
+  if (setter === undefined) {
+    setter = null;
+    if (process.platform !== 'linux') return null;
+    try {
+      // `command -v` first: without chrt the setter ends at once and threads stay at nice 10 without waiting.
+      const child = spawn('sh', ['-c', 'command -v chrt >/dev/null || exit 3; while read -r p t; do chrt "--$p" --pid 0 "$t"; done'], { stdio: ['pipe', 'ignore', 'ignore'] });
+      forks++;
+      const channel = new BroadcastChannel(CHANNEL);
+      channel.onmessage = (e: unknown) => setter?.child.stdin?.write(`idle ${Number((e as { data: unknown }).data)}\n`);
+      channel.unref();
+      const ended = () => {
+        if (setter?.child === child) setter = null;
+        channel.close();
+      };
+      child.on('error', ended).on('exit', ended);
+      child.stdin!.on('error', () => {}); // EPIPE once it ended: 'exit' follows
+      child.unref();
+      (child.stdin as unknown as { unref(): void }).unref();
+      setter = { child, channel };
+    } catch {
+      setter = null;
+    }
+  }
+  const s = setter;
+  return s ? { set: (policy, tid) => s.child.stdin!.write(`${policy} ${tid}\n`) } : null;
+}
+
+/** Processes this process has forked to set policies (the setter: one, however many threads it changed). */
+export function priorityForks(): number {
+  return forks;
 }
 
 /** Policy number of SCHED_IDLE in /proc/<pid>/task/<tid>/stat (field 41). */
@@ -156,7 +212,7 @@ function guardTick(): void {
       promoted.add(tid);
       calm = 0;
       // SCHED_OTHER keeps the thread's nice value (10). Asynchronous: a lookup thread never waits for it.
-      spawn('chrt', ['--other', '--pid', '0', tid], { stdio: 'ignore' }).on('error', () => {});
+      policySetter()?.set('other', tid);
       onPromote?.(Number(tid));
     }
   }
@@ -166,7 +222,8 @@ function guardTick(): void {
     calm = share !== null && share >= CALM_SHARE ? calm + 1 : 0;
     if (calm >= CALM_WINDOWS) {
       // Back to idle-class (nice stays 10); the next full scan watches them again.
-      for (const tid of promoted) spawn('chrt', ['--idle', '--pid', '0', tid], { stdio: 'ignore' }).on('error', () => {});
+      const set = policySetter();
+      for (const tid of promoted) set?.set('idle', tid);
       demotions += promoted.size;
       promoted.clear();
       calm = 0;
@@ -190,6 +247,15 @@ function stopIdleGuard(): void {
   timer = null;
   watched.clear();
   tick = 0;
+}
+
+/**
+ * For a serving process at its start: `fn` (its log) hears of every thread the guard promotes, and the
+ * policy setter starts now, while the process is small (see policySetter).
+ */
+export function prepareWorkerPriority(fn: (tid: number) => void): void {
+  onIdlePromotion(fn);
+  if (workerPolicy() === 'idle') policySetter();
 }
 
 /** Tells `fn` (serve's log) about every thread the guard puts back to SCHED_OTHER in this process. */

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compiledWorker, runWorker, workerCacheDir } from '../appliance/worker.ts';
-import { idleDemotions, idlePromotions, onIdlePromotion } from '../appliance/worker-priority.ts';
+import { idleDemotions, idlePromotions, onIdlePromotion, priorityForks } from '../appliance/worker-priority.ts';
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 // Inside the project (bare imports resolve from its node_modules), outside the sources.
@@ -19,6 +19,13 @@ afterAll(() => {
   const prefix = path.relative(ROOT, dir).replace(/[^A-Za-z0-9]+/g, '-');
   for (const f of fs.readdirSync(workerCacheDir())) if (f.startsWith(prefix)) fs.rmSync(path.join(workerCacheDir(), f), { force: true });
 });
+
+// chrt as the policy setter finds it on PATH: the real one, logging its parent and arguments, so the tests see
+// that every policy change comes from the one setter process and none is forked from this process.
+const chrtLog = path.join(dir, 'chrt.log');
+fs.mkdirSync(path.join(dir, 'bin'));
+fs.writeFileSync(path.join(dir, 'bin', 'chrt'), `#!/bin/sh\necho "$PPID $*" >> '${chrtLog}'\nexec '${execFileSync('sh', ['-c', 'command -v chrt'], { encoding: 'utf8' }).trim()}' "$@"\n`, { mode: 0o755 });
+process.env.PATH = `${path.join(dir, 'bin')}:${process.env.PATH}`;
 
 /** Writes a source file dated a minute back (compile() caches nothing edited during its build). */
 function write(name: string, text: string): string {
@@ -163,6 +170,13 @@ parentPort!.postMessage({ type: 'done', result: { ...s, ms: promotedMs, back, ba
       expect(r.again).toEqual({ nice: 10, policy: 0 });
       expect(told).toEqual([r.tid, r.tid]);
       expect(idlePromotions()).toBe(before + 2);
+      // Each change ran chrt from the one setter process: started once, never this process forking itself.
+      // (Other processes of this file, runInProcess above, have setters of their own.)
+      const calls = fs.readFileSync(chrtLog, 'utf8').trim().split('\n').map((l) => l.split(' ')).filter((c) => c.at(-1) === String(r.tid));
+      expect(calls.map((c) => c[1])).toEqual(['--idle', '--other', '--idle', '--other']);
+      expect(new Set(calls.map((c) => c[0])).size).toBe(1);
+      expect(calls[0][0]).not.toBe(String(process.pid));
+      expect(priorityForks()).toBe(1);
     } finally {
       clearInterval(rebusy);
       onIdlePromotion(null);
