@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { timePerCall } from '../scripts/bench-inproc.ts';
 import { BIN, ROOT } from './helpers.ts';
 
 function run(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -66,4 +67,20 @@ describe('outpost bench', () => {
     expect(r.stderr).toContain('import_per_s');
     expect(r.stderr).toContain('http_rps');
   }, 300_000);
+});
+
+describe('bench loops', () => {
+  it('timePerCall hands every value its own index, in the warm-up pass and the timed passes alike', () => {
+    // The mixed loops read each value's type by that index; a counter of their own drifted from the values.
+    const values = Array.from({ length: 30_000 }, (_, i) => `v${i}`);
+    let calls = 0;
+    let wrong = 0;
+    const ns = timePerCall(values, 0.01, (v, i) => {
+      calls++;
+      if (v !== `v${i}`) wrong++;
+    });
+    expect(calls).toBeGreaterThan(values.length); // the warm-up and at least one timed pass
+    expect(wrong).toBe(0);
+    expect(ns).toBeGreaterThan(0);
+  });
 });
