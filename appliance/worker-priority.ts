@@ -54,8 +54,9 @@ const CHANNEL = 'outpost-worker-priority';
 /** How long a new thread waits for its policy before it runs its job anyway (the setter takes ~2–5 ms). */
 const APPLY_WAIT_MS = 250;
 
-let setter: { child: ChildProcess; channel: BroadcastChannel } | null | undefined;
-/** chrt calls this process has run (tests: the setter forks them, never the process itself). */
+type PolicySetter = { set(policy: 'idle' | 'other', tid: number | string): void };
+let setter: (PolicySetter & { child: ChildProcess }) | null | undefined;
+/** Setter shells this process has started (tests: one, however many threads it changed). */
 let forks = 0;
 
 /**
@@ -63,7 +64,7 @@ let forks = 0;
  * or it ended). Serving processes call it at their start, while they are small. It writes nothing back:
  * callers see the result in /proc.
  */
-export function policySetter(): { set(policy: 'idle' | 'other', tid: number | string): void } | null {
+export function policySetter(): PolicySetter | null {
   if (setter === undefined) {
     setter = null;
     if (process.platform !== 'linux') return null;
@@ -71,8 +72,9 @@ export function policySetter(): { set(policy: 'idle' | 'other', tid: number | st
       // `command -v` first: without chrt the setter ends at once and threads stay at nice 10 without waiting.
       const child = spawn('sh', ['-c', 'command -v chrt >/dev/null || exit 3; while read -r p t; do chrt "--$p" --pid 0 "$t"; done'], { stdio: ['pipe', 'ignore', 'ignore'] });
       forks++;
+      const set: PolicySetter['set'] = (policy, tid) => child.stdin!.write(`${policy} ${tid}\n`);
       const channel = new BroadcastChannel(CHANNEL);
-      channel.onmessage = (e: unknown) => setter?.child.stdin?.write(`idle ${Number((e as { data: unknown }).data)}\n`);
+      channel.onmessage = (e: unknown) => set('idle', Number((e as { data: unknown }).data));
       channel.unref();
       const ended = () => {
         if (setter?.child === child) setter = null;
@@ -82,13 +84,12 @@ export function policySetter(): { set(policy: 'idle' | 'other', tid: number | st
       child.stdin!.on('error', () => {}); // EPIPE once it ended: 'exit' follows
       child.unref();
       (child.stdin as unknown as { unref(): void }).unref();
-      setter = { child, channel };
+      setter = { child, set };
     } catch {
       setter = null;
     }
   }
-  const s = setter;
-  return s ? { set: (policy, tid) => s.child.stdin!.write(`${policy} ${tid}\n`) } : null;
+  return setter;
 }
 
 /** Processes this process has forked to set policies (the setter: one, however many threads it changed). */
