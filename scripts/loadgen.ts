@@ -33,6 +33,13 @@ export interface LoadSpec {
    * moments of a run, when connections and the server's code paths settle in, are not the figure).
    */
   warmup?: number;
+  /**
+   * Paced runs: a second server measured in the same run. The due instants alternate between the two in
+   * slots of `everyMs` (the first slot is `url`'s), each with its own connections and figures
+   * (`LoadResult.alternate`), so both see the same moments of whatever else the machine is doing (the
+   * bench's delta phase: ours and the bare server while one delta is applied). Same paths and token.
+   */
+  alternate?: { url: string; everyMs: number };
 }
 
 export interface LoadResult {
@@ -50,6 +57,8 @@ export interface LoadResult {
   statuses: number[];
   /** Cores the load generator itself used over the run (its CPU time ÷ wall time). */
   clientCores: number;
+  /** Paced runs with `alternate`: the second server's figures (its slots only). */
+  alternate?: LoadResult;
 }
 
 const CRLF2 = Buffer.from('\r\n\r\n');
@@ -93,40 +102,35 @@ const round3 = (n: number) => Math.round(n * 1000) / 1000;
 /**
  * One paced run: `spec.rate` requests/s for `spec.duration` s over `spec.connections` keep-alive connections
  * (HTTP/1.1, one request in flight per connection). Resolves once every sent request is answered or timed
- * out; `stop` ends the sending early.
+ * out; `stop` ends the sending early. With `spec.alternate`, the due requests alternate between the two
+ * servers by time slot, each server with its own connections (`spec.connections` each) and figures.
  */
 export async function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopped: boolean }): Promise<LoadResult> {
-  const u = new URL(spec.url);
-  const port = Number(u.port || 80);
-  const host = u.hostname;
-  const requests = spec.paths.map((p) =>
-    Buffer.from(`GET ${p} HTTP/1.1\r\nHost: ${u.host}\r\nAuthorization: Bearer ${spec.token}\r\nConnection: keep-alive\r\n\r\n`, 'latin1'),
-  );
   const intervalNs = 1e9 / spec.rate;
   let c0 = process.cpuUsage();
   let t0 = process.hrtime.bigint();
   const now = () => Number(process.hrtime.bigint() - t0); // ns since the start
   const warmNs = (spec.warmup ?? 0) * 1e9;
   const endNs = warmNs + spec.duration * 1e9;
+  const slotNs = spec.alternate ? spec.alternate.everyMs * 1e6 : 0;
 
-  const latencies = new Histogram();
-  let answered = 0;
-  let errors = 0;
-  const statuses: number[] = [];
-  const record = (ms: number) => {
-    answered++;
-    latencies.record(ms);
-  };
-
-  // Due instants (ns) of requests not yet sent, in order: a ring would do, an array with a head index is enough.
-  const due: number[] = [];
-  let dueHead = 0;
-  let nextIndex = 0; // requests made due so far
-  let sending = true;
-  let lastPumpNs = -1;
-
+  /** One server's connections, queue and figures. */
+  interface Target {
+    host: string;
+    port: number;
+    requests: Buffer[];
+    latencies: Histogram;
+    answered: number;
+    errors: number;
+    statuses: number[];
+    /** Due instants (ns) of requests not yet sent, in order: an array with a head index. */
+    due: number[];
+    dueHead: number;
+    idle: Conn[];
+  }
   interface Conn {
     socket: Socket;
+    target: Target;
     busy: boolean;
     /** Due instant of the request in flight, and the instant its latency counts from. */
     dueNs: number;
@@ -134,7 +138,31 @@ export async function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopp
     sentNs: number;
     buf: Buffer | null;
   }
-  const idle: Conn[] = [];
+  const targets: Target[] = [spec.url, ...(spec.alternate ? [spec.alternate.url] : [])].map((url) => {
+    const u = new URL(url);
+    return {
+      host: u.hostname,
+      port: Number(u.port || 80),
+      requests: spec.paths.map((p) =>
+        Buffer.from(`GET ${p} HTTP/1.1\r\nHost: ${u.host}\r\nAuthorization: Bearer ${spec.token}\r\nConnection: keep-alive\r\n\r\n`, 'latin1'),
+      ),
+      latencies: new Histogram(),
+      answered: 0,
+      errors: 0,
+      statuses: [],
+      due: [],
+      dueHead: 0,
+      idle: [],
+    };
+  });
+  /** The server a request due at `dueNs` goes to. */
+  const targetOf = (dueNs: number) => (slotNs ? targets[Math.floor(dueNs / slotNs) % 2] : targets[0]);
+  const pending = () => targets.some((tg) => tg.dueHead < tg.due.length);
+
+  let nextIndex = 0; // requests made due so far
+  let sending = true;
+  let lastPumpNs = -1;
+
   const all = new Set<Conn>();
   let finish: (() => void) | null = null;
   let done = false;
@@ -144,8 +172,8 @@ export async function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopp
     if (warmed && ![...all].some((c) => c.busy)) warmed();
   };
 
-  const open = (): Conn => {
-    const c: Conn = { socket: net.connect({ host, port, noDelay: true }), busy: false, dueNs: 0, startNs: 0, sentNs: 0, buf: null };
+  const open = (target: Target): Conn => {
+    const c: Conn = { socket: net.connect({ host: target.host, port: target.port, noDelay: true }), target, busy: false, dueNs: 0, startNs: 0, sentNs: 0, buf: null };
     all.add(c);
     c.socket.on('data', (chunk: Buffer) => onData(c, chunk));
     // A connection that fails (refused, reset) or closes with a request in flight is one error; a new one
@@ -153,15 +181,15 @@ export async function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopp
     const lost = (failed: boolean) => {
       if (!all.has(c)) return;
       all.delete(c);
-      const i = idle.indexOf(c);
-      if (i >= 0) idle.splice(i, 1);
-      if (c.busy || failed) errors++;
+      const i = target.idle.indexOf(c);
+      if (i >= 0) target.idle.splice(i, 1);
+      if (c.busy || failed) target.errors++;
       c.busy = false;
       settleWarmUp();
-      if (sending || due.length > dueHead) setTimeout(() => {
+      if (sending || pending()) setTimeout(() => {
         if (done) return;
         // (A connection replaced during the warm-up is used without one; only the first set warms up.)
-        idle.push(open());
+        target.idle.push(open(target));
         pump();
       }, failed ? 100 : 0);
       else pump();
@@ -172,6 +200,7 @@ export async function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopp
   };
 
   const onData = (c: Conn, chunk: Buffer) => {
+    const tg = c.target;
     const buf = c.buf ? Buffer.concat([c.buf, chunk]) : chunk;
     const headEnd = buf.indexOf(CRLF2);
     if (headEnd < 0) {
@@ -186,7 +215,7 @@ export async function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopp
       // connection is not reusable.
       c.buf = null;
       c.busy = false;
-      errors++;
+      tg.errors++;
       c.socket.destroy();
       return;
     }
@@ -198,18 +227,21 @@ export async function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopp
     c.buf = null;
     c.busy = false;
     if (c.dueNs === WARM_UP) {
-      idle.push(c);
+      tg.idle.push(c);
       settleWarmUp();
       return;
     }
     if (status >= 200 && status < 300) {
       const lat = (now() - c.startNs) / 1e6;
-      if (c.dueNs >= warmNs) record(lat);
+      if (c.dueNs >= warmNs) {
+        tg.answered++;
+        tg.latencies.record(lat);
+      }
     } else {
-      errors++;
-      if (statuses.length < 5 && !statuses.includes(status)) statuses.push(status);
+      tg.errors++;
+      if (tg.statuses.length < 5 && !tg.statuses.includes(status)) tg.statuses.push(status);
     }
-    idle.push(c);
+    tg.idle.push(c);
     pump();
   };
 
@@ -218,36 +250,41 @@ export async function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopp
     const t = now();
     if (sending) {
       if (stop?.stopped || t >= endNs) sending = false;
-      else while (nextIndex * intervalNs <= t) due.push(nextIndex++ * intervalNs);
+      else while (nextIndex * intervalNs <= t) {
+        const dueNs = nextIndex++ * intervalNs;
+        targetOf(dueNs).due.push(dueNs);
+      }
     }
-    while (dueHead < due.length && idle.length) {
-      const c = idle.pop()!;
-      c.busy = true;
-      c.dueNs = due[dueHead++];
-      c.sentNs = t;
-      // Latency counts from the due instant when the request was already due at the previous pump and
-      // waited for a free connection (the server was behind); a request that came due since then goes out
-      // now, and the wait for this timer tick (≤ ~1 ms) is the client's own, not counted.
-      c.startNs = c.dueNs <= lastPumpNs ? c.dueNs : t;
-      c.socket.write(requests[Math.floor(c.dueNs / intervalNs) % requests.length]);
+    for (const tg of targets) {
+      while (tg.dueHead < tg.due.length && tg.idle.length) {
+        const c = tg.idle.pop()!;
+        c.busy = true;
+        c.dueNs = tg.due[tg.dueHead++];
+        c.sentNs = t;
+        // Latency counts from the due instant when the request was already due at the previous pump and
+        // waited for a free connection (the server was behind); a request that came due since then goes out
+        // now, and the wait for this timer tick (≤ ~1 ms) is the client's own, not counted.
+        c.startNs = c.dueNs <= lastPumpNs ? c.dueNs : t;
+        c.socket.write(tg.requests[Math.floor(c.dueNs / intervalNs) % tg.requests.length]);
+      }
+      if (tg.dueHead > 65_536) {
+        tg.due.splice(0, tg.dueHead);
+        tg.dueHead = 0;
+      }
     }
     lastPumpNs = t;
-    if (dueHead > 65_536) {
-      due.splice(0, dueHead);
-      dueHead = 0;
-    }
-    if (!sending && dueHead === due.length && finish && ![...all].some((c) => c.busy)) finish();
+    if (!sending && !pending() && finish && ![...all].some((c) => c.busy)) finish();
   };
 
   // The clock starts once every connection is made and has answered one request: connecting (and, behind a
   // node:cluster primary, handing each connection to a worker) is not part of the server's answer time.
-  for (let i = 0; i < (spec.connections ?? 32); i++) open();
+  for (const tg of targets) for (let i = 0; i < (spec.connections ?? 32); i++) open(tg);
   await new Promise<void>((resolve) => {
     warmed = resolve;
     for (const c of all) {
       c.busy = true;
       c.dueNs = WARM_UP;
-      c.socket.write(requests[0]);
+      c.socket.write(c.target.requests[0]);
     }
     setTimeout(resolve, TIMEOUT_MS).unref(); // a connection that never answers: its loss is counted below
   });
@@ -262,14 +299,16 @@ export async function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopp
     for (const c of all) {
       if (c.busy && t - c.sentNs > TIMEOUT_MS * 1e6) {
         c.busy = false; // counted once here, not again when the socket closes
-        errors++;
+        c.target.errors++;
         c.socket.destroy();
       }
     }
     // Requests still unsent long after the end (no connection could be made) fail, so a run always ends.
-    if (!sending && t > endNs + 2 * TIMEOUT_MS * 1e6 && dueHead < due.length) {
-      errors += due.length - dueHead;
-      dueHead = due.length;
+    if (!sending && t > endNs + 2 * TIMEOUT_MS * 1e6 && pending()) {
+      for (const tg of targets) {
+        tg.errors += tg.due.length - tg.dueHead;
+        tg.dueHead = tg.due.length;
+      }
       pump();
     }
   }, 1);
@@ -284,16 +323,20 @@ export async function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopp
       all.clear();
 
       const cpu = process.cpuUsage(c0);
-      resolve({
-        rps: answered / ((wallNs - warmNs) / 1e9),
-        p50: round3(latencies.percentile(50)),
-        p99: round3(latencies.percentile(99)),
-        max: round3(latencies.max),
-        answered,
-        errors,
-        statuses,
-        clientCores: (cpu.user + cpu.system) / (wallNs / 1000),
+      const clientCores = (cpu.user + cpu.system) / (wallNs / 1000);
+      const resultOf = (tg: Target): LoadResult => ({
+        rps: tg.answered / ((wallNs - warmNs) / 1e9),
+        p50: round3(tg.latencies.percentile(50)),
+        p99: round3(tg.latencies.percentile(99)),
+        max: round3(tg.latencies.max),
+        answered: tg.answered,
+        errors: tg.errors,
+        statuses: tg.statuses,
+        clientCores,
       });
+      const result = resultOf(targets[0]);
+      if (targets.length > 1) result.alternate = resultOf(targets[1]);
+      resolve(result);
     };
   });
 }

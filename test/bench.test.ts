@@ -39,6 +39,11 @@ describe('outpost bench', () => {
     expect(last.ndjson_errors).toBe(0);
     expect(last.delta_errors).toBe(0);
     expect(last.delta_size).toBe(2000);
+    // The bare server is measured in the alternate slots of the same delta window.
+    expect(typeof last.raw_delta_p99_ms).toBe('number');
+    expect(last.raw_delta_p99_ms! > 0).toBe(true);
+    expect(last.raw_delta_errors).toBe(0);
+    expect(r.stderr).toMatch(/delta_p99_ms .*bare node:http in the alternate 1 s slots of the same window: p99 [\d.]+ ms, 0 errors/);
     expect(typeof last.http_p99_half_ms).toBe('number');
     // p99 at half load is the median of alternating rounds; the worst round is reported beside it.
     expect(last.http_half_errors).toBe(0);

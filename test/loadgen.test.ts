@@ -126,6 +126,33 @@ describe('paced load generator', () => {
     expect(r.p50).toBeGreaterThanOrEqual(4);
   });
 
+  it('alternates between two servers by time slot, each with its own connections and figures', async () => {
+    // The second server answers 20 ms late: that shows in its figures only. Slots of 250 ms over 2 s: four
+    // each, so each server gets about half of the 800 due requests.
+    const seen = { a: 0, b: 0 };
+    const a = await serve((_req, res) => {
+      seen.a++;
+      ok(res);
+    });
+    const b = await serve((_req, res) => {
+      seen.b++;
+      setTimeout(() => ok(res), 20);
+    });
+    const r = await pacedRun({ url: a, token: 't', paths: ['/'], rate: 400, duration: 2, connections: 4, alternate: { url: b, everyMs: 250 } });
+    expect(r.errors).toBe(0);
+    expect(r.alternate!.errors).toBe(0);
+    expect(r.answered).toBe(seen.a - 4); // each side's 4 warm-up requests are not recorded
+    expect(r.alternate!.answered).toBe(seen.b - 4);
+    expect(r.answered + r.alternate!.answered).toBeLessThanOrEqual(800);
+    for (const n of [r.answered, r.alternate!.answered]) {
+      expect(n).toBeGreaterThan(340);
+      expect(n).toBeLessThanOrEqual(400);
+    }
+    expect(r.p50).toBeLessThan(15);
+    expect(r.alternate!.p50).toBeGreaterThanOrEqual(20);
+    expect(r.alternate!.alternate).toBeUndefined();
+  });
+
   it('reports every request as failed when nothing listens', async () => {
     const url = await serve((_req, res) => ok(res));
     for (const s of servers.splice(0)) await new Promise((r) => s.close(r));
