@@ -43,7 +43,7 @@ describe('outpost bench', () => {
     expect(typeof last.raw_delta_p99_ms).toBe('number');
     expect(last.raw_delta_p99_ms! > 0).toBe(true);
     expect(last.raw_delta_errors).toBe(0);
-    expect(r.stderr).toMatch(/delta_p99_ms .*bare node:http in the alternate 1 s slots of the same window: p99 [\d.]+ ms, 0 errors/);
+    expect(r.stderr).toMatch(/delta_p99_ms .*bare node:http in the alternate 100 ms slots of the same window: p99 [\d.]+ ms, 0 errors/);
     expect(typeof last.http_p99_half_ms).toBe('number');
     // p99 at half load is the median of alternating rounds; the worst round is reported beside it.
     expect(last.http_half_errors).toBe(0);
