@@ -198,37 +198,31 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
     await warmUp(served.url);
 
     const raw = await startRaw(path.dirname(dataDir), workers, body);
+    stopRaw = raw.stop; // stopped at the end: the delta phase measures it too
     // Rounds alternate bare → ours so a change in the machine's other load hits both sides alike; each side's
     // figure is the median of its rounds.
     const rawRuns: { value: Run; cores: number | null }[] = [];
     const ourRuns: { value: Run; cores: number | null }[] = [];
     const ourPids = () => Object.values(cluster.workers ?? {}).map((w) => w!.process.pid!);
-    let halfRuns: { half: number; ours: Run[]; bare: Run[] } | undefined;
-    try {
-      // Same client work on both sides (rotating paths, the Authorization header): on a small machine the
-      // load generator shares the cores, so a cheaper client setup would flatter the bare server.
-      await warmUp(raw.url);
-      await warmUp(served.url); // again: it sat idle while the bare server warmed up
-      for (let round = 0; round < HTTP_ROUNDS; round++) {
-        rawRuns.push(await withCpu(() => raw.pids, () => gen.run({ url: raw.url, token, paths, duration: seconds })));
-        ourRuns.push(await withCpu(ourPids, () => gen.run({ url: served.url, token, paths, duration: seconds })));
-      }
-      // Latency at half of our full rate, ours and the bare server at the same rate, in rounds that
-      // alternate like the throughput rounds: the bare figure is what the machine itself (scheduling, the
-      // load generator, other jobs) adds to any server. One stall of a few ms (another VM on the host, a
-      // long scheduling delay) moves the p99 of a single few-second run by 2× — the bare server's own p99
-      // went from 1.36 to 2.73 ms between two such runs — so each side's figure is its median round.
-      const half = Math.max(1, Math.round(combineRuns(ourRuns.map((r) => r.value)).rps / 2));
-      halfRuns = { half, ours: [], bare: [] };
-      for (let round = 0; round < HTTP_ROUNDS; round++) {
-        halfRuns.ours.push(await gen.run({ url: served.url, token, paths, duration: seconds, rate: half, warmup: 1 }));
-        halfRuns.bare.push(await gen.run({ url: raw.url, token, paths, duration: seconds, rate: half, warmup: 1 }));
-      }
-    } catch (err) {
-      raw.stop();
-      throw err;
+    // Same client work on both sides (rotating paths, the Authorization header): on a small machine the
+    // load generator shares the cores, so a cheaper client setup would flatter the bare server.
+    await warmUp(raw.url);
+    await warmUp(served.url); // again: it sat idle while the bare server warmed up
+    for (let round = 0; round < HTTP_ROUNDS; round++) {
+      rawRuns.push(await withCpu(() => raw.pids, () => gen.run({ url: raw.url, token, paths, duration: seconds })));
+      ourRuns.push(await withCpu(ourPids, () => gen.run({ url: served.url, token, paths, duration: seconds })));
     }
-    stopRaw = raw.stop; // kept for the delta phase's bare slots
+    // Latency at half of our full rate, ours and the bare server at the same rate, in rounds that
+    // alternate like the throughput rounds: the bare figure is what the machine itself (scheduling, the
+    // load generator, other jobs) adds to any server. One stall of a few ms (another VM on the host, a
+    // long scheduling delay) moves the p99 of a single few-second run by 2× — the bare server's own p99
+    // went from 1.36 to 2.73 ms between two such runs — so each side's figure is its median round.
+    const half = Math.max(1, Math.round(combineRuns(ourRuns.map((r) => r.value)).rps / 2));
+    const halfRuns: { ours: Run[]; bare: Run[] } = { ours: [], bare: [] };
+    for (let round = 0; round < HTTP_ROUNDS; round++) {
+      halfRuns.ours.push(await gen.run({ url: served.url, token, paths, duration: seconds, rate: half, warmup: 1 }));
+      halfRuns.bare.push(await gen.run({ url: raw.url, token, paths, duration: seconds, rate: half, warmup: 1 }));
+    }
     const rawRes = combineRuns(rawRuns.map((r) => r.value));
     const ours = combineRuns(ourRuns.map((r) => r.value));
     const meanCores = (runs: { cores: number | null }[]) => (runs.some((r) => r.cores === null) ? null : round2(runs.reduce((a, r) => a + r.cores!, 0) / runs.length));
@@ -258,17 +252,16 @@ export const benchHttp: HttpBench = async ({ cfg, dataDir, misses, mixed, second
     say(`http_rounds         bare ${rawRuns.map((r) => fmt(r.value.rps)).join(' / ')} req/s, ours ${ourRuns.map((r) => fmt(r.value.rps)).join(' / ')} req/s`);
     say(`http_cpu            cores used (of ${os.availableParallelism()}): our HTTP workers ${cores(out.http_server_cores)} + load generator ${cores(out.http_client_cores)}; bare workers ${cores(out.raw_http_server_cores)} + load generator ${cores(out.raw_http_client_cores)}; server CPU per request ${out.http_server_cpu_us ?? 'n/a'} µs (bare ${out.raw_http_server_cpu_us ?? 'n/a'} µs)`);
 
-    const { half } = halfRuns!;
-    const halfRes = medianRound(halfRuns!.ours);
-    const bareHalf = medianRound(halfRuns!.bare);
+    const halfRes = medianRound(halfRuns.ours);
+    const bareHalf = medianRound(halfRuns.bare);
     out.http_p99_half_ms = halfRes.p99;
     out.http_p50_half_ms = halfRes.p50;
-    out.http_p99_half_worst_ms = Math.max(...halfRuns!.ours.map((r) => r.p99));
+    out.http_p99_half_worst_ms = Math.max(...halfRuns.ours.map((r) => r.p99));
     out.raw_http_p99_half_ms = bareHalf.p99;
     out.raw_http_p50_half_ms = bareHalf.p50;
-    out.http_half_errors = halfRuns!.ours.reduce((a, r) => a + errorsOf(r), 0);
+    out.http_half_errors = halfRuns.ours.reduce((a, r) => a + errorsOf(r), 0);
     const p99s = (runs: Run[]) => runs.map((r) => r.p99).join(' / ');
-    say(`http_p99_half_ms    ${halfRes.p99} ms   at ${fmt(half)} req/s (half of http_rps, paced: evenly spaced requests, latency from each one's due instant; median of ${HTTP_ROUNDS} alternating rounds: ${p99s(halfRuns!.ours)} ms); p50 ${halfRes.p50} ms, ${out.http_half_errors} errors; bare node:http at the same rate: p99 ${bareHalf.p99} ms (${p99s(halfRuns!.bare)}), p50 ${bareHalf.p50} ms`);
+    say(`http_p99_half_ms    ${halfRes.p99} ms   at ${fmt(half)} req/s (half of http_rps, paced: evenly spaced requests, latency from each one's due instant; median of ${HTTP_ROUNDS} alternating rounds: ${p99s(halfRuns.ours)} ms); p50 ${halfRes.p50} ms, ${out.http_half_errors} errors; bare node:http at the same rate: p99 ${bareHalf.p99} ms (${p99s(halfRuns.bare)}), p50 ${bareHalf.p50} ms`);
 
     const lines = Math.max(20_000, Math.min(400_000, Math.round(150_000 * seconds)));
     await ndjson(served.url, token, mixed, workers, 20_000);
