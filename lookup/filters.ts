@@ -425,6 +425,53 @@ export function finishBuild(b: FilterBuilder, generation = b.set.generation, fin
   return b.set;
 }
 
+/**
+ * How far a set extended by deltas (extendPersisted) may drift: each of its filters stays within this many
+ * times its target false-positive rate for the values it holds, removed ones included (a Bloom filter
+ * cannot forget a value; a removed value that still passes is a false positive, confirmed away in SQLite
+ * like any other). Past that, the writer leaves the set alone and a serving process builds one from the store.
+ */
+export const EXTEND_FP_FACTOR = 2;
+
+/**
+ * The previous generation's persisted set, as a builder the new generation's additions go into: a delta
+ * applies in one transaction, and hashing its added values into a copy of the last set costs a fraction of
+ * a second where a build from the store reads and hashes every indicator (~20 s at 10M on this 2-core VM).
+ * Null when there is no such file, it cannot be read, or it was not built for the store as it is now (the
+ * generation, the feed versions and the rate: storeFingerprintWithoutRows, the check a serving process
+ * accepts a set on at its start; a purge in between only removed rows, which the set may keep).
+ * Call inside the writer's transaction, before it changes anything.
+ */
+export function extendPersisted(db: DB, dir: string, fpRate: number): FilterBuilder | null {
+  const { generation, fingerprint } = storeFingerprintWithoutRows(db);
+  const file = filterFileOf(dir, generation);
+  let set: FilterSet;
+  try {
+    set = loadFilters(file);
+  } catch {
+    return null; // none (ENOENT), unreadable or another format: the serving processes build instead
+  }
+  if (set.generation !== generation || set.fpRate !== fpRate || withoutRows(set.fingerprint) !== fingerprint) return null;
+  set.builtAt = new Date().toISOString();
+  return { set, p4: new Set(set.prefixes4), p6: new Set(set.prefixes6), started: performance.now() };
+}
+
+/** Adds a value to an extended set and counts it (a full build counts nothing here: it sized each filter for its count). */
+export function extendIndicator(b: FilterBuilder, type: string, value: string): void {
+  const f = b.set.filters.get(type as IndicatorType);
+  if (!f) return;
+  f.count++;
+  if (type === 'url') b.set.urlHosts.count++;
+  addIndicator(b, type, value);
+}
+
+/** Whether every filter of an extended set is still within EXTEND_FP_FACTOR of its target rate. */
+export function withinFpBound(set: FilterSet, factor = EXTEND_FP_FACTOR): boolean {
+  const fits = (f: TypedFilter, p: number) => f.count === 0 || blockedFpRate(f.m / f.count, f.k) <= factor * p;
+  for (const f of set.filters.values()) if (!fits(f, set.fpRate)) return false;
+  return fits(set.urlHosts, URL_HOST_FP_RATE);
+}
+
 /** What identifies the store content: a persisted set is reused only when this matches. */
 export function storeFingerprint(db: DB, knownRows?: number): { generation: number; fingerprint: string } {
   const generation = Number((db.prepare("SELECT value FROM meta WHERE key = 'generation'").get() as { value: string } | undefined)?.value ?? 0);
@@ -596,9 +643,10 @@ export function filterFileOf(dir: string, generation: number): string {
 
 /**
  * meta row naming the generation whose filter file the writer that committed it is about to persist: the
- * apply of a full package sets it in the transaction that moves the generation and writes the file right
- * after COMMIT. A generation not named here (delta, purge, an older writer) gets no file from its writer,
- * so a serving process builds its filters at once instead of waiting (appliance/filter-follow.ts).
+ * apply of a package (full, or a delta that extended the previous set) sets it in the transaction that
+ * moves the generation and writes the file right after COMMIT. A generation not named here (a delta whose
+ * previous set could not be extended, a purge, an older writer) gets no file from its writer, so a serving
+ * process builds its filters at once instead of waiting (appliance/filter-follow.ts).
  */
 const ANNOUNCED_KEY = 'filters_announced';
 

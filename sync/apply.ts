@@ -12,7 +12,7 @@ import { INDICATOR_TYPES } from '../appliance/types.ts';
 import { normalize } from '../lookup/normalize.ts';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { addIndicator, announceFilterFile, finishBuild, newBuilder, storeFingerprint, withdrawFilterFile, writeFilterFile, type FilterBuilder, type FilterSet } from '../lookup/filters.ts';
+import { addIndicator, announceFilterFile, extendIndicator, extendPersisted, finishBuild, newBuilder, storeFingerprint, withdrawFilterFile, withinFpBound, writeFilterFile, type FilterBuilder, type FilterSet } from '../lookup/filters.ts';
 import { parseIndicatorLine, readIndicators, readLines, stagePackage, type Limits, type StagedPackage } from './package-reader.ts';
 import { StateHasher, canonicalLine } from './package-writer.ts';
 import { compareIndicators, indicatorToRow, plainJsonText, rowToIndicator } from './records.ts';
@@ -52,7 +52,8 @@ export interface ApplyResult {
   state: string;
 }
 
-/** Build the new generation's lookup filters while applying a full package, persisted in `dir`. */
+/** Build the new generation's lookup filters while applying (a full package: from its lines and the other
+ *  feeds' rows; a delta: extending the previous generation's persisted set), persisted in `dir`. */
 export interface ApplyFilterOptions {
   fpRate: number;
   dir: string;
@@ -245,10 +246,19 @@ export async function applyStaged(
     const feed = getFeed(db, m.feed);
     const rollback = meta.actor.startsWith('rollback');
     checkSequence(feed, m, staged.sha256, { allowOlder: rollback });
+    // A delta's filters: the previous generation's persisted set plus what this delta adds (and the
+    // purged rows it brings back), when that set fits the store and stays near its rate; else null and
+    // the serving processes build from the store after COMMIT.
+    const extend = m.type === 'delta' && filters ? extendPersisted(db, filters.dir, filters.fpRate) : null;
     // Purged (expired) rows are still part of the feed's signed state: a delta needs them back, a full
     // package replaces them (sync/expiry.ts).
-    if (m.type === 'delta') restoreExpired(db, m.feed);
-    else dropExpired(db, m.feed);
+    if (m.type === 'delta') {
+      if (extend) {
+        const back = db.prepare('SELECT type, value FROM indicators_expired WHERE feed = ?').raw(true).iterate(m.feed) as IterableIterator<[string, string]>;
+        for (const [type, value] of back) extendIndicator(extend, type, value);
+      }
+      restoreExpired(db, m.feed);
+    } else dropExpired(db, m.feed);
     const upsert = db.prepare(
       'INSERT OR REPLACE INTO indicators(type, value, feed, kind, category, confidence, first_seen, last_seen, expires_at, extra) VALUES (@type, @value, @feed, @kind, @category, @confidence, @first_seen, @last_seen, @expires_at, @extra)',
     );
@@ -293,6 +303,7 @@ export async function applyStaged(
               removed++;
             } else {
               upsert.run(indicatorToRow(ind, m.feed, m.kind));
+              if (extend) extendIndicator(extend, ind.t, ind.v);
               added++;
             }
             tick();
@@ -333,11 +344,12 @@ export async function applyStaged(
     );
     let set: FilterSet | null = null;
     if (build && sameCounts(m.counts.by_type, byType)) {
-      const { fingerprint } = storeFingerprint(db, others + added);
-      set = finishBuild(build, generation, fingerprint);
-      // Serving processes that see this generation before the file wait for it instead of building.
-      if (filters) announceFilterFile(db, generation);
+      set = finishBuild(build, generation, storeFingerprint(db, others + added).fingerprint);
+    } else if (extend && withinFpBound(extend.set)) {
+      set = finishBuild(extend, generation, storeFingerprint(db).fingerprint);
     }
+    // Serving processes that see this generation before the file wait for it instead of building.
+    if (set && filters) announceFilterFile(db, generation);
     audit(db, meta.actor, 'package.apply', { subject: `${m.feed}@${m.version}`, detail: { type: m.type, added, removed, total, generation, sha256: staged.sha256, key_id: m.key_id, source: meta.source } });
     db.exec('COMMIT');
     if (set && filters) {

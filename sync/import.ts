@@ -19,7 +19,7 @@ export interface ApplyJob {
   staged: Omit<StagedPackage, 'files' | 'cleanup'> & { files: [string, string][] };
   limits: Limits;
   meta: { source: string; actor: string; packagePath: string | null };
-  /** A full package's worker also builds the new generation's filters and persists them where the engine looks. */
+  /** The worker also builds the new generation's filters (a delta's: when the previous set can be extended) and persists them where the engine looks. */
   filters?: ApplyFilterOptions;
 }
 

@@ -2,7 +2,8 @@
 // batch lookups on the public port (the GET fast path included), forward every other route to the primary,
 // and follow a new generation imported by another process: each worker loads the persisted filters in its
 // loader thread and swaps them in, with no failed request meanwhile and the new values found afterwards —
-// the full apply's file, or after a delta the file of the primary's one build (no worker builds).
+// the full apply's file, after a delta the file the apply extended from the previous set (nobody builds),
+// or, without that set, the file of the primary's one build (no worker builds).
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -142,7 +143,8 @@ describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
     expect(server.stderr()).not.toMatch(/loader thread failed/);
   }, 180_000);
 
-  it('after a delta (no file from the apply) the primary builds once and both workers swap to its file', async () => {
+  let v3Package = '';
+  it('after a delta without the previous set (no file from the apply) the primary builds once and both workers swap to its file', async () => {
     expect(v2Package).toBeTruthy();
     const before = await get(V2_ONLY[0]);
     expect(before.body.matches.length).toBeGreaterThan(0);
@@ -151,6 +153,11 @@ describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
     const b = cli(['provider', 'build', '--feed', 'threats', '--key', real.key, '--out', path.join(work, 'out3'), '--category', 'malware', '--version', '3', '--base', v2Package, path.join(DATA, 'ipsum/levels/3.txt')]);
     expect(b.code, b.stderr).toBe(0);
     expect(b.lastLine).toMatch(/delta/);
+    v3Package = /full package: (\S+)/.exec(b.stderr)?.[1] ?? '';
+    expect(fs.existsSync(v3Package), v3Package).toBe(true);
+    // The serving processes hold the set in memory; the apply finds no file to extend.
+    const filterDir = path.join(real.dataDir, 'filters');
+    for (const f of fs.readdirSync(filterDir)) fs.rmSync(path.join(filterDir, f));
     const imported = await cliAsync(['import', b.lastLine], { dataDir: real.dataDir });
     expect(imported.code, imported.stderr).toBe(0);
     // Both workers answer from the new generation: 20 answers in a row without the removed values.
@@ -177,5 +184,44 @@ describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
     expect(lines.filter((l) => !l.includes('"worker":') && l.includes('"filters":"built"')).length, lines.join('\n')).toBe(1);
     expect(lines.filter((l) => !l.includes('"worker":') && l.includes('waiting for the persisted filters')), lines.join('\n')).toEqual([]);
     expect(lines.filter((l) => l.includes('"worker":') && (l.includes('"filters":"built"') || l.includes('did not come'))), lines.join('\n')).toEqual([]);
+  }, 180_000);
+
+  it('after a delta with the previous set the apply extends it: the primary and both workers load its file, nobody builds', async () => {
+    expect(v3Package).toBeTruthy();
+    const before = await get(V2_ONLY[0]);
+    expect(before.body.matches).toEqual([]);
+    const startGen = before.body.generation;
+    // v4 brings 200 of the threatfox values back: the delta adds them (a few % of the set's size; a larger
+    // share would take the filters past their false-positive bound, and the primary would build instead).
+    const back = V2_ONLY.slice(0, 200);
+    const backFile = path.join(work, 'back.txt');
+    fs.writeFileSync(backFile, `${back.join('\n')}\n`);
+    const b = cli(['provider', 'build', '--feed', 'threats', '--key', real.key, '--out', path.join(work, 'out4'), '--category', 'malware', '--version', '4', '--base', v3Package, path.join(DATA, 'ipsum/levels/3.txt'), backFile]);
+    expect(b.code, b.stderr).toBe(0);
+    expect(b.lastLine).toMatch(/delta/);
+    const imported = await cliAsync(['import', b.lastLine], { dataDir: real.dataDir });
+    expect(imported.code, imported.stderr).toBe(0);
+    const gen = startGen + 1;
+    expect(fs.existsSync(path.join(real.dataDir, 'filters', `filters-${gen}.bin`))).toBe(true);
+    let inARow = 0;
+    for (let i = 0; inARow < 20; i++) {
+      if (i > 5000) throw new Error('the workers never all served the delta generation');
+      const value = back[i % back.length];
+      const r = await get(value);
+      expect(r.status).toBe(200);
+      if (r.body.generation > startGen) {
+        expect(r.body.matches.map((m) => m.indicator), `added value ${value} after the swap`).toContain(value);
+        inARow++;
+      } else {
+        inARow = 0;
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    }
+    const fileLines = () => followLines(startGen).filter((l) => l.includes('"filters":"file"'));
+    for (let i = 0; i < 50 && fileLines().length < 3; i++) await new Promise((r) => setTimeout(r, 100));
+    const lines = followLines(startGen);
+    expect(fileLines().filter((l) => l.includes('"worker":')).length, lines.join('\n')).toBe(2);
+    expect(fileLines().filter((l) => !l.includes('"worker":')).length, lines.join('\n')).toBe(1);
+    expect(lines.filter((l) => l.includes('"filters":"built"') || l.includes('did not come')), lines.join('\n')).toEqual([]);
   }, 180_000);
 });

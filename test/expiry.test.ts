@@ -15,6 +15,7 @@ import { loadConfig } from '../appliance/config.ts';
 import { layout } from '../appliance/db.ts';
 import { runWorker } from '../appliance/worker.ts';
 import { expiryDaysOf } from '../sync/expiry.ts';
+import { loadFilters } from '../lookup/filters.ts';
 import { makeKeys, realIndicators, sortUnique, writeFull } from './sync-b-fixture.ts';
 
 const DAY = 86_400_000;
@@ -96,6 +97,12 @@ describe('indicator expiry, purge and freshness', () => {
     expect(rows('indicators_expired')).toEqual({ ipv4: before.ipv4 - 1, domain: 1 });
     // Idempotent: nothing left to purge.
     expect(JSON.parse(cli(['purge'], { dataDir }).lastLine).total).toBe(0);
+    // A lookup builds and persists the purged generation's filters: without the purged IPs.
+    for (const x of lookup(ips.slice(5, 10))) expect(x.matches).toEqual([]);
+    const gen = () => Number((new Database(layout(dataDir).db, { readonly: true }).prepare("SELECT value FROM meta WHERE key = 'generation'").get() as { value: string }).value);
+    const purgedGen = gen();
+    const filterFile = (g: number) => path.join(dataDir, 'filters', `filters-${g}.bin`);
+    expect(fs.existsSync(filterFile(purgedGen))).toBe(true);
 
     // v2 as a delta on v1, created now: removes some purged IPs, changes one, adds values.
     const base = await readPackage(v1);
@@ -112,11 +119,18 @@ describe('indicator expiry, purge and freshness', () => {
     const r = cli(['import', d.path], { dataDir });
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.lastLine)).toMatchObject({ ok: true, type: 'delta', version: 2, total: next.length });
+    // The purged set was sized for one IPv4 address: with the revived ones in it, it would be far past its
+    // false-positive bound, so the apply persisted no extension and the next reader builds from the store
+    // (test/filter-follow.test.ts extends a set with revived rows).
+    expect(gen()).toBe(purgedGen + 1);
+    expect(loadFilters(filterFile(purgedGen)).filters.get('ipv4')!.count).toBe(1);
+    expect(fs.existsSync(filterFile(purgedGen + 1))).toBe(false);
     // Created now: the IPs are alive again (the provider re-asserted them), the removed ones are gone.
     const res = lookup([...ips.slice(0, 10), 'new-after-purge.example.com']);
     for (const x of res.slice(0, 5)) expect(x.matches).toEqual([]);
     for (const x of res.slice(5)) expect(x.matches.length, x.value).toBeGreaterThan(0);
     expect(res[6].matches[0].confidence).toBe(99);
+    expect(fs.existsSync(filterFile(purgedGen + 1))).toBe(true);
     expect(rows('indicators_expired')).toEqual({});
     // A purge now takes only the domain whose own expiry passed — here through the worker serve's
     // scheduled purge runs (sync/background.ts), on its own connection.

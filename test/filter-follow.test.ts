@@ -1,10 +1,11 @@
 // The one generation follower of every serving process (appliance/filter-follow.ts) against a real store
 // with real signed packages: it knows whether a filter file is coming for a generation. A full apply
 // announces its file in the transaction that moves the generation and writes it after COMMIT: a poll in
-// between waits and then adopts the file (no build of its own). A delta announces none: the serving
-// process builds at once, and an HTTP worker (not a builder) waits for that process's file instead of
-// building too. An announced file that never comes (writer crashed after COMMIT) is built after the wait;
-// an apply that fails to write its file withdraws the announcement.
+// between waits and then adopts the file (no build of its own). A delta extends the previous generation's
+// persisted set and announces it the same way; without that set it announces none: the serving process
+// builds at once, and an HTTP worker (not a builder) waits for that process's file instead of building
+// too. An announced file that never comes (writer crashed after COMMIT) is built after the wait; an apply
+// that fails to write its file withdraws the announcement.
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +14,7 @@ import { openDb, type DB } from '../appliance/db.ts';
 import { FILTER_WAIT_MS, GenerationFollower } from '../appliance/filter-follow.ts';
 import { createLogger } from '../appliance/log.ts';
 import { LookupEngine } from '../lookup/engine.ts';
-import { filterFileAnnounced, filterFileOf, storeFingerprint } from '../lookup/filters.ts';
+import { blockedShape, buildFilters, filterFileAnnounced, filterFileOf, loadFilters, probe, storeFingerprint, withinFpBound, writeFilterFile } from '../lookup/filters.ts';
 import { importPackage } from '../sync/import.ts';
 import { generateKeyPair } from '../sync/keys.ts';
 import { buildPackage } from '../sync/provider-build.ts';
@@ -60,8 +61,12 @@ describe('generation follower (appliance/filter-follow.ts)', () => {
     pkgs.v1 = await build(1, [source('s1', level3)]);
     pkgs.v2 = await build(2, [source('s2', [...level3, ...tfOnly.slice(0, 4000)])], pkgs.v1.path);
     pkgs.v3 = await build(3, [source('s3', [...level3, ...tfOnly.slice(0, 8000)])], pkgs.v2.path);
-    pkgs.v4 = await build(4, [source('s4', [...level3, ...tfOnly.slice(0, 12000)])]);
-    pkgs.v5 = await build(5, [source('s5', [...level3, ...tfOnly.slice(0, 16000)])]);
+    // v3 → v3x: 1,000 removed, 2,000 added.
+    pkgs.v3x = await build(4, [source('s3x', [...level3, ...tfOnly.slice(1000, 10_000)])], pkgs.v3.path);
+    // v3x → v3y: 100 added.
+    pkgs.v3y = await build(5, [source('s3y', [...level3, ...tfOnly.slice(1000, 10_100)])], pkgs.v3x.path);
+    pkgs.v4 = await build(6, [source('s4', [...level3, ...tfOnly.slice(0, 12000)])]);
+    pkgs.v5 = await build(7, [source('s5', [...level3, ...tfOnly.slice(0, 16000)])]);
     db = openDb(dataDir);
     trustAdd(db, key.publicPath);
     cfg = loadConfig({ dataDir });
@@ -111,7 +116,8 @@ describe('generation follower (appliance/filter-follow.ts)', () => {
     expect(inode(file)).toBe(written);
   }, 120_000);
 
-  it('delta: nothing announced, so the serving process builds at once and the worker adopts its file instead of building', async () => {
+  it('delta without the previous set: nothing announced, so the serving process builds at once and the worker adopts its file instead of building', async () => {
+    fs.rmSync(fileOf(2)); // e.g. a data dir restored without its filters
     const r = await importPackage(cfg, db, pkgs.v3.delta!.path);
     expect(r).toMatchObject({ type: 'delta', generation: 3 });
     expect(filterFileAnnounced(db, 3)).toBe(false);
@@ -132,23 +138,87 @@ describe('generation follower (appliance/filter-follow.ts)', () => {
     expect(inode(fileOf(3))).toBe(built);
   }, 120_000);
 
+  it('delta with the previous set: the apply extends it with what it adds and announces it; both followers adopt the file', async () => {
+    const prev = loadFilters(fileOf(3));
+    const r = await importPackage(cfg, db, pkgs.v3x.delta!.path);
+    expect(r).toMatchObject({ type: 'delta', generation: 4, added: 2000, removed: 1000 });
+    expect(filterFileAnnounced(db, 4)).toBe(true);
+    const ext = loadFilters(fileOf(4));
+    expect(ext.fingerprint).toBe(storeFingerprint(db).fingerprint);
+    // The previous set's bits, plus the additions': same sizes, 2,000 more counted, no bit of the old set lost.
+    const [a, b] = [prev.filters.get('ipv4')!, ext.filters.get('ipv4')!];
+    expect([b.m, b.k, b.seed]).toEqual([a.m, a.k, a.seed]);
+    expect(b.count).toBe(a.count + 2000);
+    expect(a.bits.every((byte, i) => (byte & b.bits[i]) === byte)).toBe(true);
+    expect(a.bits.some((byte, i) => byte !== b.bits[i])).toBe(true);
+    expect(withinFpBound(ext)).toBe(true);
+    const written = inode(fileOf(4));
+    expect(await follower.poll()).toBe('file');
+    expect(engine.generation).toBe(4);
+    expect(inode(fileOf(4))).toBe(written); // adopted, not rebuilt
+    expect(matched(engine, tfOnly[9000])).toBe(true); // added
+    expect(matched(engine, tfOnly[500])).toBe(false); // removed: its bits stay, the store says no
+    expect(matched(engine, tfOnly[5000])).toBe(true); // kept
+    expect(engine.lookup(tfOnly[500]).verdict).not.toBe('malicious');
+    expect(await worker.poll()).toBe('file');
+    expect(workerEngine.generation).toBe(4);
+    expect(matched(workerEngine, tfOnly[9000])).toBe(true);
+    expect(fs.existsSync(fileOf(3))).toBe(false); // older files go with the new one
+  }, 120_000);
+
+  it('a delta after a purge extends the set with the rows it brings back, not only with its additions', async () => {
+    // An expiry purge took 10 kept rows out, and the generation's set was persisted without them.
+    const revived = tfOnly.slice(5000, 5010);
+    const cols = 'type, value, feed, kind, category, confidence, first_seen, last_seen, expires_at, extra';
+    for (const v of revived) {
+      db.prepare(`INSERT INTO indicators_expired(${cols}) SELECT ${cols} FROM indicators WHERE type = 'ipv4' AND value = ?`).run(v);
+      expect(db.prepare("DELETE FROM indicators WHERE type = 'ipv4' AND value = ?").run(v).changes).toBe(1);
+    }
+    writeFilterFile(buildFilters(db, cfg.filterFpRate), filterDir);
+    const rebuilt = loadFilters(fileOf(4)).filters.get('ipv4')!;
+    expect(revived.filter((v) => probe(rebuilt, v)).length, 'at most one false positive among 10').toBeLessThanOrEqual(1);
+    const r = await importPackage(cfg, db, pkgs.v3y.delta!.path);
+    expect(r).toMatchObject({ type: 'delta', generation: 5, added: 100, removed: 0 });
+    expect(filterFileAnnounced(db, 5)).toBe(true);
+    const ext = loadFilters(fileOf(5));
+    expect(ext.filters.get('ipv4')!.count).toBe(rebuilt.count + 110); // 100 added, 10 revived
+    for (const v of [...revived, tfOnly[10_050]]) expect(probe(ext.filters.get('ipv4')!, v), v).toBe(true);
+    expect(await follower.poll()).toBe('file');
+    expect(engine.generation).toBe(5);
+    for (const v of revived) expect(matched(engine, v), v).toBe(true);
+    expect(await worker.poll()).toBe('file');
+  }, 120_000);
+
+  it('a set extended past its false-positive bound is not persisted: the serving process builds', () => {
+    const set = loadFilters(fileOf(5));
+    expect(withinFpBound(set)).toBe(true);
+    const f = set.filters.get('ipv4')!;
+    // Filled to the bits per value at which the rate doubles (and a little past): no longer within bound.
+    const { bitsPerValue } = blockedShape(set.fpRate);
+    f.count = Math.ceil(f.m / bitsPerValue);
+    expect(withinFpBound(set)).toBe(true);
+    f.count = Math.ceil((2 * f.m) / bitsPerValue);
+    expect(withinFpBound(set)).toBe(false);
+    expect(withinFpBound(set, 1e6)).toBe(true);
+  });
+
   it('crash after COMMIT: an announced file that never comes is built after the bounded wait', async () => {
     const r = await importPackage(cfg, db, pkgs.v4.path);
-    expect(r).toMatchObject({ type: 'full', generation: 4 });
-    expect(filterFileAnnounced(db, 4)).toBe(true);
-    fs.rmSync(fileOf(4)); // the writer died before writing it
+    expect(r).toMatchObject({ type: 'full', generation: 6 });
+    expect(filterFileAnnounced(db, 6)).toBe(true);
+    fs.rmSync(fileOf(6)); // the writer died before writing it
     expect(await follower.poll()).toBe('waiting');
     clock += FILTER_WAIT_MS - 1;
     expect(await follower.poll()).toBe('waiting');
-    expect(engine.generation).toBe(3);
+    expect(engine.generation).toBe(5);
     clock += 1;
     expect(await follower.poll()).toBe('built');
-    expect(engine.generation).toBe(4);
+    expect(engine.generation).toBe(6);
     expect(matched(engine, tfOnly[10_000])).toBe(true);
-    expect(fs.existsSync(fileOf(4))).toBe(true);
+    expect(fs.existsSync(fileOf(6))).toBe(true);
     expect(logLines.some((l) => l.includes('persisted filters did not come'))).toBe(true);
     expect(await worker.poll()).toBe('file');
-    expect(workerEngine.generation).toBe(4);
+    expect(workerEngine.generation).toBe(6);
   }, 120_000);
 
   it('an apply that cannot write its file withdraws the announcement: the serving process builds at once', async () => {
@@ -156,10 +226,10 @@ describe('generation follower (appliance/filter-follow.ts)', () => {
     fs.writeFileSync(filterDir, 'not a directory'); // writing the filter file fails
     try {
       const r = await importPackage(cfg, db, pkgs.v5.path);
-      expect(r).toMatchObject({ type: 'full', generation: 5 });
-      expect(filterFileAnnounced(db, 5)).toBe(false);
+      expect(r).toMatchObject({ type: 'full', generation: 7 });
+      expect(filterFileAnnounced(db, 7)).toBe(false);
       expect(await follower.poll()).toBe('built');
-      expect(engine.generation).toBe(5);
+      expect(engine.generation).toBe(7);
       expect(matched(engine, tfOnly[14_000])).toBe(true);
     } finally {
       fs.rmSync(filterDir, { force: true });
