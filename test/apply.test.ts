@@ -21,7 +21,7 @@ import { verifyPackage } from '../sync/verify.ts';
 import { importPackage } from '../sync/import.ts';
 import { keyIdOf } from '../sync/keys.ts';
 import { StateHasher, canonicalLine, serializeManifest } from '../sync/package-writer.ts';
-import { canonicalIndicator } from '../sync/records.ts';
+import { canonicalIndicator, compareIndicators, indicatorToRow } from '../sync/records.ts';
 import { trustAdd } from '../sync/trust.ts';
 import { tmpDir } from './helpers.ts';
 import { grow, makeKeys, realIndicators, writeFull } from './sync-b-fixture.ts';
@@ -125,6 +125,42 @@ describe('full-package apply', () => {
     for (const x of real.slice(0, 2000)) {
       const line = canonicalLine({ t: x.t, v: x.v });
       expect(plainLine(line)).toEqual([x.t, x.v]);
+    }
+  });
+
+  it('the state recomputed from the store is the hash of the canonical lines, for every kind of row and either read order', () => {
+    // A store of its own: rows with every attribute, values JSON must escape, and plain rows; the feed is
+    // read in primary-key order while it holds most of the store, through its index once it does not.
+    const sdb = openDb(path.join(work, 'state-store'));
+    try {
+      const rows: Indicator[] = [
+        { t: 'domain', v: 'plain.example' },
+        { t: 'domain', v: 'attrs.example', cat: 'c2', conf: 70, fs: '2026-01-02T03:04:05Z', ls: '2026-02-03T04:05:06Z', exp: '2027-01-01T00:00:00Z' },
+        { t: 'domain', v: 'extra.example', ports: [443, 8443], tags: ['b', 'a'], ctx: { z: 1, a: { y: [1, 'x'], b: null } } },
+        { t: 'domain', v: 'empty-cat.example', cat: '' },
+        { t: 'url', v: 'http://q.example/a"b\\c' },
+        { t: 'url', v: 'http://ctl.example/\u0001\u001f\t' },
+        { t: 'url', v: 'http://uni.example/ä€😀\u2028' },
+        { t: 'ipv4', v: '198.51.100.7', conf: 0 },
+        ...Array.from({ length: 50 }, (_, i): Indicator => ({ t: 'ipv4', v: `203.0.113.${i}` })),
+      ];
+      const insert = sdb.prepare('INSERT INTO indicators(type, value, feed, kind, category, confidence, first_seen, last_seen, expires_at, extra) VALUES (@type, @value, @feed, @kind, @category, @confidence, @first_seen, @last_seen, @expires_at, @extra)');
+      for (const ind of rows) insert.run(indicatorToRow(ind, 'mixed', 'block'));
+      const expected = new StateHasher();
+      for (const ind of [...rows].map(canonicalIndicator).sort(compareIndicators)) expected.update(ind);
+      const want = expected.digest();
+      const feedRow = sdb.prepare("INSERT INTO feeds(name, kind, version, state, package_sha256, key_id, created, expires, applied_at, generation, count) VALUES (?, 'block', 1, '', '', '', '', '', '', 1, ?)");
+      feedRow.run('mixed', rows.length);
+      expect(stateFromDb(sdb, 'mixed')).toBe(want);
+      // Another feed four times larger: the same state through the index.
+      for (let i = 0; i < 4 * rows.length; i++) insert.run(indicatorToRow({ t: 'ipv4', v: `192.0.2.${i % 256}` + (i >= 256 ? `${i}` : '') }, 'other', 'block'));
+      feedRow.run('other', 4 * rows.length);
+      expect(stateFromDb(sdb, 'mixed')).toBe(want);
+      // And it is the state of those rows, not of any rows: one attribute changed, another state.
+      sdb.prepare("UPDATE indicators SET confidence = 71 WHERE value = 'attrs.example'").run();
+      expect(stateFromDb(sdb, 'mixed')).not.toBe(want);
+    } finally {
+      sdb.close();
     }
   });
 
