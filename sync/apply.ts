@@ -290,25 +290,29 @@ export async function applyStaged(
       for (const file of m.files) {
         if (file.role === 'indicators') throw new OutpostError('E_FORMAT', 'delta package has a full indicators file');
       }
-      for (const role of ['remove', 'add'] as const) {
-        for (const file of m.files.filter((f) => f.role === role)) {
-          let line = 0;
-          for await (const ind of readIndicators(staged, file, limits)) {
-            line++;
-            checkLine(ind, file.name, line);
-            if (role === 'remove') {
-              if (remove.run(ind.t, ind.v, m.feed).changes !== 1) {
-                throw new OutpostError('E_STATE', `${file.name} line ${line}: removes ${ind.t} "${ind.v.slice(0, 80)}" which the base does not hold`);
-              }
-              removed++;
-            } else {
-              upsert.run(indicatorToRow(ind, m.feed, m.kind));
-              if (extend) extendIndicator(extend, ind.t, ind.v);
-              added++;
-            }
-            tick();
+      // One pass over both roles in key order: each B-tree page that removals and additions share is read
+      // (and, once the page cache has spilled, written) once instead of once per role. Equal keys: the
+      // removal first, as if every removal came before every addition.
+      const removes = deltaLines(staged, m, 'remove', limits)[Symbol.asyncIterator]();
+      const adds = deltaLines(staged, m, 'add', limits)[Symbol.asyncIterator]();
+      let r = await removes.next();
+      let a = await adds.next();
+      while (!r.done || !a.done) {
+        if (!r.done && (a.done || compareIndicators(r.value.ind, a.value.ind) <= 0)) {
+          const { ind, file, line } = r.value;
+          if (remove.run(ind.t, ind.v, m.feed).changes !== 1) {
+            throw new OutpostError('E_STATE', `${file} line ${line}: removes ${ind.t} "${ind.v.slice(0, 80)}" which the base does not hold`);
           }
+          removed++;
+          r = await removes.next();
+        } else if (!a.done) {
+          const { ind } = a.value;
+          upsert.run(indicatorToRow(ind, m.feed, m.kind));
+          if (extend) extendIndicator(extend, ind.t, ind.v);
+          added++;
+          a = await adds.next();
         }
+        tick();
       }
       state = stateFromDb(db, m.feed);
     }
@@ -371,6 +375,28 @@ export async function applyStaged(
     throw e;
   } finally {
     db.pragma('synchronous = NORMAL');
+  }
+}
+
+/**
+ * A delta's lines of one role, across its files in manifest order, each checked (checkLine) and required
+ * to sort strictly after the one before (docs/package-format.md: canonical order, no pair twice in a
+ * role), which the merged pass in applyStaged relies on. Out of order: E_FORMAT, and the transaction
+ * rolls back.
+ */
+async function* deltaLines(staged: StagedPackage, m: Manifest, role: 'remove' | 'add', limits: Limits): AsyncGenerator<{ ind: Indicator; file: string; line: number }> {
+  let prev: Indicator | null = null;
+  for (const file of m.files.filter((f) => f.role === role)) {
+    let line = 0;
+    for await (const ind of readIndicators(staged, file, limits)) {
+      line++;
+      checkLine(ind, file.name, line);
+      if (prev && compareIndicators(prev, ind) >= 0) {
+        throw new OutpostError('E_FORMAT', `${file.name} line ${line}: ${ind.t} "${ind.v.slice(0, 80)}" is not after ${prev.t} "${prev.v.slice(0, 80)}" (a delta's ${role} lines must be sorted by type, then value, without duplicates)`);
+      }
+      prev = ind;
+      yield { ind, file: file.name, line };
+    }
   }
 }
 

@@ -23,7 +23,7 @@ import { keyIdOf } from '../sync/keys.ts';
 import { StateHasher, canonicalLine, serializeManifest } from '../sync/package-writer.ts';
 import { canonicalIndicator, compareIndicators, indicatorToRow } from '../sync/records.ts';
 import { trustAdd } from '../sync/trust.ts';
-import { tmpDir } from './helpers.ts';
+import { dbDigest, tmpDir } from './helpers.ts';
 import { grow, makeKeys, realIndicators, writeFull } from './sync-b-fixture.ts';
 
 /** A signed full package whose data file holds exactly `text` (lines as given, not rewritten). */
@@ -257,4 +257,99 @@ describe('staging in the apply worker', () => {
     }
     expect(fs.readdirSync(stagingRoot)).toEqual([]);
   });
+});
+
+/** A signed delta whose remove and add files hold exactly the given lines, in the given order. */
+async function craftDelta(key: crypto.KeyObject, file: string, base: Manifest, version: number, removes: Indicator[], adds: Indicator[], result: Indicator[]): Promise<string> {
+  const state = new StateHasher();
+  for (const l of [...result].map(canonicalIndicator).sort(compareIndicators)) state.update(l);
+  const now = Math.floor(Date.now() / 1000) * 1000;
+  const parts = ([['remove', removes], ['add', adds]] as const).map(([role, lines]) => {
+    const raw = Buffer.from(lines.map((l) => canonicalLine(l) + '\n').join(''), 'utf8');
+    const gz = zlib.gzipSync(raw);
+    return { name: `${role}-0001.ndjson.gz`, role, gz, raw, count: lines.length };
+  });
+  const m = {
+    format: 'outpost-package/1', feed: base.feed, kind: 'block', type: 'delta', version, base_version: base.version, base_state: base.state,
+    created: new Date(now).toISOString(), expires: new Date(now + 86_400_000).toISOString(),
+    key_id: keyIdOf(crypto.createPublicKey(key)), state: state.digest(), defaults: {},
+    counts: { total: result.length, by_type: {} },
+    files: parts.map((p) => ({ name: p.name, role: p.role, sha256: crypto.createHash('sha256').update(p.gz).digest('hex'), size: p.gz.length, uncompressed_size: p.raw.length, count: p.count })),
+  } as unknown as Manifest;
+  const bytes = serializeManifest(m);
+  const pack = tar.pack();
+  const chunks: Buffer[] = [];
+  pack.on('data', (c: unknown) => void chunks.push(c as Buffer));
+  const ended = new Promise<void>((r) => pack.on('end', () => r()));
+  for (const [name, data] of [['manifest.json', bytes], ['manifest.sig', crypto.sign(null, bytes, key)], ...parts.map((p) => [p.name, p.gz] as const)] as const) {
+    await new Promise<void>((res, rej) => pack.entry({ name, mtime: new Date(0) }, data, (e) => (e ? rej(e) : res())));
+  }
+  pack.finalize();
+  await ended;
+  fs.writeFileSync(file, Buffer.concat(chunks));
+  return file;
+}
+
+describe('delta apply: removals and additions in one merged pass', () => {
+  const work = tmpDir('outpost-delta-apply-');
+  const dataDir = path.join(work, 'data');
+  let cfg: Config;
+  let db: DB;
+  let keys: ReturnType<typeof makeKeys>;
+  const ip = (i: number): Indicator => ({ t: 'ipv4', v: `198.51.100.${i}` });
+  const dom = (i: number): Indicator => ({ t: 'domain', v: `d${i}.example` });
+  // Base: domains d10..d29 and IPs .10..29, every one with confidence 50.
+  const base = [...Array.from({ length: 20 }, (_, i) => dom(10 + i)), ...Array.from({ length: 20 }, (_, i) => ip(10 + i))].map((x) => ({ ...x, conf: 50 }));
+  let v1: Manifest;
+
+  beforeAll(async () => {
+    keys = makeKeys(path.join(work, 'keys'));
+    cfg = loadConfig({ dataDir, noDemo: true, logLevel: 'warn', startCheck: 'off' });
+    db = openDb(dataDir);
+    trustAdd(db, keys.pubPath);
+    const text = [...base].map(canonicalIndicator).sort(compareIndicators).map((l) => canonicalLine(l) + '\n').join('');
+    const full = await craft(keys.key, path.join(work, 'v1.tar'), 'merge', 1, text);
+    const r = await importPackage(cfg, db, full);
+    expect(r.total).toBe(40);
+    v1 = (db.prepare("SELECT name AS feed, version, state FROM feeds WHERE name = 'merge'").get() as Manifest);
+  }, 60_000);
+
+  afterAll(() => {
+    db?.close();
+    fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  const confOf = (x: Indicator) => (db.prepare('SELECT confidence FROM indicators WHERE type = ? AND value = ?').get(x.t, x.v) as { confidence: number } | undefined)?.confidence;
+
+  it('interleaved removals and additions, and a value in both roles (removed, then added anew), end in the signed state', async () => {
+    // Removals and additions alternate in key order; d15 is removed and added with another confidence.
+    const removes = [dom(11), dom(15), dom(20), ip(12), ip(25)];
+    const adds = [dom(1), { ...dom(15), conf: 90 }, dom(165), dom(99), ip(2), ip(200)];
+    const gone = new Set(removes.map((x) => `${x.t} ${x.v}`));
+    const result = [...base.filter((x) => !gone.has(`${x.t} ${x.v}`)), ...adds];
+    const sorted = (xs: Indicator[]) => [...xs].sort(compareIndicators);
+    const d = await craftDelta(keys.key, path.join(work, 'v2.tar'), v1, 2, sorted(removes), sorted(adds), result);
+    const r = await importPackage(cfg, db, d);
+    expect(r).toMatchObject({ type: 'delta', added: adds.length, removed: removes.length, total: result.length });
+    expect(confOf(dom(15))).toBe(90);
+    expect(confOf(dom(11))).toBeUndefined();
+    expect(confOf(ip(200))).toBeNull();
+    expect(stateFromDb(db, 'merge')).toBe(r.state);
+    v1 = { ...v1, version: 2, state: r.state } as Manifest;
+  }, 60_000);
+
+  it('a delta whose lines are out of order is E_FORMAT and changes nothing', async () => {
+    const before = dbDigest(dataDir);
+    const state = stateFromDb(db, 'merge');
+    // Valid lines, a consistent signed result, but the additions are not sorted.
+    const adds = [ip(3), ip(1)];
+    const result = [...(db.prepare("SELECT type AS t, value AS v, confidence AS conf FROM indicators WHERE feed = 'merge'").all() as Indicator[]).map((x) => (x.conf === null ? { t: x.t, v: x.v } : x)), ...adds];
+    const d = await craftDelta(keys.key, path.join(work, 'v3.tar'), v1, 3, [], adds, result);
+    await expect(importPackage(cfg, db, d)).rejects.toMatchObject({ code: 'E_FORMAT', message: expect.stringMatching(/add-0001\.ndjson\.gz line 2: .*must be sorted/) });
+    // Duplicated removals too.
+    const d2 = await craftDelta(keys.key, path.join(work, 'v3b.tar'), v1, 3, [dom(12), dom(12)], [], result);
+    await expect(importPackage(cfg, db, d2)).rejects.toMatchObject({ code: 'E_FORMAT' });
+    expect(dbDigest(dataDir)).toBe(before);
+    expect(stateFromDb(db, 'merge')).toBe(state);
+  }, 60_000);
 });
