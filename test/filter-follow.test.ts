@@ -67,6 +67,7 @@ describe('generation follower (appliance/filter-follow.ts)', () => {
     pkgs.v3y = await build(5, [source('s3y', [...level3, ...tfOnly.slice(1000, 10_100)])], pkgs.v3x.path);
     pkgs.v4 = await build(6, [source('s4', [...level3, ...tfOnly.slice(0, 12000)])]);
     pkgs.v5 = await build(7, [source('s5', [...level3, ...tfOnly.slice(0, 16000)])]);
+    pkgs.v6 = await build(8, [source('s6', [...level3, ...tfOnly.slice(0, 17000)])]);
     db = openDb(dataDir);
     trustAdd(db, key.publicPath);
     cfg = loadConfig({ dataDir });
@@ -299,4 +300,26 @@ describe('generation follower (appliance/filter-follow.ts)', () => {
     expect(files()).toEqual(before);
     expect(logLines.slice(warnings).filter((l) => l.includes('building them'))).toEqual([]);
   }, 60_000);
+  it('an announced file is taken on generation and feed versions: no row count at the swap', async () => {
+    const r = await importPackage(cfg, db, pkgs.v6.path);
+    expect(r).toMatchObject({ type: 'full', generation: 8 });
+    expect(filterFileAnnounced(db, 8)).toBe(true);
+    // Rows deleted after the writer's COMMIT without a new generation (an expiry purge between batches):
+    // the row count no longer matches the file's, which still holds every stored key.
+    const gone = tfOnly[16_500];
+    expect(db.prepare("DELETE FROM indicators WHERE type = 'ipv4' AND value = ?").run(gone).changes).toBe(1);
+    try {
+      expect(loadFilters(fileOf(8)).fingerprint).not.toBe(storeFingerprint(db).fingerprint);
+      const written = inode(fileOf(8));
+      expect(await follower.poll()).toBe('file');
+      expect(engine.generation).toBe(8);
+      expect(engine.rowsUnchecked).toBe(false);
+      expect(inode(fileOf(8))).toBe(written); // taken as it is, not rebuilt
+      expect(matched(engine, gone)).toBe(false); // the store has the last word
+      expect(matched(engine, tfOnly[16_900])).toBe(true);
+      expect(await follower.poll()).toBe('current');
+    } finally {
+      db.prepare("INSERT INTO indicators(type, value, feed, kind) VALUES ('ipv4', ?, 'threats', 'block')").run(gone);
+    }
+  }, 120_000);
 });
