@@ -44,15 +44,18 @@ async function craft(key: crypto.KeyObject, file: string, feed: string, version:
     files: [{ name: 'indicators-0001.ndjson.gz', role: 'indicators', sha256: crypto.createHash('sha256').update(gz).digest('hex'), size: gz.length, uncompressed_size: raw.length, count: lines.length }],
     ...over,
   } as Manifest;
+  return packSigned(key, file, m, [['indicators-0001.ndjson.gz', gz]]);
+}
+
+/** Signs manifest `m` and writes it, its signature and the data files, in that order, as the package `file`. */
+async function packSigned(key: crypto.KeyObject, file: string, m: Manifest, data: (readonly [string, Buffer])[]): Promise<string> {
   const bytes = serializeManifest(m);
   const pack = tar.pack();
   const chunks: Buffer[] = [];
-  pack.on('data', (c: unknown) => {
-    chunks.push(c as Buffer);
-  });
+  pack.on('data', (c: unknown) => void chunks.push(c as Buffer));
   const ended = new Promise<void>((r) => pack.on('end', () => r()));
-  for (const [name, data] of [['manifest.json', bytes], ['manifest.sig', crypto.sign(null, bytes, key)], ['indicators-0001.ndjson.gz', gz]] as const) {
-    await new Promise<void>((res, rej) => pack.entry({ name, mtime: new Date(0) }, data, (e) => (e ? rej(e) : res())));
+  for (const [name, d] of [['manifest.json', bytes], ['manifest.sig', crypto.sign(null, bytes, key)], ...data] as const) {
+    await new Promise<void>((res, rej) => pack.entry({ name, mtime: new Date(0) }, d, (e) => (e ? rej(e) : res())));
   }
   pack.finalize();
   await ended;
@@ -276,18 +279,7 @@ async function craftDelta(key: crypto.KeyObject, file: string, base: Manifest, v
     counts: { total: result.length, by_type: {} },
     files: parts.map((p) => ({ name: p.name, role: p.role, sha256: crypto.createHash('sha256').update(p.gz).digest('hex'), size: p.gz.length, uncompressed_size: p.raw.length, count: p.count })),
   } as unknown as Manifest;
-  const bytes = serializeManifest(m);
-  const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  pack.on('data', (c: unknown) => void chunks.push(c as Buffer));
-  const ended = new Promise<void>((r) => pack.on('end', () => r()));
-  for (const [name, data] of [['manifest.json', bytes], ['manifest.sig', crypto.sign(null, bytes, key)], ...parts.map((p) => [p.name, p.gz] as const)] as const) {
-    await new Promise<void>((res, rej) => pack.entry({ name, mtime: new Date(0) }, data, (e) => (e ? rej(e) : res())));
-  }
-  pack.finalize();
-  await ended;
-  fs.writeFileSync(file, Buffer.concat(chunks));
-  return file;
+  return packSigned(key, file, m, parts.map((p) => [p.name, p.gz] as const));
 }
 
 describe('delta apply: removals and additions in one merged pass', () => {

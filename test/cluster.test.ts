@@ -143,6 +143,27 @@ describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
     expect(server.stderr()).not.toMatch(/loader thread failed/);
   }, 180_000);
 
+  /**
+   * Asks for `values` in turn until 20 answers in a row (requests spread over both workers) come from a
+   * generation after `startGen`, handing each such answer's matched indicators to `check`.
+   */
+  const untilNewGeneration = async (startGen: number, values: string[], check: (value: string, found: string[]) => void) => {
+    let inARow = 0;
+    for (let i = 0; inARow < 20; i++) {
+      if (i > 5000) throw new Error('the workers never all served the delta generation');
+      const value = values[i % values.length];
+      const r = await get(value);
+      expect(r.status).toBe(200);
+      if (r.body.generation > startGen) {
+        check(value, r.body.matches.map((m) => m.indicator));
+        inARow++;
+      } else {
+        inARow = 0;
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    }
+  };
+
   let v3Package = '';
   it('after a delta without the previous set (no file from the apply) the primary builds once and both workers swap to its file', async () => {
     expect(v2Package).toBeTruthy();
@@ -161,20 +182,7 @@ describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
     const imported = await cliAsync(['import', b.lastLine], { dataDir: real.dataDir });
     expect(imported.code, imported.stderr).toBe(0);
     // Both workers answer from the new generation: 20 answers in a row without the removed values.
-    let inARow = 0;
-    for (let i = 0; inARow < 20; i++) {
-      if (i > 5000) throw new Error('the workers never all served the delta generation');
-      const value = V2_ONLY[i % V2_ONLY.length];
-      const r = await get(value);
-      expect(r.status).toBe(200);
-      if (r.body.generation > startGen) {
-        expect(r.body.matches.map((m) => m.indicator), `removed value ${value} after the swap`).not.toContain(value);
-        inARow++;
-      } else {
-        inARow = 0;
-        await new Promise((res) => setTimeout(res, 50));
-      }
-    }
+    await untilNewGeneration(startGen, V2_ONLY, (value, found) => expect(found, `removed value ${value} after the swap`).not.toContain(value));
     // The mechanism: the primary built the filters (nothing was announced, so it did not wait), each worker
     // loaded the primary's file, and no worker built its own.
     const swapLines = () => followLines(startGen).filter((l) => l.includes('"worker":') && l.includes('"filters":"file"'));
@@ -203,20 +211,7 @@ describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
     expect(imported.code, imported.stderr).toBe(0);
     const gen = startGen + 1;
     expect(fs.existsSync(path.join(real.dataDir, 'filters', `filters-${gen}.bin`))).toBe(true);
-    let inARow = 0;
-    for (let i = 0; inARow < 20; i++) {
-      if (i > 5000) throw new Error('the workers never all served the delta generation');
-      const value = back[i % back.length];
-      const r = await get(value);
-      expect(r.status).toBe(200);
-      if (r.body.generation > startGen) {
-        expect(r.body.matches.map((m) => m.indicator), `added value ${value} after the swap`).toContain(value);
-        inARow++;
-      } else {
-        inARow = 0;
-        await new Promise((res) => setTimeout(res, 50));
-      }
-    }
+    await untilNewGeneration(startGen, back, (value, found) => expect(found, `added value ${value} after the swap`).toContain(value));
     const fileLines = () => followLines(startGen).filter((l) => l.includes('"filters":"file"'));
     for (let i = 0; i < 50 && fileLines().length < 3; i++) await new Promise((r) => setTimeout(r, 100));
     const lines = followLines(startGen);
