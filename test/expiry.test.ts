@@ -14,7 +14,7 @@ import { cli, dbDigest, getJson, serve, tmpDir } from './helpers.ts';
 import { loadConfig } from '../appliance/config.ts';
 import { layout } from '../appliance/db.ts';
 import { runWorker } from '../appliance/worker.ts';
-import { expiryDaysOf } from '../sync/expiry.ts';
+import { expiryDaysOf, feedTypes } from '../sync/expiry.ts';
 import { loadFilters } from '../lookup/filters.ts';
 import { makeKeys, realIndicators, sortUnique, writeFull } from './sync-b-fixture.ts';
 
@@ -79,6 +79,22 @@ describe('indicator expiry, purge and freshness', () => {
     // The default is configuration: with 60 days for IPs they match again.
     const longer = lookup(ips.slice(0, 5), { OUTPOST_EXPIRY_IP_DAYS: '60' });
     for (const r of longer) expect(r.matches.length, r.value).toBeGreaterThan(0);
+  });
+
+  it("a feed's types come from index seeks, the same as a DISTINCT over its rows", () => {
+    const db = new Database(path.join(dataDir, 'outpost.db'), { readonly: true });
+    try {
+      const distinct = (feed: string) => (db.prepare('SELECT DISTINCT type FROM indicators WHERE feed = ? ORDER BY type').pluck().all(feed) as string[]);
+      const types = feedTypes(db, 'aged');
+      expect(types).toEqual(distinct('aged'));
+      expect(types).toEqual(['domain', 'ipv4', 'md5', 'sha256', 'url']);
+      expect(feedTypes(db, 'no-such-feed')).toEqual([]);
+      // One seek per type on indicators_feed, not a walk over the feed's rows (a purge at 10M rows: 0.9 ms, not 0.67 s).
+      const plan = (db.prepare('EXPLAIN QUERY PLAN SELECT type FROM indicators WHERE feed = ? AND type > ? ORDER BY type LIMIT 1').all('aged', '') as { detail: string }[]).map((r) => r.detail).join(' / ');
+      expect(plan).toMatch(/^SEARCH indicators USING COVERING INDEX indicators_feed \(feed=\? AND type>\?\)$/);
+    } finally {
+      db.close();
+    }
   });
 
   it('purge takes expired rows out; a later delta still applies to the signed base', async () => {
