@@ -1,6 +1,7 @@
 // The one configuration module: defaults, then OUTPOST_* environment, then command-line flags.
 import path from 'node:path';
 import { OutpostError } from './errors.ts';
+import { EXPORT_FILE_SETS, type ExportFileSet } from './types.ts';
 
 export interface Config {
   host: string;
@@ -61,6 +62,13 @@ export interface Config {
    * the whole file: ~30 s at 10M indicators); a failed check then stops the appliance with the same E_DB.
    */
   startCheckInlineMb: number;
+  /**
+   * Export file sets serve rewrites after each new generation: `all`, `none`, or a comma list of
+   * suricata, zeek-intel, rpz, csv, stix, misp-feed (exportFileSets). At 10M indicators all of them take
+   * over 10 minutes of a core and 8 GB of writes per generation (docs/operations.md); the API streams every
+   * format whatever this says.
+   */
+  exportFiles: string;
   /** Worker threads' scheduling: `idle` (nice 10 and SCHED_IDLE, with a starvation guard) or `nice` (nice 10 only); appliance/worker-priority.ts. */
   workerPriority: string;
   /** Kept packages (sync/kept.ts): `rollback` deletes those rollback and the mirror can no longer use; `all` keeps every one. */
@@ -149,6 +157,7 @@ const DEFAULTS: Config = {
   rateLimitRps: 50_000,
   rateLimitBurst: 100_000,
   startCheck: 'quick',
+  exportFiles: 'all',
   startCheckInlineMb: 256,
   workerPriority: 'idle',
   keepPackages: 'rollback',
@@ -210,6 +219,7 @@ const ENV: Record<keyof Config, string> = {
   rateLimitRps: 'OUTPOST_RATE_LIMIT_RPS',
   rateLimitBurst: 'OUTPOST_RATE_LIMIT_BURST',
   startCheck: 'OUTPOST_START_CHECK',
+  exportFiles: 'OUTPOST_EXPORT_FILES',
   startCheckInlineMb: 'OUTPOST_START_CHECK_INLINE_MB',
   workerPriority: 'OUTPOST_WORKER_PRIORITY',
   keepPackages: 'OUTPOST_KEEP_PACKAGES',
@@ -273,6 +283,7 @@ export function loadConfig(
   if (!['nice', 'idle'].includes(cfg.workerPriority)) throw new OutpostError('E_CONFIG', `${ENV.workerPriority} must be nice or idle, got "${cfg.workerPriority}"`);
   if (!['rollback', 'all'].includes(cfg.keepPackages)) throw new OutpostError('E_CONFIG', `${ENV.keepPackages} must be rollback or all, got "${cfg.keepPackages}"`);
   if (!['quick', 'full', 'off'].includes(cfg.startCheck)) throw new OutpostError('E_CONFIG', `${ENV.startCheck} must be quick, full or off, got "${cfg.startCheck}"`);
+  exportFileSets(cfg); // E_CONFIG for a set that does not exist
   if (cfg.requestTimeoutMs > 0 && cfg.headersTimeoutMs > cfg.requestTimeoutMs) {
     throw new OutpostError('E_CONFIG', `${ENV.headersTimeoutMs} (${cfg.headersTimeoutMs}) must not exceed ${ENV.requestTimeoutMs} (${cfg.requestTimeoutMs})`);
   }
@@ -300,3 +311,17 @@ export function loadConfig(
 }
 
 export const configEnvNames = ENV;
+
+/** The export file sets `cfg.exportFiles` names, in EXPORT_FILE_SETS order; E_CONFIG for an unknown one. */
+export function exportFileSets(cfg: Pick<Config, 'exportFiles'>): ExportFileSet[] {
+  const raw = cfg.exportFiles.trim().toLowerCase();
+  if (raw === 'all') return [...EXPORT_FILE_SETS];
+  if (raw === 'none' || raw === '') return [];
+  const named = raw.split(',').map((x) => x.trim()).filter(Boolean);
+  for (const n of named) {
+    if (!(EXPORT_FILE_SETS as readonly string[]).includes(n)) {
+      throw new OutpostError('E_CONFIG', `${ENV.exportFiles} must be all, none or a comma list of ${EXPORT_FILE_SETS.join(', ')}; got "${n}"`);
+    }
+  }
+  return EXPORT_FILE_SETS.filter((s) => named.includes(s));
+}

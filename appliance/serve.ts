@@ -2,7 +2,7 @@
 // and follow new generations (from this process's applies or a CLI import) by swapping filters.
 import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import type { Config } from './config.ts';
+import { exportFileSets, type Config } from './config.ts';
 import { acquireServeLock, layout, type DB } from './db.ts';
 import { checkIntegrityInBackground, databaseError, openCheckedDb, startCheckInline } from './backup.ts';
 import { OutpostError, type ErrorCode } from './errors.ts';
@@ -98,7 +98,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     // Override changes (API, console, CLI in another process) and overrides expiring regenerate them too,
     // debounced; runs never overlap (lookup/exports/regenerate.ts).
     const exportsRun = new ExportRegenerator((signal) =>
-      runWorker<string[]>(new URL('../lookup/exports/worker.ts', import.meta.url), { dbPath: paths.db, dir: paths.exports, policy: rowPolicy }, undefined, undefined, signal)
+      runWorker<string[]>(new URL('../lookup/exports/worker.ts', import.meta.url), { dbPath: paths.db, dir: paths.exports, policy: rowPolicy, files: exportFileSets(cfg) }, undefined, undefined, signal)
         .then((files) => log.info({ files: files.length, dir: paths.exports }, 'exports regenerated'))
         .catch((err: unknown) => (signal.aborted ? log.info('export regeneration stopped: shutting down (the previous files stay)') : log.error({ err }, 'export regeneration failed'))),
     );

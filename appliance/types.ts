@@ -17,6 +17,14 @@ export const INDICATOR_TYPES: readonly IndicatorType[] = [
   'ipv4', 'ipv6', 'ipv4-cidr', 'ipv6-cidr', 'domain', 'url', 'md5', 'sha1', 'sha256', 'email',
 ];
 
+/**
+ * The export file sets serve keeps current in <data dir>/exports after each new generation
+ * (lookup/exports/index.ts writeExportFiles; config OUTPOST_EXPORT_FILES): `suricata` is the directory of
+ * datasets, rules and IP reputation, `misp-feed` a directory, the others one file each.
+ */
+export const EXPORT_FILE_SETS = ['suricata', 'zeek-intel', 'rpz', 'csv', 'stix', 'misp-feed'] as const;
+export type ExportFileSet = (typeof EXPORT_FILE_SETS)[number];
+
 /** Types a looked-up value can have (contract: a network is not a lookup value). */
 export type LookupType = 'ipv4' | 'ipv6' | 'domain' | 'url' | 'md5' | 'sha1' | 'sha256' | 'email' | 'invalid';
 

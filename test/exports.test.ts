@@ -7,6 +7,10 @@ import { Ajv } from 'ajv';
 import formatsPlugin from 'ajv-formats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OutpostError } from '../appliance/errors.ts';
+import { exportFileSets, loadConfig } from '../appliance/config.ts';
+import { setMeta } from '../appliance/db.ts';
+import { createLogger } from '../appliance/log.ts';
+import { startAppliance } from '../appliance/serve.ts';
 import { contentType, EXPORT_FORMATS, exportFormat, writeExportFiles, type ExportStats } from '../lookup/exports/index.ts';
 import { rpzIpOwner, rpzName } from '../lookup/exports/rpz.ts';
 import { ipRange } from '../lookup/exports/ranges.ts';
@@ -498,4 +502,49 @@ describe('export regeneration under serve', () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(calls).toBe(1);
   });
+});
+
+describe('export file sets (OUTPOST_EXPORT_FILES)', () => {
+  let fx: Fixture;
+  beforeAll(() => {
+    fx = buildFixture();
+  });
+  afterAll(() => fx.close());
+
+  it('the configuration names the sets; an unknown one is E_CONFIG', () => {
+    expect(exportFileSets(loadConfig({ exportFiles: 'all' }, {}))).toEqual(['suricata', 'zeek-intel', 'rpz', 'csv', 'stix', 'misp-feed']);
+    expect(exportFileSets(loadConfig({}, {}))).toHaveLength(6); // the default writes every set
+    expect(exportFileSets(loadConfig({}, { OUTPOST_EXPORT_FILES: ' RPZ, suricata ' }))).toEqual(['suricata', 'rpz']);
+    expect(exportFileSets(loadConfig({ exportFiles: 'none' }, {}))).toEqual([]);
+    expect(() => loadConfig({ exportFiles: 'rpz,stixx' }, {})).toThrow(/OUTPOST_EXPORT_FILES .*"stixx"/);
+  });
+
+  it('only the sets asked for are written; a set switched off loses its files', async () => {
+    const dir = path.join(fx.dir, 'exports-sets');
+    await writeExportFiles(fx.db, dir, { now: NOW });
+    expect(fs.existsSync(path.join(dir, 'outpost.stix.json'))).toBe(true);
+    const written = await writeExportFiles(fx.db, dir, { now: NOW, files: ['suricata', 'rpz'] });
+    expect(written).toContain(path.join(dir, 'outpost.rpz'));
+    expect(written).toContain(path.join(dir, 'suricata', 'outpost.rules'));
+    expect(fs.readdirSync(dir).sort()).toEqual(['exports.json', 'outpost.rpz', 'suricata']);
+    const summary = JSON.parse(fs.readFileSync(path.join(dir, 'exports.json'), 'utf8'));
+    expect(summary.not_written).toEqual(['zeek-intel', 'csv', 'stix', 'misp-feed']);
+    expect(Object.keys(summary.files).sort()).toEqual(['outpost.rpz', 'suricata/']);
+    await writeExportFiles(fx.db, dir, { now: NOW, files: [] });
+    expect(fs.readdirSync(dir)).toEqual(['exports.json']);
+  });
+
+  it('serve writes the configured sets after a new generation', async () => {
+    setMeta(fx.db, 'generation', '1'); // rows of the fixture, as an apply would leave them
+    const cfg = loadConfig({ dataDir: fx.dir, port: 0, noDemo: true, exportFiles: 'zeek-intel' }, {});
+    const running = await startAppliance(cfg, createLogger('silent'));
+    try {
+      const summaryFile = path.join(fx.dir, 'exports', 'exports.json');
+      for (let i = 0; i < 600 && !fs.existsSync(summaryFile); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(fs.readdirSync(path.join(fx.dir, 'exports')).sort()).toEqual(['exports.json', 'outpost.intel']);
+      expect(fs.readFileSync(path.join(fx.dir, 'exports', 'outpost.intel'), 'utf8')).toMatch(/^#fields\t/);
+    } finally {
+      await running.close();
+    }
+  }, 120_000);
 });

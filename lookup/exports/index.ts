@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { DB } from '../../appliance/db.ts';
+import { EXPORT_FILE_SETS, type ExportFileSet } from '../../appliance/types.ts';
 import { OutpostError } from '../../appliance/errors.ts';
 import { FeedPolicy } from '../../appliance/freshness.ts';
 import { csvExport } from './csv.ts';
@@ -30,6 +31,8 @@ export interface ExportOptions extends SourceOptions {
   rpzIpTriggers?: boolean;
   /** Filled while the export streams: rows written and rows left out, by reason. */
   stats?: ExportStats;
+  /** writeExportFiles: the file sets to write (default all); the others' files are removed. */
+  files?: readonly ExportFileSet[];
 }
 
 const CONTENT_TYPES: Record<ExportFormat, string> = {
@@ -49,6 +52,16 @@ export const EXPORT_FILE_NAMES: Record<ExportFormat, string> = {
   rpz: 'outpost.rpz',
   csv: 'outpost.csv',
   stix: 'outpost.stix.json',
+};
+
+/** Where each export file set lives in the exports dir (a directory for suricata and misp-feed). */
+const EXPORT_SET_PATHS: Record<ExportFileSet, string> = {
+  suricata: 'suricata',
+  'zeek-intel': EXPORT_FILE_NAMES['zeek-intel'],
+  rpz: EXPORT_FILE_NAMES.rpz,
+  csv: EXPORT_FILE_NAMES.csv,
+  stix: EXPORT_FILE_NAMES.stix,
+  'misp-feed': 'misp-feed',
 };
 
 function checkFormat(format: string): ExportFormat {
@@ -120,29 +133,39 @@ export async function writeAtomic(file: string, chunks: Iterable<string> | Async
  *   dir/outpost.intel  dir/outpost.rpz  dir/outpost.csv  dir/outpost.stix.json
  *   dir/misp-feed/     manifest.json <uuid>.json (one event per block feed) hashes.csv
  *   dir/exports.json   what was written and skipped, per file; the overrides state and the withheld
- *                      (fail-closed, stale) feeds it reflects
- * Each file is replaced atomically; within the Suricata set the rules file is replaced last.
+ *                      (fail-closed, stale) feeds it reflects; the sets not written (`not_written`)
+ * Each file is replaced atomically; within the Suricata set the rules file is replaced last. `opts.files`
+ * (config OUTPOST_EXPORT_FILES) limits the sets written; the files of the others are removed.
  * Returns the paths written.
  */
 export async function writeExportFiles(db: DB, dir: string, opts: ExportOptions = {}): Promise<string[]> {
   const now = opts.now ?? Math.floor(Date.now() / 1000);
-  const suricataDir = path.join(dir, 'suricata');
-  await fs.promises.mkdir(suricataDir, { recursive: true, mode: 0o755 });
+  const suricataDir = path.join(dir, EXPORT_SET_PATHS.suricata);
+  await fs.promises.mkdir(dir, { recursive: true, mode: 0o755 });
   await removeStaleTemps(dir); // left by a run that was stopped (serve shutting down) before its rename
   const written: string[] = [];
   const report: Record<string, ExportStats> = {};
   const overrides = overridesState(db, new Date(now * 1000));
   const withheld = withheldState(db, now, opts);
 
-  const surStats = newStats();
-  for (const f of suricataFiles(sourceContext(db, now, surStats, opts))) {
-    const file = path.join(suricataDir, f.name);
-    await writeAtomic(file, f.chunks());
-    written.push(file);
+  const sets = new Set<ExportFileSet>(opts.files ?? EXPORT_FILE_SETS);
+  // A set switched off loses its files: a consumer must not go on reading data that no longer follows the store.
+  const off = EXPORT_FILE_SETS.filter((f) => !sets.has(f));
+  for (const f of off) await fs.promises.rm(path.join(dir, EXPORT_SET_PATHS[f]), { recursive: true, force: true });
+
+  if (sets.has('suricata')) {
+    await fs.promises.mkdir(suricataDir, { recursive: true, mode: 0o755 });
+    const surStats = newStats();
+    for (const f of suricataFiles(sourceContext(db, now, surStats, opts))) {
+      const file = path.join(suricataDir, f.name);
+      await writeAtomic(file, f.chunks());
+      written.push(file);
+    }
+    report['suricata/'] = surStats;
   }
-  report['suricata/'] = surStats;
 
   for (const format of ['zeek-intel', 'rpz', 'csv', 'stix'] as const) {
+    if (!sets.has(format)) continue;
     const stats = newStats();
     const file = path.join(dir, EXPORT_FILE_NAMES[format]);
     await writeAtomic(file, exportFormat(db, format, { ...opts, now, stats }));
@@ -151,13 +174,15 @@ export async function writeExportFiles(db: DB, dir: string, opts: ExportOptions 
   }
 
   // ---- MISP feed (lookup/exports/misp-feed.ts): a directory, not one stream ----
-  const misp = await writeMispFeed(db, path.join(dir, 'misp-feed'), { now, expiryDays: opts.expiryDays, staleAfterS: opts.staleAfterS });
-  written.push(...misp.files);
-  report['misp-feed/'] = misp.stats;
+  if (sets.has('misp-feed')) {
+    const misp = await writeMispFeed(db, path.join(dir, 'misp-feed'), { now, expiryDays: opts.expiryDays, staleAfterS: opts.staleAfterS });
+    written.push(...misp.files);
+    report['misp-feed/'] = misp.stats;
+  }
   // ---- end MISP feed ----
 
   const summary = path.join(dir, 'exports.json');
-  await writeAtomic(summary, [JSON.stringify({ generated_at: new Date(now * 1000).toISOString(), overrides, withheld_feeds: withheld, files: report }, null, 2) + '\n']);
+  await writeAtomic(summary, [JSON.stringify({ generated_at: new Date(now * 1000).toISOString(), overrides, withheld_feeds: withheld, files: report, not_written: off }, null, 2) + '\n']);
   written.push(summary);
   return written;
 }

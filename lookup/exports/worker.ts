@@ -2,8 +2,9 @@
 // so a large export never stalls the lookup path.
 import { workerData } from 'node:worker_threads';
 import { workOnOwnConnection } from '../../appliance/worker.ts';
+import type { ExportFileSet } from '../../appliance/types.ts';
 import type { SourceOptions } from './source.ts';
 import { writeExportFiles } from './index.ts';
 
-const { dbPath, dir, policy } = workerData as { dbPath: string; dir: string; policy: SourceOptions };
-await workOnOwnConnection(dbPath, { readonly: true }, (db) => writeExportFiles(db, dir, policy));
+const { dbPath, dir, policy, files } = workerData as { dbPath: string; dir: string; policy: SourceOptions; files: ExportFileSet[] };
+await workOnOwnConnection(dbPath, { readonly: true }, (db) => writeExportFiles(db, dir, { ...policy, files }));
