@@ -23,6 +23,14 @@
 // start (policySetter: forked while the process is small) and hands it `<policy> <tid>` lines; the shell
 // forks chrt, itself a few MiB. A new thread asks for its policy through a BroadcastChannel and waits
 // (at most 250 ms) until it has it, so it runs its job under its policy as before.
+//
+// A long background job (the export regeneration: minutes at 10M indicators) also asks to be pinned to one
+// core, the last this process may use (pinThisThread; `taskset` from the same shell). Left free to move, an
+// idle-class thread that runs for minutes is preempted by each lookup that wakes on its core and moved to
+// the other one, and the lookups on both cores pay for it: on the 10M store at 20k lookups/s, p99 3.6–5.5 ms
+// while the exports were rewritten, 1.6–2.4 ms with the same thread pinned to one core, in alternating 8 s
+// rounds (docs/performance.md). The apply is not pinned: pinning every idle-class thread, the apply
+// included, made a 1M delta's lookups worse (session 11).
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { BroadcastChannel } from 'node:worker_threads';
@@ -70,11 +78,18 @@ export function policySetter(): PolicySetter | null {
     if (process.platform !== 'linux') return null;
     try {
       // `command -v` first: without chrt the setter ends at once and threads stay at nice 10 without waiting.
-      const child = spawn('sh', ['-c', 'command -v chrt >/dev/null || exit 3; while read -r p t; do chrt "--$p" --pid 0 "$t"; done'], { stdio: ['pipe', 'ignore', 'ignore'] });
+      const child = spawn('sh', ['-c', 'command -v chrt >/dev/null || exit 3; while read -r p t c; do if [ "$p" = pin ]; then taskset -pc "$c" "$t" >/dev/null 2>&1; else chrt "--$p" --pid 0 "$t"; fi; done'], { stdio: ['pipe', 'ignore', 'ignore'] });
       forks++;
       const set: PolicySetter['set'] = (policy, tid) => child.stdin!.write(`${policy} ${tid}\n`);
       const channel = new BroadcastChannel(CHANNEL);
-      channel.onmessage = (e: unknown) => set('idle', Number((e as { data: unknown }).data));
+      channel.onmessage = (e: unknown) => {
+        const data = (e as { data: unknown }).data;
+        if (typeof data === 'number') set('idle', data);
+        else if (data && typeof data === 'object' && typeof (data as { pin?: unknown }).pin === 'number') {
+          const cpu = backgroundCpu();
+          if (cpu !== null) child.stdin!.write(`pin ${(data as { pin: number }).pin} ${cpu}\n`);
+        }
+      };
       channel.unref();
       const ended = () => {
         if (setter?.child === child) setter = null;
@@ -90,6 +105,36 @@ export function policySetter(): PolicySetter | null {
     }
   }
   return setter;
+}
+
+/**
+ * Called by a worker thread that runs a long job (lookup/exports/worker.ts): asks this process's setter to
+ * pin the calling thread to one core (backgroundCpu). Asynchronous and best effort: without a setter (not
+ * Linux, OUTPOST_WORKER_PRIORITY=nice, no `sh`), without `taskset`, or with one core, the thread stays free.
+ */
+export function pinThisThread(): void {
+  try {
+    const tid = Number(fs.readlinkSync('/proc/thread-self').split('/').pop());
+    const ch = new BroadcastChannel(CHANNEL);
+    ch.postMessage({ pin: tid });
+    ch.close();
+  } catch {
+    /* not Linux: nothing to pin */
+  }
+}
+
+/** The core long background jobs are pinned to: the last one this process may run on; null with fewer than two. */
+export function backgroundCpu(): number | null {
+  try {
+    const line = /^Cpus_allowed_list:\s*(.+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))?.[1] ?? '';
+    const cpus = line.split(',').flatMap((r) => {
+      const [a, b = a] = r.split('-').map(Number);
+      return Number.isInteger(a) && Number.isInteger(b) ? Array.from({ length: b - a + 1 }, (_, i) => a + i) : [];
+    });
+    return cpus.length >= 2 ? cpus[cpus.length - 1] : null;
+  } catch {
+    return null;
+  }
 }
 
 /** Processes this process has forked to set policies (the setter: one, however many threads it changed). */

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compiledWorker, runWorker, workerCacheDir } from '../appliance/worker.ts';
-import { idleDemotions, idlePromotions, onIdlePromotion, priorityForks } from '../appliance/worker-priority.ts';
+import { backgroundCpu, idleDemotions, idlePromotions, onIdlePromotion, priorityForks } from '../appliance/worker-priority.ts';
 
 const ROOT = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 // Inside the project (bare imports resolve from its node_modules), outside the sources.
@@ -107,6 +107,38 @@ parentPort!.postMessage({ type: 'done', result: { nice: Number(f[16]), policy: N
     await withPolicy(undefined, async () => expect(await runWorker(pathToFileURL(main), {})).toEqual({ nice: 10, policy: 5 }));
     await withPolicy('idle', async () => expect(await runWorker(pathToFileURL(main), {})).toEqual({ nice: 10, policy: 5 }));
     await withPolicy('nice', async () => expect(await runWorker(pathToFileURL(main), {})).toEqual({ nice: 10, policy: 0 }));
+  });
+
+  it('a long job pins its thread to the last core this process may use (pinThisThread), still under SCHED_IDLE; the others stay free', async () => {
+    const status = (field: string) => `(/^${field}:\\s*(.+)$/m.exec(fs.readFileSync('/proc/thread-self/status', 'utf8'))?.[1] ?? '')`;
+    const main = write('pinned.ts', `import fs from 'node:fs';
+import { parentPort } from 'node:worker_threads';
+import { pinThisThread } from ${JSON.stringify(path.relative(dir, path.join(ROOT, 'appliance', 'worker-priority.ts')))};
+const before = ${status('Cpus_allowed_list')};
+pinThisThread();
+const t0 = Date.now();
+let cpus = before;
+while (cpus === before && Date.now() - t0 < 5000) { await new Promise((r) => setTimeout(r, 5)); cpus = ${status('Cpus_allowed_list')}; }
+const st = fs.readFileSync('/proc/thread-self/stat', 'utf8');
+parentPort!.postMessage({ type: 'done', result: { before, cpus, policy: Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[38]) } });
+`);
+    const free = write('free.ts', `import fs from 'node:fs';
+import { parentPort } from 'node:worker_threads';
+await new Promise((r) => setTimeout(r, 200));
+parentPort!.postMessage({ type: 'done', result: ${status('Cpus_allowed_list')} });
+`);
+    const mine = /^Cpus_allowed_list:\s*(.+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))![1];
+    const cpu = backgroundCpu();
+    const r = await withPolicy(undefined, () => runWorker<{ before: string; cpus: string; policy: number }>(pathToFileURL(main), {}));
+    expect(r.before).toBe(mine);
+    if (os.availableParallelism() >= 2) {
+      expect(cpu).toBe(Number(mine.split(/[-,]/).pop()));
+      expect(r.cpus).toBe(String(cpu));
+    } else {
+      expect(r.cpus).toBe(mine); // one core: nothing to pin
+    }
+    expect(r.policy).toBe(5);
+    expect(await withPolicy(undefined, () => runWorker<string>(pathToFileURL(free), {}))).toBe(mine);
   });
 
   it('an idle-class worker thread starved by busy cores is put back to SCHED_OTHER at nice 10, to SCHED_IDLE once the cores are free again, and is still watched', async () => {
