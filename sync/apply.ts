@@ -14,7 +14,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { addIndicator, announceFilterFile, extendIndicator, extendPersisted, finishBuild, newBuilder, storeFingerprint, withdrawFilterFile, withinFpBound, writeFilterFile, type FilterBuilder, type FilterSet } from '../lookup/filters.ts';
 import { parseIndicatorLine, readIndicators, readLines, stagePackage, type Limits, type StagedPackage } from './package-reader.ts';
-import { canonicalLine } from './package-writer.ts';
+import { StateHasher, canonicalLine } from './package-writer.ts';
 import { compareIndicators, indicatorToRow, plainJsonText, rowToIndicator } from './records.ts';
 import { dropExpired, restoreExpired } from './expiry.ts';
 import type { ApplyJob } from './import.ts';
@@ -412,7 +412,7 @@ function sameCounts(declared: Record<string, number>, actual: Map<string, number
  * and value, and a value JSON writes as it is (json_quote escapes exactly what JSON.stringify does for
  * well-formed text: '"', '\\' and U+0000–U+001F), its canonical line itself; else the row as a JSON array
  * (a canonical line starts with '{', the array with '['), which stateFromDb turns into its line in JS.
- * Handing JS one string per row instead of an 8-column row, and hashing a batch of lines at a time, is what
+ * Handing JS one string per row instead of an 8-column row, hashed a batch of lines at a time (StateHasher), is what
  * makes the state check after a delta cost ~0.4 instead of ~1.5 µs per row of the feed (docs/performance.md).
  */
 const STATE_LINE = `CASE WHEN category IS NULL AND confidence IS NULL AND first_seen IS NULL AND last_seen IS NULL AND expires_at IS NULL AND extra IS NULL AND json_quote(value) = '"' || value || '"'
@@ -421,27 +421,21 @@ const STATE_LINE = `CASE WHEN category IS NULL AND confidence IS NULL AND first_
 
 /** Recomputes a feed's content state from the store, in the canonical order and form. */
 export function stateFromDb(db: DB, feed: string): string {
-  const hash = crypto.createHash('sha256');
+  const hasher = new StateHasher();
   // A feed holding most of the store is read in primary-key order, (type, value, feed), which is the
   // state's order: one pass over the table. A smaller one through its index (feed, type, value), whose
   // entries each cost a primary-key lookup for the other columns.
   const counts = db.prepare('SELECT sum(count) AS all_rows, sum(CASE WHEN name = ? THEN count ELSE 0 END) AS feed_rows FROM feeds').get(feed) as { all_rows: number | null; feed_rows: number | null };
   const whole = (counts.feed_rows ?? 0) * 4 >= (counts.all_rows ?? 0);
   const rows = db.prepare(`SELECT ${STATE_LINE} FROM indicators WHERE ${whole ? '+feed' : 'feed'} = ? ORDER BY type, value`).pluck().iterate(feed) as IterableIterator<string>;
-  let batch = '';
   for (const line of rows) {
-    if (line.charCodeAt(0) === 123 /* { */) batch += line + '\n';
+    if (line.charCodeAt(0) === 123 /* { */) hasher.updateLine(line);
     else {
       const [type, value, category, confidence, first_seen, last_seen, expires_at, extra] = JSON.parse(line) as [IndicatorType, string, string | null, number | null, number | null, number | null, number | null, string | null];
-      batch += canonicalLine(rowToIndicator({ type, value, category, confidence, first_seen, last_seen, expires_at, extra })) + '\n';
-    }
-    if (batch.length >= 65536) {
-      hash.update(batch);
-      batch = '';
+      hasher.updateLine(canonicalLine(rowToIndicator({ type, value, category, confidence, first_seen, last_seen, expires_at, extra })));
     }
   }
-  hash.update(batch);
-  return hash.digest('hex');
+  return hasher.digest();
 }
 
 /** What the apply worker needs to stage and verify a package (PendingApply.stage). */
