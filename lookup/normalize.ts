@@ -134,7 +134,7 @@ const V4_PARTS = -4;
 const V4_EMPTY = -5;
 
 /** Strict dotted quad on s[start, end) without allocating: uint32 value, or a negative V4_* code. */
-function parseV4(s: string, start: number, end: number): number {
+export function parseV4(s: string, start = 0, end = s.length): number {
   let parts = 0;
   let acc = 0;
   let digits = 0;

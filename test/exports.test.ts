@@ -1,9 +1,11 @@
 // Export formats on a real store filled from ../shared/data: the shared rules (block feeds only,
 // unexpired, allowlists win, deduplicated), then each format's syntax on edge values.
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Ajv } from 'ajv';
+import ipaddr from 'ipaddr.js';
 import formatsPlugin from 'ajv-formats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OutpostError } from '../appliance/errors.ts';
@@ -14,8 +16,9 @@ import { startAppliance } from '../appliance/serve.ts';
 import { contentType, EXPORT_FORMATS, exportFormat, writeExportFiles, type ExportStats } from '../lookup/exports/index.ts';
 import { rpzIpOwner, rpzName } from '../lookup/exports/rpz.ts';
 import { ipRange } from '../lookup/exports/ranges.ts';
+import { AllowIndex, Liveness } from '../lookup/exports/source.ts';
 import { ruleContent } from '../lookup/exports/suricata.ts';
-import { stixPattern, uuidv5 } from '../lookup/exports/stix.ts';
+import { OUTPOST_NAMESPACE, stixPattern, uuidv5 } from '../lookup/exports/stix.ts';
 import { ZEEK_HEADER } from '../lookup/exports/zeek.ts';
 import { ExportRegenerator } from '../lookup/exports/regenerate.ts';
 import { addFeed, addRow, buildFixture, collect, DAY, freshDb, NOW, warninglist, type Fixture } from './exports-fixture.ts';
@@ -157,6 +160,23 @@ describe('shared export rules on real data', () => {
     expect(stats.skipped['internal-address-space']).toBeGreaterThanOrEqual(3);
   });
 
+  it('reads addresses and networks into ranges as ipaddr.js does (the store\'s dotted quads take a fast path)', () => {
+    const reference = (v: string) => {
+      const [addr, prefix] = v.includes('/') ? ipaddr.parseCIDR(v) : [ipaddr.parse(v), v.includes(':') ? 128 : 32];
+      const n = BigInt(`0x${Buffer.from(addr.toByteArray()).toString('hex')}`);
+      const host = BigInt((addr.kind() === 'ipv4' ? 32 : 128) - prefix);
+      const start = (n >> host) << host;
+      return { family: addr.kind() === 'ipv4' ? 4 : 6, start, end: start | ((1n << host) - 1n) };
+    };
+    const stored = (fx.db.prepare(`SELECT value FROM indicators WHERE type IN ('ipv4', 'ipv4-cidr', 'ipv6', 'ipv6-cidr') LIMIT 3000`).all() as { value: string }[]).map((r) => r.value);
+    const edges = ['0.0.0.0', '255.255.255.255', '0.0.0.0/0', '1.2.3.4/32', '1.2.3.4/31', '1.2.3.4/1', '10.9.8.7/8', '203.0.113.9/24', '2001:db8::/32', '::ffff:1.2.3.4'];
+    for (const v of [...stored, ...edges]) expect(ipRange(v), v).toEqual(reference(v));
+    expect(stored.length).toBeGreaterThan(1000);
+    // What neither reads: not an address, a prefix out of range or written oddly is left to ipaddr.js, which refuses it.
+    for (const v of ['1.2.3.4/33', '1.2.3.4/', '1.2.3.4/-1', '256.1.1.1', 'evil.example']) expect(ipRange(v), v).toBeNull();
+    expect(ipRange('1.2.3.4/08')).toEqual(ipRange('1.2.3.4/8')); // ipaddr.js reads a padded prefix; so do exports
+  });
+
   it('drops domains under an allowed domain, but keeps listed URLs on allowed hosts', () => {
     const allowed = new Set(warninglist('known-benign/warninglists/tranco10k.json'));
     addRow(fx.db, 'lummac2', 'block', 'domain', 'malicious-sub.github.com');
@@ -164,6 +184,14 @@ describe('shared export rules on real data', () => {
     const values = valuesOf(csvOf(fx));
     expect(values).not.toContain('malicious-sub.github.com');
     expect(values).toContain('http://github.com/evil/payload.exe');
+    // Allowed domains are held in memory up to a limit, asked one query per parent beyond it: same answers.
+    for (const held of [0, 1_000_000]) {
+      const allow = new AllowIndex(fx.db, NOW, new Liveness(fx.db, NOW), held);
+      expect(allow.parentDomainAllowed('malicious-sub.github.com')).toBe(true);
+      expect(allow.parentDomainAllowed('a.b.github.com')).toBe(true);
+      expect(allow.parentDomainAllowed('github.com')).toBe(false); // the domain itself is matched by grouping, not here
+      expect(allow.parentDomainAllowed('malicious-sub.github.com.evil.example')).toBe(false);
+    }
     // The real data agrees: no exported domain has an allowlisted parent.
     for (const v of values) {
       if (!/^[a-z0-9.-]+$/.test(v) || /^\d/.test(v)) continue;
@@ -458,6 +486,20 @@ describe('STIX 2.1 export', () => {
     expect(ids()).toEqual(ids());
     expect(uuidv5('domain:evil.example')).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     expect(uuidv5('domain:evil.example')).not.toBe(uuidv5('url:evil.example'));
+    // RFC 4122 §4.3 by its own steps, and the well-known vector (DNS namespace, www.example.com).
+    const reference = (name: string, ns: string) => {
+      const h = createHash('sha1').update(Buffer.from(ns.replace(/-/g, ''), 'hex')).update(name, 'utf8').digest().subarray(0, 16);
+      h[6] = (h[6] & 0x0f) | 0x50;
+      h[8] = (h[8] & 0x3f) | 0x80;
+      const x = h.toString('hex');
+      return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+    };
+    const dns = '6ba7b810-9dad-11d1-80b4-00c04fd430c8';
+    expect(uuidv5('www.example.com', dns)).toBe('2ed6657d-e927-568b-95e1-2665a8aea6a2');
+    for (const name of ['', 'url:http://bücher.example/ä', 'x'.repeat(4080), 'x'.repeat(5000), '日本'.repeat(2000)]) {
+      expect(uuidv5(name)).toBe(reference(name, OUTPOST_NAMESPACE));
+      expect(uuidv5(name, dns)).toBe(reference(name, dns));
+    }
   });
 });
 

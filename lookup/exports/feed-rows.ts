@@ -7,7 +7,7 @@ import { getMeta } from '../../appliance/db.ts';
 import { INDICATOR_TYPES, type IndicatorType } from '../../appliance/types.ts';
 import { OVERRIDE_CATEGORY } from '../overrides.ts';
 import { OVERRIDE_FEED } from '../verdict.ts';
-import { ROW_SELECT, finish, type ExportRow, type RawRow, type SourceContext } from './source.ts';
+import { ROW_COLUMNS, finish, rawRow, type ExportRow, type RawRow, type RowTuple, type SourceContext } from './source.ts';
 
 /** Position in a feed's (type, value) order; rows strictly after it are read. */
 export interface FeedCursor {
@@ -66,9 +66,9 @@ export function overrideFeed(ctx: SourceContext): FeedInfo | null {
   };
 }
 
-const GROUP_SQL = `${ROW_SELECT}
-   WHERE i.type = ? AND i.value = ? AND (i.expires_at IS NULL OR i.expires_at > ?)
-   ORDER BY i.feed`;
+const GROUP_SQL = `${ROW_COLUMNS}
+   WHERE type = ? AND value = ? AND (expires_at IS NULL OR expires_at > ?)
+   ORDER BY feed`;
 
 // indicators_feed is (feed, type) and the table is WITHOUT ROWID, so the index carries the primary key
 // after it: (feed, type, value) order comes straight from the index.
@@ -84,13 +84,14 @@ const PAGE_SQL = `
  * in ctx.stats, exactly as in the whole-store exports. The caller stops iterating when it has enough.
  */
 export function* feedRows(ctx: SourceContext, feed: string, cursor: FeedCursor | null = null): Generator<ExportRow & { key: FeedCursor }> {
-  const group = ctx.db.prepare(GROUP_SQL);
+  const stmt = ctx.db.prepare(GROUP_SQL).raw(true);
+  const group = (type: string, value: string): RawRow[] => (stmt.all(type, value, ctx.now) as RowTuple[]).map((t) => rawRow(ctx, t));
   if (feed === OVERRIDE_FEED) {
     // The values local block overrides name, each as the whole-store exports show it (listed or not).
     const b = (s: string) => Buffer.from(s, 'utf8');
     for (const k of overrideKeys(ctx)) {
       if (cursor && (Buffer.compare(b(k.type), b(cursor.type)) || Buffer.compare(b(k.value), b(cursor.value))) <= 0) continue;
-      const row = finish(ctx, k.type as IndicatorType, group.all(k.type, k.value, ctx.now) as RawRow[], k.value);
+      const row = finish(ctx, k.type as IndicatorType, group(k.type, k.value), k.value);
       if (row?.feeds.includes(OVERRIDE_FEED)) yield { ...row, key: k };
     }
     return;
@@ -99,7 +100,7 @@ export function* feedRows(ctx: SourceContext, feed: string, cursor: FeedCursor |
   const t = cursor?.type ?? '';
   const v = cursor?.value ?? '';
   for (const k of page.iterate(feed, ctx.now, t, t, v) as Iterable<FeedCursor>) {
-    const rows = group.all(k.type, k.value, ctx.now) as RawRow[];
+    const rows = group(k.type, k.value);
     // This feed's own listing must still count (its default lifetime, as lookups apply it).
     const own = rows.find((r) => r.feed === feed && r.kind === 'block');
     if (!own || !ctx.live.live(k.type, own.feed, own.expires_at, own.feed_created)) continue;

@@ -110,18 +110,52 @@ async function removeStaleTemps(dir: string): Promise<void> {
   }
 }
 
+/**
+ * A file written through a temp file in the same dir and renamed into place by `commit`, so readers never
+ * see half a file; `write` buffers to ~64 KiB per system call. `abort` removes the temp file.
+ */
+export class AtomicFile {
+  private buf = '';
+  private constructor(readonly file: string, private readonly tmp: string, private readonly fh: fs.promises.FileHandle) {}
+
+  static async open(file: string): Promise<AtomicFile> {
+    const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+    return new AtomicFile(file, tmp, await fs.promises.open(tmp, 'w', 0o644));
+  }
+
+  /** Appends; resolves at once unless a full buffer went to the file. */
+  async write(s: string): Promise<void> {
+    this.buf += s;
+    if (this.buf.length >= 65_536) await this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    const b = this.buf;
+    this.buf = '';
+    if (b) await this.fh.write(b);
+  }
+
+  async commit(): Promise<void> {
+    await this.flush();
+    await this.fh.sync();
+    await this.fh.close();
+    await fs.promises.rename(this.tmp, this.file);
+  }
+
+  async abort(): Promise<void> {
+    await this.fh.close().catch(() => {});
+    await fs.promises.rm(this.tmp, { force: true });
+  }
+}
+
 /** Writes chunks to `file` via a temp file in the same dir and a rename, so readers never see half a file. */
 export async function writeAtomic(file: string, chunks: Iterable<string> | AsyncIterable<string>): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  const fh = await fs.promises.open(tmp, 'w', 0o644);
+  const out = await AtomicFile.open(file);
   try {
-    for await (const chunk of chunks) await fh.write(chunk);
-    await fh.sync();
-    await fh.close();
-    await fs.promises.rename(tmp, file);
+    for await (const chunk of chunks) await out.write(chunk);
+    await out.commit();
   } catch (e) {
-    await fh.close().catch(() => {});
-    await fs.promises.rm(tmp, { force: true });
+    await out.abort();
     throw e;
   }
 }

@@ -7,14 +7,14 @@
 // instance updates the same event on every pull; the event timestamp is the feed's apply time, which
 // is what MISP compares to decide whether to fetch an event again.
 // Files are replaced atomically; manifest.json last, so a fetcher never sees a uuid whose file is missing.
-import { createHash } from 'node:crypto';
+import crypto, { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { DB } from '../../appliance/db.ts';
-import type { IndicatorType } from '../../appliance/types.ts';
-import { blockFeeds, feedRows, type FeedInfo } from './feed-rows.ts';
-import { writeAtomic } from './index.ts';
-import { chunked, newStats, sourceContext, type ExportRow, type ExportStats, type SourceOptions } from './source.ts';
+import { INDICATOR_TYPES, type IndicatorType } from '../../appliance/types.ts';
+import { blockFeeds, type FeedInfo } from './feed-rows.ts';
+import { AtomicFile, writeAtomic } from './index.ts';
+import { effectiveIndicators, newStats, sourceContext, type ExportRow, type ExportStats, type SourceOptions } from './source.ts';
 import { uuidv5 } from './stix.ts';
 import { OVERRIDE_FEED } from '../verdict.ts';
 
@@ -105,60 +105,66 @@ export function mispAttribute(feed: string, r: ExportRow, fallbackTime: number):
   return a;
 }
 
-function* eventChunks(db: DB, f: FeedInfo, now: number, org: { name: string; uuid: string }, stats: ExportStats, counter: { n: number }, policy: SourceOptions): Generator<string> {
-  const head = JSON.stringify({ Event: eventHead(db, f, org) });
-  // {"Event":{…,"Tag":[…]}} → open an Attribute array before the two closing braces.
-  yield `${head.slice(0, -2)},"Attribute":[`;
-  const ctx = sourceContext(db, now, stats, policy);
-  const applied = secs(f.applied_at);
-  function* body() {
-    let first = true;
-    for (const r of feedRows(ctx, f.name)) {
-      stats.written++;
-      counter.n++;
-      yield `${first ? '' : ','}\n${JSON.stringify(mispAttribute(f.name, r, applied))}`;
-      first = false;
-    }
-  }
-  yield* chunked(body());
-  yield '\n]}}\n';
-}
-
-function* hashLines(db: DB, feeds: FeedInfo[], now: number, policy: SourceOptions): Generator<string> {
-  const ctx = sourceContext(db, now, newStats(), policy);
-  for (const f of feeds) {
-    const uuid = mispEventUuid(f.name);
-    function* lines() {
-      for (const r of feedRows(ctx, f.name)) yield `${createHash('md5').update(r.value, 'utf8').digest('hex')},${uuid}\n`;
-    }
-    yield* chunked(lines());
-  }
-}
+/** md5 hex of a value (hashes.csv); the one-shot crypto.hash where Node has it (≥ 20.12). */
+const md5Hex: (s: string) => string =
+  typeof crypto.hash === 'function' ? (s) => crypto.hash('md5', s, 'hex') : (s) => createHash('md5').update(s, 'utf8').digest('hex');
 
 const EVENT_FILE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.json$/;
 
-/** Writes (or refreshes) the MISP feed in `dir`: one event per block feed, hashes.csv, manifest.json. */
+/**
+ * Writes (or refreshes) the MISP feed in `dir`: one event per block feed, hashes.csv, manifest.json.
+ * One pass over the effective indicators (source.ts) writes every event at once: an indicator goes into
+ * the event of each feed its effective row names (its live block listings, and the local overrides'
+ * pseudo-feed when an override blocks it), exactly the values each feed's own view (feed-rows.ts) yields.
+ * Within an event attributes come in the whole-store order (type, then value).
+ */
 export async function writeMispFeed(db: DB, dir: string, opts: MispFeedOptions = {}): Promise<MispFeedResult> {
   const now = opts.now ?? Math.floor(Date.now() / 1000);
   const org = { name: opts.orgName ?? 'Outpost', uuid: uuidv5(`misp-org:${opts.orgName ?? 'Outpost'}`) };
   await fs.promises.mkdir(dir, { recursive: true, mode: 0o755 });
-  const feeds = blockFeeds(sourceContext(db, now, newStats(), opts));
   const stats = newStats();
-  const files: string[] = [];
+  const ctx = sourceContext(db, now, stats, opts);
+  const feeds = blockFeeds(ctx);
   const manifest: Record<string, unknown> = {};
+  const events = new Map<string, { out: AtomicFile; uuid: string; applied: number; n: number }>();
+  const open: AtomicFile[] = [];
   let attributes = 0;
-  for (const f of feeds) {
-    const counter = { n: 0 };
-    const head = eventHead(db, f, org);
-    const file = path.join(dir, `${head.uuid}.json`);
-    await writeAtomic(file, eventChunks(db, f, now, org, stats, counter, opts));
-    files.push(file);
-    attributes += counter.n;
-    manifest[head.uuid] = { Orgc: head.Orgc, Tag: head.Tag, info: head.info, date: head.date, analysis: head.analysis, threat_level_id: head.threat_level_id, timestamp: head.timestamp };
+  try {
+    for (const f of feeds) {
+      const head = eventHead(db, f, org);
+      const out = await AtomicFile.open(path.join(dir, `${head.uuid}.json`));
+      open.push(out);
+      // {"Event":{…,"Tag":[…]}} → open an Attribute array before the two closing braces.
+      await out.write(`${JSON.stringify({ Event: head }).slice(0, -2)},"Attribute":[`);
+      events.set(f.name, { out, uuid: head.uuid, applied: secs(f.applied_at), n: 0 });
+      manifest[head.uuid] = { Orgc: head.Orgc, Tag: head.Tag, info: head.info, date: head.date, analysis: head.analysis, threat_level_id: head.threat_level_id, timestamp: head.timestamp };
+    }
+    const hashes = await AtomicFile.open(path.join(dir, 'hashes.csv'));
+    open.push(hashes);
+    for (const r of effectiveIndicators(ctx, INDICATOR_TYPES)) {
+      let md5: string | null = null;
+      for (const feed of r.feeds) {
+        const ev = events.get(feed);
+        if (!ev) continue; // a feed created after blockFeeds read the list: it gets its event next time
+        await ev.out.write(`${ev.n ? ',' : ''}\n${JSON.stringify(mispAttribute(feed, r, ev.applied))}`);
+        ev.n++;
+        attributes++;
+        stats.written++;
+        md5 ??= md5Hex(r.value);
+        await hashes.write(`${md5},${ev.uuid}\n`);
+      }
+    }
+    // Events first, hashes.csv next, manifest.json last: a fetcher never sees a uuid whose file is missing.
+    for (const ev of events.values()) {
+      await ev.out.write('\n]}}\n');
+      await ev.out.commit();
+    }
+    await hashes.commit();
+    open.length = 0;
+  } finally {
+    for (const out of open) await out.abort();
   }
-  const hashes = path.join(dir, 'hashes.csv');
-  await writeAtomic(hashes, hashLines(db, feeds, now, opts));
-  files.push(hashes);
+  const files = [...[...events.values()].map((ev) => ev.out.file), path.join(dir, 'hashes.csv')];
   const man = path.join(dir, 'manifest.json');
   await writeAtomic(man, [JSON.stringify(manifest, null, 1) + '\n']);
   files.push(man);

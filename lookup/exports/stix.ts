@@ -1,7 +1,7 @@
 // STIX 2.1 bundle: an identity for this appliance and one indicator per value with a STIX pattern.
 // Indicator ids are UUIDv5 of type+value so a re-export names the same value with the same id
 // (STIX 2.1 recommends v4 for SDOs; stable ids matter more to a consumer that dedupes by id).
-import { createHash, randomUUID } from 'node:crypto';
+import crypto, { createHash, randomUUID } from 'node:crypto';
 import type { IndicatorType } from '../../appliance/types.ts';
 import { INDICATOR_TYPES } from '../../appliance/types.ts';
 import { chunked, effectiveIndicators, type ExportRow, type SourceContext } from './source.ts';
@@ -9,13 +9,24 @@ import { chunked, effectiveIndicators, type ExportRow, type SourceContext } from
 /** Namespace for Outpost's deterministic ids (fixed forever: changing it renames every indicator). */
 export const OUTPOST_NAMESPACE = '6f1c8e2a-3d4b-5c6e-8f70-81a2b3c4d5e6';
 
+// One buffer for the namespace and the name: an export names millions of indicators, and the one-shot
+// crypto.hash (Node ≥ 20.12) costs a third of createHash().update().update().digest() here.
+const uuidBuf = Buffer.alloc(16 + 4096);
+let uuidNs = '';
+const sha1Hex: (data: Buffer) => string =
+  typeof crypto.hash === 'function' ? (d) => crypto.hash('sha1', d, 'hex') : (d) => createHash('sha1').update(d).digest('hex');
+
 export function uuidv5(name: string, namespace = OUTPOST_NAMESPACE): string {
-  const ns = Buffer.from(namespace.replace(/-/g, ''), 'hex');
-  const h = createHash('sha1').update(ns).update(name, 'utf8').digest().subarray(0, 16);
-  h[6] = (h[6] & 0x0f) | 0x50;
-  h[8] = (h[8] & 0x3f) | 0x80;
-  const x = h.toString('hex');
-  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+  if (namespace !== uuidNs) {
+    uuidBuf.write(namespace.replace(/-/g, ''), 0, 16, 'hex');
+    uuidNs = namespace;
+  }
+  const x = Buffer.byteLength(name, 'utf8') <= uuidBuf.length - 16
+    ? sha1Hex(uuidBuf.subarray(0, 16 + uuidBuf.write(name, 16, 'utf8')))
+    : createHash('sha1').update(uuidBuf.subarray(0, 16)).update(name, 'utf8').digest('hex');
+  // version 5 in the high nibble of byte 6, variant 10 in the top bits of byte 8
+  const variant = ((parseInt(x[16], 16) & 0x3) | 0x8).toString(16);
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-5${x.slice(13, 16)}-${variant}${x.slice(17, 20)}-${x.slice(20, 32)}`;
 }
 
 export const IDENTITY_ID = `identity--${uuidv5('outpost-appliance')}`;
@@ -34,6 +45,7 @@ export const IDENTITY = {
 
 /** Inside a STIX pattern string literal only `\` and `'` need escaping. */
 export function stixString(s: string): string {
+  if (!s.includes('\\') && !s.includes("'")) return `'${s}'`;
   return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
@@ -54,25 +66,52 @@ export function stixPattern(type: IndicatorType, value: string): string {
   return `[${PATH[type]} = ${stixString(value)}]`;
 }
 
-const iso = (unix: number) => new Date(unix * 1000).toISOString();
+/** ISO time of unix seconds, remembering the last few: neighbouring rows often share their times. */
+const isoCache = new Map<number, string>();
+function iso(unix: number): string {
+  let s = isoCache.get(unix);
+  if (s === undefined) {
+    if (isoCache.size >= 64) isoCache.clear();
+    s = new Date(unix * 1000).toISOString();
+    isoCache.set(unix, s);
+  }
+  return s;
+}
+
+const indicatorTypes = new Map<string | null, string[]>();
+function indicatorTypesOf(category: string | null): string[] {
+  let t = indicatorTypes.get(category);
+  if (!t) {
+    if (indicatorTypes.size >= 256) indicatorTypes.clear();
+    t = [/scan|brute/i.test(category ?? '') ? 'anomalous-activity' : 'malicious-activity'];
+    indicatorTypes.set(category, t);
+  }
+  return [...t];
+}
+
+function labelsOf(r: ExportRow): string[] {
+  if (!r.tags.length) return r.category && r.category.trim() !== '' ? [r.category] : [];
+  return [...new Set([r.category, ...r.tags].filter((x): x is string => !!x && x.trim() !== ''))];
+}
 
 export function stixIndicator(r: ExportRow, now: number): Record<string, unknown> {
   const created = r.first_seen ?? r.last_seen ?? now;
   const modified = Math.max(created, r.last_seen ?? created);
-  const labels = [...new Set([r.category, ...r.tags].filter((x): x is string => !!x && x.trim() !== ''))];
+  const labels = labelsOf(r);
+  const createdIso = iso(created);
   const ind: Record<string, unknown> = {
     type: 'indicator',
     spec_version: '2.1',
     id: `indicator--${uuidv5(`${r.type}:${r.value}`)}`,
     created_by_ref: IDENTITY_ID,
-    created: iso(created),
-    modified: iso(modified),
+    created: createdIso,
+    modified: modified === created ? createdIso : iso(modified),
     name: r.value,
-    indicator_types: [/scan|brute/i.test(r.category ?? '') ? 'anomalous-activity' : 'malicious-activity'],
+    indicator_types: indicatorTypesOf(r.category),
     pattern: stixPattern(r.type, r.value),
     pattern_type: 'stix',
     pattern_version: '2.1',
-    valid_from: iso(created),
+    valid_from: createdIso,
     confidence: r.confidence,
     x_outpost_feeds: r.feeds,
   };
