@@ -53,7 +53,7 @@ function hashKey(keys: KeyScheme, value: string, s1: number, s2: number): void {
 }
 
 /** The prefix length `0`..`32` written canonically at s[start..end), else -1. */
-function parseV4Prefix(s: string, start: number): number {
+export function parseV4Prefix(s: string, start: number): number {
   const len = s.length - start;
   if (len < 1 || len > 2) return -1;
   const a = s.charCodeAt(start) - 48;

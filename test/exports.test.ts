@@ -13,7 +13,8 @@ import { exportFileSets, loadConfig } from '../appliance/config.ts';
 import { setMeta } from '../appliance/db.ts';
 import { createLogger } from '../appliance/log.ts';
 import { startAppliance } from '../appliance/serve.ts';
-import { contentType, EXPORT_FORMATS, exportFormat, writeExportFiles, type ExportStats } from '../lookup/exports/index.ts';
+import { contentType, EXPORT_FILE_NAMES, EXPORT_FORMATS, exportFormat, writeExportFiles, type ExportStats } from '../lookup/exports/index.ts';
+import { writeMispFeed } from '../lookup/exports/misp-feed.ts';
 import { rpzIpOwner, rpzName } from '../lookup/exports/rpz.ts';
 import { ipRange } from '../lookup/exports/ranges.ts';
 import { AllowIndex, Liveness } from '../lookup/exports/source.ts';
@@ -290,6 +291,50 @@ describe('Suricata export', () => {
     for (const f of fs.readdirSync(path.join(dir, 'suricata'))) {
       expect(fs.readFileSync(path.join(out, f), 'utf8')).toBe(fs.readFileSync(path.join(dir, 'suricata', f), 'utf8'));
     }
+  });
+});
+
+describe('every file set in one pass over the store', () => {
+  let fx: Fixture;
+  let dir: string;
+  let summary: { files: Record<string, ExportStats> };
+  beforeAll(async () => {
+    fx = buildFixture();
+    dir = path.join(fx.dir, 'exports');
+    await writeExportFiles(fx.db, dir, { now: NOW });
+    summary = JSON.parse(fs.readFileSync(path.join(dir, 'exports.json'), 'utf8'));
+  });
+  afterAll(() => fx.close());
+
+  it('writes each file with the bytes the format streams alone', async () => {
+    for (const format of ['zeek-intel', 'rpz', 'csv', 'suricata-iprep'] as const) {
+      const file = format === 'suricata-iprep' ? path.join(dir, 'suricata', 'outpost.list') : path.join(dir, EXPORT_FILE_NAMES[format]);
+      const text = fs.readFileSync(file, 'utf8');
+      expect(text.length, format).toBeGreaterThan(1000);
+      expect(text, format).toBe(collect(exportFormat(fx.db, format, { now: NOW })));
+    }
+    const bundleId = /"bundle--[0-9a-f-]{36}"/;
+    expect(fs.readFileSync(path.join(dir, 'outpost.stix.json'), 'utf8').replace(bundleId, 'B')).toBe(collect(exportFormat(fx.db, 'stix', { now: NOW })).replace(bundleId, 'B'));
+    const alone = path.join(fx.dir, 'misp-alone');
+    const res = await writeMispFeed(fx.db, alone, { now: NOW });
+    expect(res.attributes).toBeGreaterThan(1000);
+    expect(fs.readdirSync(alone).sort()).toEqual(fs.readdirSync(path.join(dir, 'misp-feed')).sort());
+    for (const f of fs.readdirSync(alone)) expect(fs.readFileSync(path.join(dir, 'misp-feed', f), 'utf8'), f).toBe(fs.readFileSync(path.join(alone, f), 'utf8'));
+  });
+
+  it("reports each set's counts, a value left out counted once per set", () => {
+    const csv: ExportStats = { written: 0, skipped: {} };
+    collect(exportFormat(fx.db, 'csv', { now: NOW, stats: csv }));
+    expect(summary.files['outpost.csv']).toEqual(csv);
+    expect(csv.skipped['internal-address-space']).toBeGreaterThanOrEqual(1);
+    // Internal space and allowed networks are IP rules; the Suricata set has IP lists and the iprep list,
+    // and still counts each address it leaves out once.
+    for (const reason of ['internal-address-space', 'allowlisted-network']) {
+      expect(summary.files['suricata/'].skipped[reason] ?? 0, reason).toBe(csv.skipped[reason] ?? 0);
+    }
+    // RPZ takes domains only: no IP reason in its report.
+    expect(summary.files['outpost.rpz'].skipped['internal-address-space']).toBeUndefined();
+    expect(summary.files['misp-feed/'].written).toBeGreaterThanOrEqual(csv.written);
   });
 });
 

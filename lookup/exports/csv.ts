@@ -1,7 +1,8 @@
 // CSV export for SIEMs and spreadsheets: RFC 4180 quoting, CRLF record ends, and a guard against
 // formula injection (a cell starting with = + - @ TAB CR gets a leading apostrophe).
 import { INDICATOR_TYPES } from '../../appliance/types.ts';
-import { chunked, effectiveIndicators, isoTime, type ExportRow, type SourceContext } from './source.ts';
+import { isoTime, type ExportRow } from './source.ts';
+import type { RowFile } from './pass.ts';
 
 export const CSV_HEADER = 'value,type,feed,category,confidence,first_seen,last_seen,expires_at';
 
@@ -28,13 +29,9 @@ export function csvLine(r: ExportRow): string {
   ].map(csvCell).join(',') + '\r\n';
 }
 
-export function* csvExport(ctx: SourceContext): Generator<string> {
-  yield CSV_HEADER + '\r\n';
-  function* body() {
-    for (const r of effectiveIndicators(ctx, INDICATOR_TYPES)) {
-      ctx.stats.written++;
-      yield csvLine(r);
-    }
-  }
-  yield* chunked(body());
-}
+export const csvFile: RowFile = {
+  name: 'outpost.csv',
+  types: INDICATOR_TYPES,
+  head: CSV_HEADER + '\r\n',
+  line: csvLine,
+};

@@ -2,20 +2,24 @@
 // written into the data dir after each apply. Each format lives in its own module beside this one.
 import fs from 'node:fs';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
 import type { DB } from '../../appliance/db.ts';
 import { EXPORT_FILE_SETS, type ExportFileSet } from '../../appliance/types.ts';
 import { OutpostError } from '../../appliance/errors.ts';
 import { FeedPolicy } from '../../appliance/freshness.ts';
-import { csvExport } from './csv.ts';
-import { policyTarget, rpzZone, type RpzPolicy } from './rpz.ts';
-import { newStats, sourceContext, type ExportStats, type SourceOptions } from './source.ts';
+import type { IndicatorType } from '../../appliance/types.ts';
+import { csvFile } from './csv.ts';
+import { policyTarget, rpzFile, type RpzPolicy } from './rpz.ts';
+import { newStats, sourceContext, type ExportStats, type SourceContext, type SourceOptions } from './source.ts';
 import { overridesState } from '../overrides.ts';
-import { stixBundle } from './stix.ts';
-import { iprepList, suricataFiles } from './suricata.ts';
+import { stixFile } from './stix.ts';
+import { iprepFile, suricataFiles } from './suricata.ts';
 import { tarStream } from './tar.ts';
-import { zeekIntel } from './zeek.ts';
-import { writeMispFeed } from './misp-feed.ts';
+import { zeekFile } from './zeek.ts';
+import { MispFeedSink } from './misp-feed.ts';
+import { FileSink, runPass, setStats, streamRowFile, type RowFile, type RowSink } from './pass.ts';
+import { writeAtomic } from './atomic-file.ts';
+
+export { AtomicFile, writeAtomic } from './atomic-file.ts';
 
 export type { ExportStats } from './source.ts';
 
@@ -87,19 +91,35 @@ export function exportFormat(db: DB, format: ExportFormat | string, opts: Export
   if (f === 'rpz') policyTarget(opts.rpzPolicy); // throws E_INPUT on a bad walled-garden name
   const stats = opts.stats ?? newStats();
   const ctx = () => sourceContext(db, now, stats, opts);
-  switch (f) {
-    case 'suricata-dataset':
-      return { [Symbol.iterator]: () => tarStream(suricataFiles(ctx()), now) };
+  if (f === 'suricata-dataset') {
+    return {
+      [Symbol.iterator]: () => {
+        const c = ctx();
+        return tarStream(suricataFiles().map((file) => ({ name: file.name, chunks: () => streamRowFile(c, file) })), now);
+      },
+    };
+  }
+  return {
+    [Symbol.iterator]: () => {
+      const c = ctx();
+      return streamRowFile(c, rowFile(c, f, { ...opts, now }));
+    },
+  };
+}
+
+/** The one-file formats as RowFiles (pass.ts). */
+function rowFile(ctx: SourceContext, format: Exclude<ExportFormat, 'suricata-dataset'>, opts: ExportOptions & { now: number }): RowFile {
+  switch (format) {
     case 'suricata-iprep':
-      return { [Symbol.iterator]: () => iprepList(ctx()) };
+      return iprepFile;
     case 'zeek-intel':
-      return { [Symbol.iterator]: () => zeekIntel(ctx()) };
+      return zeekFile;
     case 'rpz':
-      return { [Symbol.iterator]: () => rpzZone(ctx(), { now, policy: opts.rpzPolicy, ipTriggers: opts.rpzIpTriggers }) };
+      return rpzFile(ctx, { now: opts.now, policy: opts.rpzPolicy, ipTriggers: opts.rpzIpTriggers });
     case 'csv':
-      return { [Symbol.iterator]: () => csvExport(ctx()) };
+      return csvFile;
     case 'stix':
-      return { [Symbol.iterator]: () => stixBundle(ctx()) };
+      return stixFile(opts.now);
   }
 }
 
@@ -111,74 +131,22 @@ async function removeStaleTemps(dir: string): Promise<void> {
 }
 
 /**
- * A file written through a temp file in the same dir and renamed into place by `commit`, so readers never
- * see half a file; `write` buffers to ~64 KiB per system call. `abort` removes the temp file.
- */
-export class AtomicFile {
-  private buf = '';
-  private constructor(readonly file: string, private readonly tmp: string, private readonly fh: fs.promises.FileHandle) {}
-
-  static async open(file: string): Promise<AtomicFile> {
-    const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-    return new AtomicFile(file, tmp, await fs.promises.open(tmp, 'w', 0o644));
-  }
-
-  /** Appends; resolves at once unless a full buffer went to the file. */
-  async write(s: string): Promise<void> {
-    this.buf += s;
-    if (this.buf.length >= 65_536) await this.flush();
-  }
-
-  private async flush(): Promise<void> {
-    const b = this.buf;
-    this.buf = '';
-    if (b) await this.fh.write(b);
-  }
-
-  async commit(): Promise<void> {
-    await this.flush();
-    await this.fh.sync();
-    await this.fh.close();
-    await fs.promises.rename(this.tmp, this.file);
-  }
-
-  async abort(): Promise<void> {
-    await this.fh.close().catch(() => {});
-    await fs.promises.rm(this.tmp, { force: true });
-  }
-}
-
-/** Writes chunks to `file` via a temp file in the same dir and a rename, so readers never see half a file. */
-export async function writeAtomic(file: string, chunks: Iterable<string> | AsyncIterable<string>): Promise<void> {
-  const out = await AtomicFile.open(file);
-  try {
-    for await (const chunk of chunks) await out.write(chunk);
-    await out.commit();
-  } catch (e) {
-    await out.abort();
-    throw e;
-  }
-}
-
-/**
  * Regenerates every export in `dir` (called after each apply and, debounced, after override changes):
  *   dir/suricata/  domains.lst ipv4.lst ipv6.lst md5.lst sha1.lst sha256.lst outpost.rules
  *                  categories.txt outpost.list outpost-iprep.rules
  *   dir/outpost.intel  dir/outpost.rpz  dir/outpost.csv  dir/outpost.stix.json
  *   dir/misp-feed/     manifest.json <uuid>.json (one event per block feed) hashes.csv
- *   dir/exports.json   what was written and skipped, per file; the overrides state and the withheld
+ *   dir/exports.json   what was written and skipped, per set; the overrides state and the withheld
  *                      (fail-closed, stale) feeds it reflects; the sets not written (`not_written`)
- * Each file is replaced atomically; within the Suricata set the rules file is replaced last. `opts.files`
- * (config OUTPOST_EXPORT_FILES) limits the sets written; the files of the others are removed.
- * Returns the paths written.
+ * One pass over the store writes every file at once (pass.ts runPass); each is replaced atomically once
+ * the pass is through, in the order above (within the Suricata set the rules file last; within the MISP
+ * feed manifest.json last). `opts.files` (config OUTPOST_EXPORT_FILES) limits the sets written; the files
+ * of the others are removed. Returns the paths written.
  */
 export async function writeExportFiles(db: DB, dir: string, opts: ExportOptions = {}): Promise<string[]> {
   const now = opts.now ?? Math.floor(Date.now() / 1000);
-  const suricataDir = path.join(dir, EXPORT_SET_PATHS.suricata);
   await fs.promises.mkdir(dir, { recursive: true, mode: 0o755 });
   await removeStaleTemps(dir); // left by a run that was stopped (serve shutting down) before its rename
-  const written: string[] = [];
-  const report: Record<string, ExportStats> = {};
   const overrides = overridesState(db, new Date(now * 1000));
   const withheld = withheldState(db, now, opts);
 
@@ -187,34 +155,37 @@ export async function writeExportFiles(db: DB, dir: string, opts: ExportOptions 
   const off = EXPORT_FILE_SETS.filter((f) => !sets.has(f));
   for (const f of off) await fs.promises.rm(path.join(dir, EXPORT_SET_PATHS[f]), { recursive: true, force: true });
 
+  const ctx = sourceContext(db, now, newStats(), opts);
+  const sinks: RowSink[] = [];
+  // Per set: its name in the report, its own counts, the types its files take, and its files' paths.
+  const parts: Array<{ name: string; own: ExportStats; types: IndicatorType[]; paths: () => string[] }> = [];
+  const add = (name: string, files: RowFile[], base: string) => {
+    const own = newStats();
+    const paths = files.map((f) => path.join(base, f.name));
+    files.forEach((f, i) => sinks.push(new FileSink(paths[i], f, own)));
+    parts.push({ name, own, types: files.flatMap((f) => [...f.types]), paths: () => paths });
+  };
   if (sets.has('suricata')) {
+    const suricataDir = path.join(dir, EXPORT_SET_PATHS.suricata);
     await fs.promises.mkdir(suricataDir, { recursive: true, mode: 0o755 });
-    const surStats = newStats();
-    for (const f of suricataFiles(sourceContext(db, now, surStats, opts))) {
-      const file = path.join(suricataDir, f.name);
-      await writeAtomic(file, f.chunks());
-      written.push(file);
-    }
-    report['suricata/'] = surStats;
+    add('suricata/', suricataFiles(), suricataDir);
   }
-
   for (const format of ['zeek-intel', 'rpz', 'csv', 'stix'] as const) {
-    if (!sets.has(format)) continue;
-    const stats = newStats();
-    const file = path.join(dir, EXPORT_FILE_NAMES[format]);
-    await writeAtomic(file, exportFormat(db, format, { ...opts, now, stats }));
-    written.push(file);
-    report[EXPORT_FILE_NAMES[format]] = stats;
+    if (sets.has(format)) add(EXPORT_FILE_NAMES[format], [rowFile(ctx, format, { ...opts, now })], dir);
   }
-
-  // ---- MISP feed (lookup/exports/misp-feed.ts): a directory, not one stream ----
   if (sets.has('misp-feed')) {
-    const misp = await writeMispFeed(db, path.join(dir, 'misp-feed'), { now, expiryDays: opts.expiryDays, staleAfterS: opts.staleAfterS });
-    written.push(...misp.files);
-    report['misp-feed/'] = misp.stats;
+    const misp = new MispFeedSink(ctx, path.join(dir, EXPORT_SET_PATHS['misp-feed']));
+    sinks.push(misp);
+    parts.push({ name: 'misp-feed/', own: misp.own, types: [...misp.types], paths: () => misp.result?.files ?? [] });
   }
-  // ---- end MISP feed ----
+  const byType = runPass(ctx, sinks);
 
+  const written: string[] = [];
+  const report: Record<string, ExportStats> = {};
+  for (const p of parts) {
+    written.push(...p.paths());
+    report[p.name] = setStats(p.own, byType, p.types);
+  }
   const summary = path.join(dir, 'exports.json');
   await writeAtomic(summary, [JSON.stringify({ generated_at: new Date(now * 1000).toISOString(), overrides, withheld_feeds: withheld, files: report, not_written: off }, null, 2) + '\n']);
   written.push(summary);

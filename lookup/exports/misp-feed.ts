@@ -13,8 +13,9 @@ import path from 'node:path';
 import type { DB } from '../../appliance/db.ts';
 import { INDICATOR_TYPES, type IndicatorType } from '../../appliance/types.ts';
 import { blockFeeds, type FeedInfo } from './feed-rows.ts';
-import { AtomicFile, writeAtomic } from './index.ts';
-import { effectiveIndicators, newStats, sourceContext, type ExportRow, type ExportStats, type SourceOptions } from './source.ts';
+import { AtomicFile } from './atomic-file.ts';
+import { runPass, setStats, type RowSink } from './pass.ts';
+import { newStats, sourceContext, timeText, type ExportRow, type ExportStats, type SourceContext, type SourceOptions } from './source.ts';
 import { uuidv5 } from './stix.ts';
 import { OVERRIDE_FEED } from '../verdict.ts';
 
@@ -54,7 +55,8 @@ export function mispEventUuid(feed: string): string {
 }
 
 const secs = (iso: string) => Math.floor(Date.parse(iso) / 1000);
-const misoTime = (unix: number | null) => (unix == null ? undefined : new Date(unix * 1000).toISOString().replace('Z', '000+00:00'));
+const misoText = timeText((d) => d.toISOString().replace('Z', '000+00:00'));
+const misoTime = (unix: number | null) => (unix == null ? undefined : misoText(unix));
 
 /** MISP threat levels: 1 high, 2 medium, 3 low (4 undefined), from the feed's confidence. */
 function threatLevel(db: DB, feed: string): string {
@@ -111,70 +113,99 @@ const md5Hex: (s: string) => string =
 
 const EVENT_FILE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.json$/;
 
+interface EventOut {
+  out: AtomicFile;
+  uuid: string;
+  applied: number;
+  n: number;
+}
+
 /**
- * Writes (or refreshes) the MISP feed in `dir`: one event per block feed, hashes.csv, manifest.json.
- * One pass over the effective indicators (source.ts) writes every event at once: an indicator goes into
- * the event of each feed its effective row names (its live block listings, and the local overrides'
+ * The MISP feed as a sink of the export pass (pass.ts): every event is written at once. An indicator goes
+ * into the event of each feed its effective row names (its live block listings, and the local overrides'
  * pseudo-feed when an override blocks it), exactly the values each feed's own view (feed-rows.ts) yields.
  * Within an event attributes come in the whole-store order (type, then value).
  */
-export async function writeMispFeed(db: DB, dir: string, opts: MispFeedOptions = {}): Promise<MispFeedResult> {
-  const now = opts.now ?? Math.floor(Date.now() / 1000);
-  const org = { name: opts.orgName ?? 'Outpost', uuid: uuidv5(`misp-org:${opts.orgName ?? 'Outpost'}`) };
-  await fs.promises.mkdir(dir, { recursive: true, mode: 0o755 });
-  const stats = newStats();
-  const ctx = sourceContext(db, now, stats, opts);
-  const feeds = blockFeeds(ctx);
-  const manifest: Record<string, unknown> = {};
-  const events = new Map<string, { out: AtomicFile; uuid: string; applied: number; n: number }>();
-  const open: AtomicFile[] = [];
-  let attributes = 0;
-  try {
-    for (const f of feeds) {
-      const head = eventHead(db, f, org);
-      const out = await AtomicFile.open(path.join(dir, `${head.uuid}.json`));
-      open.push(out);
+export class MispFeedSink implements RowSink {
+  readonly types = new Set(INDICATOR_TYPES);
+  readonly own = newStats();
+  result: Omit<MispFeedResult, 'stats'> | null = null;
+  private readonly org: { name: string; uuid: string };
+  private readonly events = new Map<string, EventOut>();
+  private readonly manifest: Record<string, unknown> = {};
+  private hashes: AtomicFile | null = null;
+  private attributes = 0;
+
+  constructor(private readonly ctx: SourceContext, private readonly dir: string, orgName = 'Outpost') {
+    this.org = { name: orgName, uuid: uuidv5(`misp-org:${orgName}`) };
+  }
+
+  begin(): void {
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
+    for (const f of blockFeeds(this.ctx)) {
+      const head = eventHead(this.ctx.db, f, this.org);
+      const out = new AtomicFile(path.join(this.dir, `${head.uuid}.json`));
+      this.events.set(f.name, { out, uuid: head.uuid, applied: secs(f.applied_at), n: 0 });
       // {"Event":{…,"Tag":[…]}} → open an Attribute array before the two closing braces.
-      await out.write(`${JSON.stringify({ Event: head }).slice(0, -2)},"Attribute":[`);
-      events.set(f.name, { out, uuid: head.uuid, applied: secs(f.applied_at), n: 0 });
-      manifest[head.uuid] = { Orgc: head.Orgc, Tag: head.Tag, info: head.info, date: head.date, analysis: head.analysis, threat_level_id: head.threat_level_id, timestamp: head.timestamp };
+      out.write(`${JSON.stringify({ Event: head }).slice(0, -2)},"Attribute":[`);
+      this.manifest[head.uuid] = { Orgc: head.Orgc, Tag: head.Tag, info: head.info, date: head.date, analysis: head.analysis, threat_level_id: head.threat_level_id, timestamp: head.timestamp };
     }
-    const hashes = await AtomicFile.open(path.join(dir, 'hashes.csv'));
-    open.push(hashes);
-    for (const r of effectiveIndicators(ctx, INDICATOR_TYPES)) {
-      let md5: string | null = null;
-      for (const feed of r.feeds) {
-        const ev = events.get(feed);
-        if (!ev) continue; // a feed created after blockFeeds read the list: it gets its event next time
-        await ev.out.write(`${ev.n ? ',' : ''}\n${JSON.stringify(mispAttribute(feed, r, ev.applied))}`);
-        ev.n++;
-        attributes++;
-        stats.written++;
-        md5 ??= md5Hex(r.value);
-        await hashes.write(`${md5},${ev.uuid}\n`);
+    this.hashes = new AtomicFile(path.join(this.dir, 'hashes.csv'));
+  }
+
+  row(r: ExportRow): void {
+    let md5: string | null = null;
+    for (const feed of r.feeds) {
+      const ev = this.events.get(feed);
+      if (!ev) continue; // a feed created after begin() read the list: it gets its event next time
+      ev.out.write(`${ev.n ? ',' : ''}\n${JSON.stringify(mispAttribute(feed, r, ev.applied))}`);
+      ev.n++;
+      this.attributes++;
+      this.own.written++;
+      md5 ??= md5Hex(r.value);
+      this.hashes!.write(`${md5},${ev.uuid}\n`);
+    }
+  }
+
+  /** Events first, hashes.csv next, manifest.json last: a fetcher never sees a uuid whose file is missing. */
+  end(): void {
+    for (const ev of this.events.values()) {
+      ev.out.write('\n]}}\n');
+      ev.out.commit();
+    }
+    const files = [...this.events.values()].map((ev) => ev.out.file);
+    this.events.clear();
+    this.hashes!.commit();
+    files.push(this.hashes!.file);
+    this.hashes = null;
+    const man = new AtomicFile(path.join(this.dir, 'manifest.json'));
+    man.write(JSON.stringify(this.manifest, null, 1) + '\n');
+    man.commit();
+    files.push(man.file);
+    // Feeds that went away: their events leave the manifest, and their files go after it.
+    const removed: string[] = [];
+    for (const name of fs.readdirSync(this.dir)) {
+      if (EVENT_FILE.test(name) && !(name.slice(0, -5) in this.manifest)) {
+        fs.rmSync(path.join(this.dir, name), { force: true });
+        removed.push(path.join(this.dir, name));
       }
     }
-    // Events first, hashes.csv next, manifest.json last: a fetcher never sees a uuid whose file is missing.
-    for (const ev of events.values()) {
-      await ev.out.write('\n]}}\n');
-      await ev.out.commit();
-    }
-    await hashes.commit();
-    open.length = 0;
-  } finally {
-    for (const out of open) await out.abort();
+    this.result = { events: Object.keys(this.manifest).length, attributes: this.attributes, files, removed };
   }
-  const files = [...[...events.values()].map((ev) => ev.out.file), path.join(dir, 'hashes.csv')];
-  const man = path.join(dir, 'manifest.json');
-  await writeAtomic(man, [JSON.stringify(manifest, null, 1) + '\n']);
-  files.push(man);
-  // Feeds that went away: their events leave the manifest, and their files go after it.
-  const removed: string[] = [];
-  for (const name of await fs.promises.readdir(dir)) {
-    if (EVENT_FILE.test(name) && !(name.slice(0, -5) in manifest)) {
-      await fs.promises.rm(path.join(dir, name), { force: true });
-      removed.push(path.join(dir, name));
-    }
+
+  abort(): void {
+    for (const ev of this.events.values()) ev.out.abort();
+    this.events.clear();
+    this.hashes?.abort();
+    this.hashes = null;
   }
-  return { events: feeds.length, attributes, files, removed, stats };
+}
+
+/** Writes (or refreshes) the MISP feed in `dir`: one event per block feed, hashes.csv, manifest.json. */
+export async function writeMispFeed(db: DB, dir: string, opts: MispFeedOptions = {}): Promise<MispFeedResult> {
+  const now = opts.now ?? Math.floor(Date.now() / 1000);
+  const ctx = sourceContext(db, now, newStats(), opts);
+  const sink = new MispFeedSink(ctx, dir, opts.orgName);
+  const byType = runPass(ctx, [sink]);
+  return { ...sink.result!, stats: setStats(sink.own, byType, INDICATOR_TYPES) };
 }

@@ -2,6 +2,7 @@
 // so "is this address/network inside an allowed network" and "does it touch internal space" are
 // binary searches rather than scans.
 import ipaddr from 'ipaddr.js';
+import { parseV4Prefix } from '../filters.ts';
 import { parseV4 } from '../normalize.ts';
 
 export interface IpRange {
@@ -17,7 +18,7 @@ export function ipRange(value: string): IpRange | null {
   const slash = value.indexOf('/');
   const n = parseV4(value, 0, slash < 0 ? value.length : slash);
   if (n >= 0) {
-    const prefix = slash < 0 ? 32 : decimalPrefix(value, slash + 1);
+    const prefix = slash < 0 ? 32 : parseV4Prefix(value, slash + 1);
     if (prefix >= 0) {
       const host = 2 ** (32 - prefix);
       const start = n - (n % host);
@@ -43,19 +44,6 @@ export function ipRange(value: string): IpRange | null {
   } catch {
     return null;
   }
-}
-
-/** `0`–`32` written plainly (no sign, no leading zero) from `from` to the end, else -1. */
-function decimalPrefix(s: string, from: number): number {
-  const len = s.length - from;
-  if (len < 1 || len > 2) return -1;
-  const a = s.charCodeAt(from) - 48;
-  if (a < 0 || a > 9) return -1;
-  if (len === 1) return a;
-  const b = s.charCodeAt(from + 1) - 48;
-  if (a === 0 || b < 0 || b > 9) return -1;
-  const p = a * 10 + b;
-  return p <= 32 ? p : -1;
 }
 
 /** A set of ranges, merged so that adjacent or overlapping networks act as one. */

@@ -4,7 +4,8 @@
 import { domainToASCII } from 'node:url';
 import ipaddr from 'ipaddr.js';
 import { OutpostError } from '../../appliance/errors.ts';
-import { allowedValues, chunked, effectiveIndicators, skip, type SourceContext } from './source.ts';
+import { allowedValues, chunked, skip, type SourceContext } from './source.ts';
+import type { RowFile } from './pass.ts';
 
 export type RpzPolicy = 'nxdomain' | { cname: string };
 
@@ -58,43 +59,48 @@ export interface RpzOptions {
   ipTriggers?: boolean;
 }
 
-export function* rpzZone(ctx: SourceContext, opts: RpzOptions): Generator<string> {
+const IP_TYPES = ['ipv4', 'ipv6', 'ipv4-cidr', 'ipv6-cidr'] as const;
+
+/**
+ * The zone: SOA and NS, a name and a wildcard record per listed domain, with IP triggers a record per
+ * listed address or network (before the names, in the rows' type order), then passthru records for the
+ * allowlisted names, which `ctx` is read for at the end.
+ */
+export function rpzFile(ctx: SourceContext, opts: RpzOptions): RowFile {
   const target = policyTarget(opts.policy);
   const serial = Math.max(1, Math.floor(opts.now) >>> 0);
-  yield `$TTL 300\n@ 3600 IN SOA localhost. hostmaster.localhost. ${serial} 3600 600 86400 300\n@ 3600 IN NS localhost.\n` +
-    `; Outpost response policy zone; policy ${target === '.' ? 'NXDOMAIN' : `CNAME ${target}`}\n`;
-  function* body() {
-    for (const r of effectiveIndicators(ctx, ['domain'])) {
-      const name = rpzName(r.value);
-      if (!name) {
-        skip(ctx.stats, 'rpz-invalid-name');
-        continue;
-      }
-      ctx.stats.written++;
-      yield `${name} CNAME ${target}\n*.${name} CNAME ${target}\n`;
-    }
-    if (opts.ipTriggers) {
-      yield '; response IP triggers\n';
-      for (const r of effectiveIndicators(ctx, ['ipv4', 'ipv4-cidr', 'ipv6', 'ipv6-cidr'])) {
+  return {
+    name: 'outpost.rpz',
+    types: opts.ipTriggers ? ['domain', ...IP_TYPES] : ['domain'],
+    head: `$TTL 300\n@ 3600 IN SOA localhost. hostmaster.localhost. ${serial} 3600 600 86400 300\n@ 3600 IN NS localhost.\n` +
+      `; Outpost response policy zone; policy ${target === '.' ? 'NXDOMAIN' : `CNAME ${target}`}` +
+      `${opts.ipTriggers ? '; response IP triggers for listed addresses and networks' : ''}\n`,
+    line(r, stats) {
+      if (r.type !== 'domain') {
         const owner = rpzIpOwner(r.value);
-        if (!owner) {
-          skip(ctx.stats, 'rpz-invalid-ip');
-          continue;
+        if (owner) return `${owner} CNAME ${target}\n`;
+        skip(stats, 'rpz-invalid-ip');
+        return null;
+      }
+      const name = rpzName(r.value);
+      if (name) return `${name} CNAME ${target}\n*.${name} CNAME ${target}\n`;
+      skip(stats, 'rpz-invalid-name');
+      return null;
+    },
+    *tail(stats) {
+      function* passthru() {
+        yield '; allowlisted names: passthru wins over wildcards above them\n';
+        for (const value of allowedValues(ctx, 'domain')) {
+          const name = rpzName(value);
+          if (!name) {
+            skip(stats, 'rpz-invalid-name');
+            continue;
+          }
+          yield `${name} CNAME rpz-passthru.\n*.${name} CNAME rpz-passthru.\n`;
         }
-        ctx.stats.written++;
-        yield `${owner} CNAME ${target}\n`;
       }
-    }
-    yield '; allowlisted names: passthru wins over wildcards above them\n';
-    for (const value of allowedValues(ctx, 'domain')) {
-      const name = rpzName(value);
-      if (!name) {
-        skip(ctx.stats, 'rpz-invalid-name');
-        continue;
-      }
-      yield `${name} CNAME rpz-passthru.\n*.${name} CNAME rpz-passthru.\n`;
-    }
-  }
-  yield* chunked(body());
-  yield `; skipped invalid names: ${ctx.stats.skipped['rpz-invalid-name'] ?? 0}\n`;
+      yield* chunked(passthru());
+      yield `; skipped invalid names: ${stats.skipped['rpz-invalid-name'] ?? 0}\n`;
+    },
+  };
 }

@@ -460,6 +460,26 @@ export function* chunked(lines: Iterable<string>, size = 65_536): Generator<stri
   if (buf) yield buf;
 }
 
+/**
+ * A time formatter that remembers the last few unix times it formatted: an export formats two or three
+ * times per row, and neighbouring rows often share them (a feed's package time, a default expiry).
+ */
+export function timeText(format: (d: Date) => string): (unix: number) => string {
+  const cache = new Map<number, string>();
+  return (unix) => {
+    let s = cache.get(unix);
+    if (s === undefined) {
+      if (cache.size >= 64) cache.clear();
+      s = format(new Date(unix * 1000));
+      cache.set(unix, s);
+    }
+    return s;
+  };
+}
+
+const isoSeconds = timeText((d) => d.toISOString().replace('.000Z', 'Z'));
+
+/** ISO time without milliseconds (null stays null). */
 export function isoTime(unix: number | null): string | null {
-  return unix == null ? null : new Date(unix * 1000).toISOString().replace('.000Z', 'Z');
+  return unix == null ? null : isoSeconds(unix);
 }

@@ -4,7 +4,8 @@
 import crypto, { createHash, randomUUID } from 'node:crypto';
 import type { IndicatorType } from '../../appliance/types.ts';
 import { INDICATOR_TYPES } from '../../appliance/types.ts';
-import { chunked, effectiveIndicators, type ExportRow, type SourceContext } from './source.ts';
+import { timeText, type ExportRow } from './source.ts';
+import type { RowFile } from './pass.ts';
 
 /** Namespace for Outpost's deterministic ids (fixed forever: changing it renames every indicator). */
 export const OUTPOST_NAMESPACE = '6f1c8e2a-3d4b-5c6e-8f70-81a2b3c4d5e6';
@@ -66,17 +67,7 @@ export function stixPattern(type: IndicatorType, value: string): string {
   return `[${PATH[type]} = ${stixString(value)}]`;
 }
 
-/** ISO time of unix seconds, remembering the last few: neighbouring rows often share their times. */
-const isoCache = new Map<number, string>();
-function iso(unix: number): string {
-  let s = isoCache.get(unix);
-  if (s === undefined) {
-    if (isoCache.size >= 64) isoCache.clear();
-    s = new Date(unix * 1000).toISOString();
-    isoCache.set(unix, s);
-  }
-  return s;
-}
+const iso = timeText((d) => d.toISOString());
 
 const indicatorTypes = new Map<string | null, string[]>();
 function indicatorTypesOf(category: string | null): string[] {
@@ -121,14 +112,13 @@ export function stixIndicator(r: ExportRow, now: number): Record<string, unknown
   return ind;
 }
 
-export function* stixBundle(ctx: SourceContext): Generator<string> {
-  yield `{"type":"bundle","id":"bundle--${randomUUID()}","objects":[\n${JSON.stringify(IDENTITY)}`;
-  function* body() {
-    for (const r of effectiveIndicators(ctx, INDICATOR_TYPES)) {
-      ctx.stats.written++;
-      yield `,\n${JSON.stringify(stixIndicator(r, ctx.now))}`;
-    }
-  }
-  yield* chunked(body());
-  yield '\n]}\n';
+/** The bundle: this appliance's identity, then one indicator per value (a new bundle id each export). */
+export function stixFile(now: number): RowFile {
+  return {
+    name: 'outpost.stix.json',
+    types: INDICATOR_TYPES,
+    head: `{"type":"bundle","id":"bundle--${randomUUID()}","objects":[\n${JSON.stringify(IDENTITY)}`,
+    line: (r) => `,\n${JSON.stringify(stixIndicator(r, now))}`,
+    tail: () => ['\n]}\n'],
+  };
 }

@@ -2,7 +2,8 @@
 // loads them, per-URL HTTP rules, and IP reputation (categories + scored list, networks included).
 // The file set is consumed from one directory: datasets `load` paths resolve next to the rules file.
 import type { IndicatorType } from '../../appliance/types.ts';
-import { chunked, effectiveIndicators, skip, type ExportRow, type SourceContext } from './source.ts';
+import { skip } from './source.ts';
+import type { RowFile } from './pass.ts';
 
 /** Signature ids of the fixed rules; URL rules take ids from URL_SID_BASE upwards (see urlSid). */
 export const SID = {
@@ -44,52 +45,28 @@ export function iprepScore(confidence: number): number {
   return Math.max(1, Math.min(127, Math.round((confidence * 127) / 100)));
 }
 
-export interface SuricataFile {
-  name: string;
-  chunks: () => Iterable<string>;
-}
-
-function* lines(ctx: SourceContext, types: IndicatorType[], fmt: (r: ExportRow) => string | null): Generator<string> {
-  for (const r of effectiveIndicators(ctx, types)) {
-    const line = fmt(r);
-    if (line == null) continue;
-    ctx.stats.written++;
-    yield line + '\n';
-  }
-}
-
 /** Dataset `type string` entries are base64 of the exact buffer content (here the lowercase name). */
 const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
 
-export function* datasetDomains(ctx: SourceContext): Generator<string> {
-  yield* chunked(lines(ctx, ['domain'], (r) => b64(r.value)));
-}
-export function* datasetHashes(ctx: SourceContext, type: 'md5' | 'sha1' | 'sha256'): Generator<string> {
-  yield* chunked(lines(ctx, [type], (r) => r.value.toLowerCase()));
-}
-/** Plain addresses only: datasets take no CIDR, networks go to iprep. */
-export function* datasetAddresses(ctx: SourceContext, type: 'ipv4' | 'ipv6'): Generator<string> {
-  yield* chunked(lines(ctx, [type], (r) => r.value));
+/** A dataset list: one entry per line, nothing else (no comments). */
+function dataset(name: string, type: IndicatorType, entry: (value: string) => string): RowFile {
+  return { name, types: [type], line: (r) => entry(r.value) + '\n' };
 }
 
 /** The iprep list: `ip-or-cidr,category-id,score`, addresses and networks of both families. */
-export function* iprepList(ctx: SourceContext): Generator<string> {
-  yield* chunked(
-    lines(ctx, ['ipv4', 'ipv4-cidr', 'ipv6', 'ipv6-cidr'], (r) => `${r.value},${iprepCategory(r.category).id},${iprepScore(r.confidence)}`),
-  );
-}
+export const iprepFile: RowFile = {
+  name: 'outpost.list',
+  types: ['ipv4', 'ipv6', 'ipv4-cidr', 'ipv6-cidr'],
+  line: (r) => `${r.value},${iprepCategory(r.category).id},${iprepScore(r.confidence)}\n`,
+};
 
-export function* iprepCategoriesFile(): Generator<string> {
-  yield IPREP_CATEGORIES.map((c) => `${c.id},${c.name},${c.description}\n`).join('');
-}
-
-export function* iprepRules(): Generator<string> {
+function iprepRulesText(): string {
   let out = '# Outpost IP reputation rules: need reputation-categories-file and reputation-files in suricata.yaml\n';
   for (const c of IPREP_CATEGORIES) {
     out += `alert ip any any -> any any (msg:"OUTPOST IP reputation: destination listed as ${c.name}"; iprep:dst,${c.name},>,0; sid:${SID.iprepDstBase + c.id}; rev:1;)\n`;
     out += `alert ip any any -> any any (msg:"OUTPOST IP reputation: source listed as ${c.name}"; iprep:src,${c.name},>,0; sid:${SID.iprepSrcBase + c.id}; rev:1;)\n`;
   }
-  yield out;
+  return out;
 }
 
 const DATASET_RULES = [
@@ -152,48 +129,49 @@ export function splitHttpUrl(url: string): { host: string; path: string } | null
  * listed path on every listed host, so URLs are rules, not a dataset. https:// URLs are skipped
  * (the path is encrypted; their hosts are not necessarily malicious) and counted.
  */
-function* urlRules(ctx: SourceContext): Generator<string> {
+function rulesFile(): RowFile {
   const used = new Set<number>();
-  for (const r of effectiveIndicators(ctx, ['url'])) {
-    if (!r.value.startsWith('http://')) {
-      skip(ctx.stats, r.value.startsWith('https://') ? 'suricata-https-url' : 'suricata-non-http-url');
-      continue;
-    }
-    const parts = splitHttpUrl(r.value);
-    if (!parts) {
-      skip(ctx.stats, 'suricata-unparsable-url');
-      continue;
-    }
-    let sid = URL_SID_BASE + (fnv1a(r.value) % URL_SID_SPAN);
-    while (used.has(sid)) sid = URL_SID_BASE + ((sid - URL_SID_BASE + 1) % URL_SID_SPAN);
-    used.add(sid);
-    ctx.stats.written++;
-    yield `alert http any any -> any any (msg:"OUTPOST listed URL ${ruleMsg(r.value.slice(7))}"; flow:established,to_server; ` +
-      `http.host; content:"${ruleContent(parts.host)}"; startswith; endswith; ` +
-      `http.uri; content:"${ruleContent(parts.path)}"; startswith; endswith; sid:${sid}; rev:1;)\n`;
-  }
+  return {
+    name: 'outpost.rules',
+    types: ['url'],
+    head: '# Outpost rules for Suricata 7. Datasets load from this directory; see docs/integrations.md\n' +
+      DATASET_RULES.join('\n') + '\n# One rule per listed http:// URL (exact host and normalized URI)\n',
+    line(r, stats) {
+      if (!r.value.startsWith('http://')) {
+        skip(stats, r.value.startsWith('https://') ? 'suricata-https-url' : 'suricata-non-http-url');
+        return null;
+      }
+      const parts = splitHttpUrl(r.value);
+      if (!parts) {
+        skip(stats, 'suricata-unparsable-url');
+        return null;
+      }
+      let sid = URL_SID_BASE + (fnv1a(r.value) % URL_SID_SPAN);
+      while (used.has(sid)) sid = URL_SID_BASE + ((sid - URL_SID_BASE + 1) % URL_SID_SPAN);
+      used.add(sid);
+      return `alert http any any -> any any (msg:"OUTPOST listed URL ${ruleMsg(r.value.slice(7))}"; flow:established,to_server; ` +
+        `http.host; content:"${ruleContent(parts.host)}"; startswith; endswith; ` +
+        `http.uri; content:"${ruleContent(parts.path)}"; startswith; endswith; sid:${sid}; rev:1;)\n`;
+    },
+    tail: (stats) => {
+      const s = stats.skipped;
+      return [`# skipped URLs: https ${s['suricata-https-url'] ?? 0}, other schemes ${s['suricata-non-http-url'] ?? 0}, unparsable ${s['suricata-unparsable-url'] ?? 0}\n`];
+    },
+  };
 }
 
-export function* rulesFile(ctx: SourceContext): Generator<string> {
-  yield '# Outpost rules for Suricata 7. Datasets load from this directory; see docs/integrations.md\n' +
-    DATASET_RULES.join('\n') + '\n# One rule per listed http:// URL (exact host and normalized URI)\n';
-  yield* chunked(urlRules(ctx));
-  const s = ctx.stats.skipped;
-  yield `# skipped URLs: https ${s['suricata-https-url'] ?? 0}, other schemes ${s['suricata-non-http-url'] ?? 0}, unparsable ${s['suricata-unparsable-url'] ?? 0}\n`;
-}
-
-/** Every file of the Suricata set; the rules file comes last so lists are in place when it appears. */
-export function suricataFiles(ctx: SourceContext): SuricataFile[] {
+/** Every file of the Suricata set (a new one per export: URL sids are unique within it); the rules file comes last so lists are in place when it appears. */
+export function suricataFiles(): RowFile[] {
   return [
-    { name: 'domains.lst', chunks: () => datasetDomains(ctx) },
-    { name: 'ipv4.lst', chunks: () => datasetAddresses(ctx, 'ipv4') },
-    { name: 'ipv6.lst', chunks: () => datasetAddresses(ctx, 'ipv6') },
-    { name: 'md5.lst', chunks: () => datasetHashes(ctx, 'md5') },
-    { name: 'sha1.lst', chunks: () => datasetHashes(ctx, 'sha1') },
-    { name: 'sha256.lst', chunks: () => datasetHashes(ctx, 'sha256') },
-    { name: 'categories.txt', chunks: () => iprepCategoriesFile() },
-    { name: 'outpost.list', chunks: () => iprepList(ctx) },
-    { name: 'outpost-iprep.rules', chunks: () => iprepRules() },
-    { name: 'outpost.rules', chunks: () => rulesFile(ctx) },
+    dataset('domains.lst', 'domain', b64),
+    dataset('ipv4.lst', 'ipv4', (v) => v),
+    dataset('ipv6.lst', 'ipv6', (v) => v),
+    dataset('md5.lst', 'md5', (v) => v.toLowerCase()),
+    dataset('sha1.lst', 'sha1', (v) => v.toLowerCase()),
+    dataset('sha256.lst', 'sha256', (v) => v.toLowerCase()),
+    { name: 'categories.txt', types: [], head: IPREP_CATEGORIES.map((c) => `${c.id},${c.name},${c.description}\n`).join('') },
+    iprepFile,
+    { name: 'outpost-iprep.rules', types: [], head: iprepRulesText() },
+    rulesFile(),
   ];
 }

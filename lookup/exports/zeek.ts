@@ -1,7 +1,8 @@
 // Zeek Intel framework file: one tab-separated line per indicator under a `#fields` header.
 // URLs lose their scheme (Zeek's Intel::URL seen values have none); `-` marks an empty field.
 import type { IndicatorType } from '../../appliance/types.ts';
-import { chunked, effectiveIndicators, skip, type ExportRow, type SourceContext } from './source.ts';
+import { skip, type ExportRow, type ExportStats } from './source.ts';
+import type { RowFile } from './pass.ts';
 
 export const ZEEK_HEADER = '#fields\tindicator\tindicator_type\tmeta.source\tmeta.desc\tmeta.url\n';
 
@@ -17,7 +18,6 @@ const ZEEK_TYPES: Partial<Record<IndicatorType, string>> = {
   sha256: 'Intel::FILE_HASH',
   email: 'Intel::EMAIL',
 };
-const ORDER = Object.keys(ZEEK_TYPES) as IndicatorType[];
 
 /** Tabs and newlines would split a record; Zeek reads `-` as unset and an empty string as "(empty)". */
 function field(s: string | null | undefined): string {
@@ -34,18 +34,14 @@ export function zeekLine(r: ExportRow): string | null {
   return [field(indicator), t, field(`outpost:${r.feeds.join(',')}`), field(desc), '-'].join('\t') + '\n';
 }
 
-export function* zeekIntel(ctx: SourceContext): Generator<string> {
-  yield ZEEK_HEADER;
-  function* body() {
-    for (const r of effectiveIndicators(ctx, ORDER)) {
-      const line = zeekLine(r);
-      if (!line) {
-        skip(ctx.stats, 'zeek-unsupported-type');
-        continue;
-      }
-      ctx.stats.written++;
-      yield line;
-    }
-  }
-  yield* chunked(body());
+export const zeekFile: RowFile = {
+  name: 'outpost.intel',
+  types: Object.keys(ZEEK_TYPES) as IndicatorType[],
+  head: ZEEK_HEADER,
+  line: (r, stats) => zeekLine(r) ?? skipped(stats, 'zeek-unsupported-type'),
+};
+
+function skipped(stats: ExportStats, reason: string): null {
+  skip(stats, reason);
+  return null;
 }
