@@ -97,9 +97,9 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     const paths = layout(cfg.dataDir);
     // Override changes (API, console, CLI in another process) and overrides expiring regenerate them too,
     // debounced; runs never overlap (lookup/exports/regenerate.ts).
-    const exportsRun = new ExportRegenerator((signal) =>
+    const exportsRun = new ExportRegenerator((signal, started = Date.now()) =>
       runWorker<string[]>(new URL('../lookup/exports/worker.ts', import.meta.url), { dbPath: paths.db, dir: paths.exports, policy: rowPolicy, files: exportFileSets(cfg) }, undefined, undefined, signal)
-        .then((files) => log.info({ files: files.length, dir: paths.exports }, 'exports regenerated'))
+        .then((files) => log.info({ files: files.length, dir: paths.exports, ms: Date.now() - started }, 'exports regenerated'))
         .catch((err: unknown) => (signal.aborted ? log.info('export regeneration stopped: shutting down (the previous files stay)') : log.error({ err }, 'export regeneration failed'))),
     );
     const regenerateExports = () => exportsRun.run();
