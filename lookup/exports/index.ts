@@ -3,10 +3,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { DB } from '../../appliance/db.ts';
-import { EXPORT_FILE_SETS, type ExportFileSet } from '../../appliance/types.ts';
+import { EXPORT_FILE_SETS, type ExportFileSet, type IndicatorType } from '../../appliance/types.ts';
 import { OutpostError } from '../../appliance/errors.ts';
 import { FeedPolicy } from '../../appliance/freshness.ts';
-import type { IndicatorType } from '../../appliance/types.ts';
 import { csvFile } from './csv.ts';
 import { policyTarget, rpzFile, type RpzPolicy } from './rpz.ts';
 import { newStats, sourceContext, type ExportStats, type SourceContext, type SourceOptions } from './source.ts';

@@ -6,8 +6,7 @@
 //    ~2 µs each (SQLite ~1, the rules ~1), and the file sets used to read them six times over.
 // Rows come type by type in INDICATOR_TYPES order, values in byte order, either way, so a file is the
 // same bytes whichever way it was made.
-import type { IndicatorType } from '../../appliance/types.ts';
-import { INDICATOR_TYPES } from '../../appliance/types.ts';
+import { INDICATOR_TYPES, type IndicatorType } from '../../appliance/types.ts';
 import { chunked, effectiveIndicators, newStats, type ExportRow, type ExportStats, type SourceContext } from './source.ts';
 import { AtomicFile } from './atomic-file.ts';
 
