@@ -15,11 +15,13 @@ import { createLogger } from '../appliance/log.ts';
 import { startAppliance } from '../appliance/serve.ts';
 import { contentType, EXPORT_FILE_NAMES, EXPORT_FORMATS, exportFormat, writeExportFiles, type ExportStats } from '../lookup/exports/index.ts';
 import { writeMispFeed } from '../lookup/exports/misp-feed.ts';
+import { FileSink, runPass, type RowFile } from '../lookup/exports/pass.ts';
+import { csvFile } from '../lookup/exports/csv.ts';
 import { rpzIpOwner, rpzName } from '../lookup/exports/rpz.ts';
 import { ipRange } from '../lookup/exports/ranges.ts';
-import { AllowIndex, Liveness } from '../lookup/exports/source.ts';
+import { AllowIndex, Liveness, newStats, sourceContext } from '../lookup/exports/source.ts';
 import { ruleContent } from '../lookup/exports/suricata.ts';
-import { OUTPOST_NAMESPACE, stixPattern, uuidv5 } from '../lookup/exports/stix.ts';
+import { OUTPOST_NAMESPACE, stixFile, stixPattern, uuidv5 } from '../lookup/exports/stix.ts';
 import { ZEEK_HEADER } from '../lookup/exports/zeek.ts';
 import { ExportRegenerator } from '../lookup/exports/regenerate.ts';
 import { addFeed, addRow, buildFixture, collect, DAY, freshDb, NOW, warninglist, type Fixture } from './exports-fixture.ts';
@@ -320,6 +322,24 @@ describe('every file set in one pass over the store', () => {
     expect(res.attributes).toBeGreaterThan(1000);
     expect(fs.readdirSync(alone).sort()).toEqual(fs.readdirSync(path.join(dir, 'misp-feed')).sort());
     for (const f of fs.readdirSync(alone)) expect(fs.readFileSync(path.join(dir, 'misp-feed', f), 'utf8'), f).toBe(fs.readFileSync(path.join(alone, f), 'utf8'));
+  });
+
+  it('a pass that fails part way leaves every previous file as it was and no temp file', () => {
+    const csvPath = path.join(dir, 'outpost.csv');
+    const stixPath = path.join(dir, 'outpost.stix.json');
+    const before = [fs.readFileSync(csvPath, 'utf8'), fs.readFileSync(stixPath, 'utf8')];
+    fs.writeFileSync(path.join(dir, 'marker.csv'), 'old\n');
+    let rows = 0;
+    const failing: RowFile = { name: 'marker.csv', types: ['domain'], line: (r) => { if (++rows === 100) throw new Error('disk full'); return r.value + '\n'; } };
+    const ctx = sourceContext(fx.db, NOW, newStats());
+    // It fails at its 100th domain: the other files are part way through their temp files by then.
+    const sinks = [new FileSink(csvPath, { ...csvFile, head: 'changed\r\n' }, newStats()), new FileSink(stixPath, stixFile(NOW), newStats()), new FileSink(path.join(dir, 'marker.csv'), failing, newStats())];
+    expect(() => runPass(ctx, sinks)).toThrow('disk full');
+    expect(rows).toBe(100);
+    expect([fs.readFileSync(csvPath, 'utf8'), fs.readFileSync(stixPath, 'utf8')]).toEqual(before);
+    expect(fs.readFileSync(path.join(dir, 'marker.csv'), 'utf8')).toBe('old\n');
+    expect(fs.readdirSync(dir, { recursive: true }).filter((f) => String(f).includes('.tmp-'))).toEqual([]);
+    fs.rmSync(path.join(dir, 'marker.csv'));
   });
 
   it("reports each set's counts, a value left out counted once per set", () => {
