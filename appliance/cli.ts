@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, type Config } from './config.ts';
-import { openDb } from './db.ts';
+import { layout, openDb } from './db.ts';
 import { OutpostError, asOutpostError } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
 import { countUsers } from './users.ts';
@@ -140,13 +140,20 @@ export function buildCli(): Command {
       const cfg = config(cmd);
       const db = openDb(cfg.dataDir);
       const { applianceStatus } = await import('./status.ts');
+      const { exportsStatus } = await import('../lookup/exports/index.ts');
       const s = applianceStatus(db, cfg.staleAfterS);
+      const ex = exportsStatus(layout(cfg.dataDir).exports);
       db.close();
-      if (opts.json) return print(JSON.stringify(s));
+      if (opts.json) return print(JSON.stringify({ ...s, exports: ex }));
       print(`health: ${s.health}   generation: ${s.generation}   indicators: ${s.indicators}   data age: ${s.data_age_s === null ? '-' : `${s.data_age_s}s`}`);
       print(`by type: ${Object.entries(s.by_type).map(([t, n]) => `${t}=${n}`).join(' ') || '-'}`);
       for (const f of s.feeds) print(`feed ${f.name} (${f.kind}) version ${f.version}: ${f.count} indicators, created ${f.created}, applied ${f.applied_at}${f.stale ? `  STALE (older than ${f.stale_after_s}s, fail-${f.fail_mode})` : ''}`);
       if (s.last_package) print(`last package: ${s.last_package.status} ${s.last_package.feed ?? '?'}@${s.last_package.version ?? '?'} at ${s.last_package.received_at}${s.last_package.code ? ` ${s.last_package.code}: ${s.last_package.message}` : ''}`);
+      if (!ex) print('export files: none written yet');
+      else {
+        const last = ex.generated_at ? `written at ${ex.generated_at}${ex.generation !== null ? ` for generation ${ex.generation}` : ''}${ex.took_ms !== null ? ` in ${(ex.took_ms / 1000).toFixed(1)} s` : ''}` : 'none written yet';
+        print(`export files: ${last}${ex.running ? '; a run is writing new files now' : ''}${ex.not_written.length ? `; off: ${ex.not_written.join(', ')}` : ''}`);
+      }
       for (const u of s.upstreams) {
         const last = !u.last ? 'never synced' : u.last.ok ? `last sync ok at ${u.last.at}` : `last sync FAILED at ${u.last.at}: ${u.last.code}: ${u.last.message}`;
         print(`upstream ${u.name} ${u.url} "${u.schedule}" root v${u.root_version ?? '-'}: ${last}${u.failures ? `; ${u.failures} failure(s) in a row, backing off until ${u.backoff_until ?? 'now'}` : ''}; next due ${u.next_due ?? '-'}`);

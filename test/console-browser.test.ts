@@ -157,6 +157,19 @@ describe('console in Chromium (real appliance, real data)', () => {
     // Lookups and hits per day: 14 days × 2 series of bars, plus the 2 legend swatches.
     expect(await page.locator('svg.chart[aria-label^="Lookups and hits over time"] rect[data-series="lookups"]').count()).toBe(14);
     expect(await (page.locator('text=Stale data')).count()).toBe(0);
+    // The export files serve rewrites after the import: the tile says when they are current, and for which generation.
+    let ex = status.exports;
+    for (let i = 0; i < 120 && !(ex && !ex.running && ex.generation === status.generation); i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      ex = JSON.parse(cli(['status', '--json'], { dataDir: app.dataDir }).stdout).exports;
+    }
+    expect(ex).toMatchObject({ generation: status.generation, running: false, not_written: [] });
+    expect(ex.sets).toContain('outpost.rpz');
+    expect(ex.took_ms).toBeGreaterThanOrEqual(0);
+    await page.goto(`${url}/`);
+    const exportTile = await text(page.locator('.tile', { hasText: 'Export files' }));
+    expect(exportTile).toContain('current');
+    expect(exportTile).toContain(`gen ${status.generation}`);
     await shot('dashboard');
   });
 

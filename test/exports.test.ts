@@ -10,10 +10,10 @@ import formatsPlugin from 'ajv-formats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OutpostError } from '../appliance/errors.ts';
 import { exportFileSets, loadConfig } from '../appliance/config.ts';
-import { setMeta } from '../appliance/db.ts';
+import { currentGeneration, setMeta } from '../appliance/db.ts';
 import { createLogger } from '../appliance/log.ts';
 import { startAppliance } from '../appliance/serve.ts';
-import { contentType, EXPORT_FILE_NAMES, EXPORT_FORMATS, exportFormat, writeExportFiles, type ExportStats } from '../lookup/exports/index.ts';
+import { contentType, EXPORT_FILE_NAMES, EXPORT_FORMATS, exportFormat, exportsStatus, writeExportFiles, type ExportStats } from '../lookup/exports/index.ts';
 import { writeMispFeed } from '../lookup/exports/misp-feed.ts';
 import { FileSink, runPass, type RowFile } from '../lookup/exports/pass.ts';
 import { csvFile } from '../lookup/exports/csv.ts';
@@ -340,6 +340,18 @@ describe('every file set in one pass over the store', () => {
     expect(fs.readFileSync(path.join(dir, 'marker.csv'), 'utf8')).toBe('old\n');
     expect(fs.readdirSync(dir, { recursive: true }).filter((f) => String(f).includes('.tmp-'))).toEqual([]);
     fs.rmSync(path.join(dir, 'marker.csv'));
+  });
+
+  it('records when and for which generation the files were written; a run under way shows', () => {
+    const st = exportsStatus(dir)!;
+    expect(st).toMatchObject({ generated_at: new Date(NOW * 1000).toISOString(), generation: currentGeneration(fx.db), running: false, not_written: [] });
+    expect(st.sets).toEqual(['suricata/', 'outpost.intel', 'outpost.rpz', 'outpost.csv', 'outpost.stix.json', 'misp-feed/']);
+    expect(st.took_ms).toBeGreaterThanOrEqual(0);
+    const tmp = path.join(dir, 'outpost.csv.tmp-123-0a1b2c3d'); // what AtomicFile writes before its rename
+    fs.writeFileSync(tmp, '');
+    expect(exportsStatus(dir)!.running).toBe(true);
+    fs.rmSync(tmp);
+    expect(exportsStatus(path.join(fx.dir, 'no-such-dir'))).toBeNull();
   });
 
   it("reports each set's counts, a value left out counted once per set", () => {

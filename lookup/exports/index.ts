@@ -2,7 +2,7 @@
 // written into the data dir after each apply. Each format lives in its own module beside this one.
 import fs from 'node:fs';
 import path from 'node:path';
-import type { DB } from '../../appliance/db.ts';
+import { currentGeneration, type DB } from '../../appliance/db.ts';
 import { EXPORT_FILE_SETS, type ExportFileSet, type IndicatorType } from '../../appliance/types.ts';
 import { OutpostError } from '../../appliance/errors.ts';
 import { FeedPolicy } from '../../appliance/freshness.ts';
@@ -135,8 +135,9 @@ async function removeStaleTemps(dir: string): Promise<void> {
  *                  categories.txt outpost.list outpost-iprep.rules
  *   dir/outpost.intel  dir/outpost.rpz  dir/outpost.csv  dir/outpost.stix.json
  *   dir/misp-feed/     manifest.json <uuid>.json (one event per block feed) hashes.csv
- *   dir/exports.json   what was written and skipped, per set; the overrides state and the withheld
- *                      (fail-closed, stale) feeds it reflects; the sets not written (`not_written`)
+ *   dir/exports.json   when, for which generation and in how long the files were written; what was
+ *                      written and skipped, per set; the overrides state and the withheld (fail-closed,
+ *                      stale) feeds it reflects; the sets not written (`not_written`)
  * One pass over the store writes every file at once (pass.ts runPass); each is replaced atomically once
  * the pass is through, in the order above (within the Suricata set the rules file last; within the MISP
  * feed manifest.json last). `opts.files` (config OUTPOST_EXPORT_FILES) limits the sets written; the files
@@ -144,6 +145,8 @@ async function removeStaleTemps(dir: string): Promise<void> {
  */
 export async function writeExportFiles(db: DB, dir: string, opts: ExportOptions = {}): Promise<string[]> {
   const now = opts.now ?? Math.floor(Date.now() / 1000);
+  const started = Date.now();
+  const generation = currentGeneration(db); // the files reflect it or a later one (the pass reads type by type)
   await fs.promises.mkdir(dir, { recursive: true, mode: 0o755 });
   await removeStaleTemps(dir); // left by a run that was stopped (serve shutting down) before its rename
   const overrides = overridesState(db, new Date(now * 1000));
@@ -186,7 +189,8 @@ export async function writeExportFiles(db: DB, dir: string, opts: ExportOptions 
     report[p.name] = setStats(p.own, byType, p.types);
   }
   const summary = path.join(dir, 'exports.json');
-  await writeAtomic(summary, [JSON.stringify({ generated_at: new Date(now * 1000).toISOString(), overrides, withheld_feeds: withheld, files: report, not_written: off }, null, 2) + '\n']);
+  const head = { generated_at: new Date(now * 1000).toISOString(), generation, took_ms: Date.now() - started };
+  await writeAtomic(summary, [JSON.stringify({ ...head, overrides, withheld_feeds: withheld, files: report, not_written: off }, null, 2) + '\n']);
   written.push(summary);
   return written;
 }
@@ -194,6 +198,44 @@ export async function writeExportFiles(db: DB, dir: string, opts: ExportOptions 
 /** The feeds left out at `now` because they are fail-closed and stale (sorted names; lookups withhold the same). */
 export function withheldState(db: DB, now: number, opts: Pick<ExportOptions, 'staleAfterS'> = {}): string[] {
   return [...new FeedPolicy(db, { staleAfterS: opts.staleAfterS }).withheld(now)].sort();
+}
+
+/** The export files as an admin sees them (`outpost status`, the console's dashboard). */
+export interface ExportsStatus {
+  /** When the last run finished writing (its `now`), the generation it started from, and how long it took; null for files written before these were recorded. */
+  generated_at: string | null;
+  generation: number | null;
+  took_ms: number | null;
+  /** The sets written (`suricata/`, `outpost.csv`, …) and those switched off (OUTPOST_EXPORT_FILES). */
+  sets: string[];
+  not_written: string[];
+  /** A run is writing new files now (its temp files are in the dir; a run stopped by a shutdown leaves them until the next run). */
+  running: boolean;
+}
+
+/** What `dir` holds; null when no run has finished there yet and none is under way. */
+export function exportsStatus(dir: string): ExportsStatus | null {
+  let running = false;
+  try {
+    running = fs.readdirSync(dir, { recursive: true }).some((f) => /\.tmp-\d+-[0-9a-f]{8}$/.test(String(f)));
+  } catch {
+    return null; // no exports dir yet
+  }
+  let j: { generated_at?: unknown; generation?: unknown; took_ms?: unknown; files?: unknown; not_written?: unknown } = {};
+  try {
+    j = JSON.parse(fs.readFileSync(path.join(dir, 'exports.json'), 'utf8'));
+  } catch {
+    if (!running) return null;
+  }
+  const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+  return {
+    generated_at: typeof j.generated_at === 'string' ? j.generated_at : null,
+    generation: num(j.generation),
+    took_ms: num(j.took_ms),
+    sets: j.files && typeof j.files === 'object' ? Object.keys(j.files) : [],
+    not_written: Array.isArray(j.not_written) ? j.not_written.filter((x): x is string => typeof x === 'string') : [],
+    running,
+  };
 }
 
 /**

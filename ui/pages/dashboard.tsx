@@ -1,7 +1,8 @@
-// Dashboard: generation, per-feed version and data age (stale/expired warnings), counts by type and
+// Dashboard: generation, per-feed version and data age (stale/expired warnings), the export files' state, counts by type and
 // feed with SVG charts, lookups and hits per day (lookup_counts, flushed by the sightings writer), and
 // the latest package results.
-import { currentGeneration } from '../../appliance/db.ts';
+import { currentGeneration, layout } from '../../appliance/db.ts';
+import { exportsStatus } from '../../lookup/exports/index.ts';
 import { applianceStatus, type ApplianceStatus } from '../../appliance/status.ts';
 import { lookupsPerDay } from '../../lookup/sightings.ts';
 import { BarChart, TimeChart } from '../chart.tsx';
@@ -55,6 +56,8 @@ export function dashboardRoutes(ui: UiContext): RouteDef[] {
         const expired = s.feeds.filter((f) => Date.parse(f.expires) <= now);
         const recent = ui.db.prepare('SELECT * FROM packages ORDER BY id DESC LIMIT 8').all() as PackageRow[];
         const stats = ui.engine.stats();
+        // The files `serve` rewrites after each generation (minutes at 10M indicators): when, for which generation.
+        const ex = exportsStatus(layout(ui.cfg.dataDir).exports);
         const perDay = lookupsPerDay(ui.db, 14);
         const types = Object.entries(s.by_type).sort((a, b) => b[1] - a[1]);
         const feedTypes = new Map<string, Record<string, number>>();
@@ -99,6 +102,15 @@ export function dashboardRoutes(ui: UiContext): RouteDef[] {
               <div class="tile">
                 <span class="k">Data age</span>
                 <span class="v">{fmtAge(s.data_age_s)}</span>
+              </div>
+              <div class="tile">
+                <span class="k">Export files</span>
+                <span class="v">{!ex ? 'none' : ex.running ? 'writing' : ex.generation !== null && ex.generation < s.generation ? 'behind' : 'current'}</span>
+                <small>
+                  {ex?.generated_at
+                    ? `gen ${ex.generation ?? '?'}, ${fmtTime(ex.generated_at)}${ex.took_ms !== null ? `, ${(ex.took_ms / 1000).toFixed(1)} s` : ''}`
+                    : 'not written yet'}
+                </small>
               </div>
               <div class="tile">
                 <span class="k">Lookups since start</span>
