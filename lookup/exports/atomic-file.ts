@@ -8,6 +8,16 @@
 import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 
+/** An AtomicFile's temp name: `<file>.tmp-<pid>-<8 hex>`. */
+function tempName(file: string): string {
+  return `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+}
+
+/** Whether a file name is an AtomicFile's temp file (a run under way, or one stopped before its rename). */
+export function isTempFile(name: string): boolean {
+  return /\.tmp-\d+-[0-9a-f]{8}$/.test(name);
+}
+
 /** Bytes buffered before a write (as UTF-16 code units; the file gets them as UTF-8). */
 const BUFFER = 32 * 1024;
 
@@ -21,7 +31,7 @@ export class AtomicFile {
   readonly tmp: string;
 
   constructor(readonly file: string) {
-    this.tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+    this.tmp = tempName(file);
     this.fd = fs.openSync(this.tmp, 'w', 0o644);
   }
 

@@ -16,7 +16,7 @@ import { tarStream } from './tar.ts';
 import { zeekFile } from './zeek.ts';
 import { MispFeedSink } from './misp-feed.ts';
 import { FileSink, runPass, setStats, streamRowFile, type RowFile, type RowSink } from './pass.ts';
-import { writeAtomic } from './atomic-file.ts';
+import { isTempFile, writeAtomic } from './atomic-file.ts';
 
 export { AtomicFile, writeAtomic } from './atomic-file.ts';
 
@@ -125,7 +125,7 @@ function rowFile(ctx: SourceContext, format: Exclude<ExportFormat, 'suricata-dat
 /** Removes writeAtomic's temp files below `dir` (runs never overlap, so any found belong to a stopped run). */
 async function removeStaleTemps(dir: string): Promise<void> {
   for (const e of await fs.promises.readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (e.isFile() && /\.tmp-\d+-[0-9a-f]{8}$/.test(e.name)) await fs.promises.rm(path.join(e.parentPath, e.name), { force: true });
+    if (e.isFile() && isTempFile(e.name)) await fs.promises.rm(path.join(e.parentPath, e.name), { force: true });
   }
 }
 
@@ -217,7 +217,7 @@ export interface ExportsStatus {
 export function exportsStatus(dir: string): ExportsStatus | null {
   let running = false;
   try {
-    running = fs.readdirSync(dir, { recursive: true }).some((f) => /\.tmp-\d+-[0-9a-f]{8}$/.test(String(f)));
+    running = fs.readdirSync(dir, { recursive: true }).some((f) => isTempFile(String(f)));
   } catch {
     return null; // no exports dir yet
   }
