@@ -97,11 +97,16 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
     const paths = layout(cfg.dataDir);
     // Override changes (API, console, CLI in another process) and overrides expiring regenerate them too,
     // debounced; runs never overlap (lookup/exports/regenerate.ts).
-    const exportsRun = new ExportRegenerator((signal, started = Date.now()) =>
-      runWorker<string[]>(new URL('../lookup/exports/worker.ts', import.meta.url), { dbPath: paths.db, dir: paths.exports, policy: rowPolicy, files: exportFileSets(cfg) }, undefined, undefined, signal)
+    // Each run first picks up override changes made by another process (a cheap meta read), so the files it
+    // writes never reflect an override that this process's lookups do not apply yet: a run started by a
+    // generation or a pending debounce could otherwise record a change before the next follow tick sees it.
+    const exportsRun = new ExportRegenerator((signal) => {
+      engine.refreshOverrides();
+      const started = Date.now();
+      return runWorker<string[]>(new URL('../lookup/exports/worker.ts', import.meta.url), { dbPath: paths.db, dir: paths.exports, policy: rowPolicy, files: exportFileSets(cfg) }, undefined, undefined, signal)
         .then((files) => log.info({ files: files.length, dir: paths.exports, ms: Date.now() - started }, 'exports regenerated'))
-        .catch((err: unknown) => (signal.aborted ? log.info('export regeneration stopped: shutting down (the previous files stay)') : log.error({ err }, 'export regeneration failed'))),
-    );
+        .catch((err: unknown) => (signal.aborted ? log.info('export regeneration stopped: shutting down (the previous files stay)') : log.error({ err }, 'export regeneration failed')));
+    });
     const regenerateExports = () => exportsRun.run();
     // Feeds turning stale (fail-closed) or fresh again regenerate them too: exports leave out what lookups withhold.
     const withheldNow = () => [...feedPolicy.withheld(Math.floor(Date.now() / 1000))].sort().join(',');
