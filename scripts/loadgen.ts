@@ -11,7 +11,12 @@
 //   "coordinated omission"); one sent at the first timer tick after its due instant counts from the send.
 //   autocannon's own rate option cannot measure this: it lets each connection send its whole per-second
 //   quota back to back at the start of every second and then pause, so "half load" is full load for half
-//   of each second and its p99 is the full-load queueing latency.
+//   of each second and its p99 is the full-load queueing latency. The client's own pauses count as the
+//   server's latency, so it allocates next to nothing per answer (answers are parsed in place in one read
+//   buffer) and collects what earlier runs left before its clock starts: with a Buffer, a string and a
+//   regex match per answer, its scavenges (~1.5 ms, ~3 a second) and full collections (every 4–5 s) put
+//   p99 at half load near 2.5 ms for our server and 1.7 ms for the bare one; without them, 0.9 and 0.8 ms
+//   (docs/performance.md, session 15).
 import fs from 'node:fs';
 import net from 'node:net';
 import { createRequire } from 'node:module';
@@ -61,7 +66,36 @@ export interface LoadResult {
   alternate?: LoadResult;
 }
 
-const CRLF2 = Buffer.from('\r\n\r\n');
+/** The read buffer of every connection of a paced run (net.connect's onread): answers are parsed in place. */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+const CONTENT_LENGTH = Buffer.from('content-length:');
+
+/** Offset of the blank line ending an answer's head in buf[0, len), or -1 while it is incomplete. */
+function headEndOf(buf: Buffer, len: number): number {
+  for (let i = 0; i + 3 < len; i++) {
+    if (buf[i] === 13 && buf[i + 1] === 10 && buf[i + 2] === 13 && buf[i + 3] === 10) return i;
+  }
+  return -1;
+}
+
+/** The Content-Length of the head in buf[0, headEnd) (header name in any case), or -1 without one. */
+function contentLength(buf: Buffer, headEnd: number): number {
+  for (let line = buf.indexOf(10) + 1; line > 0 && line < headEnd; ) {
+    let k = 0;
+    // Every byte of "content-length:" has the 0x20 bit set, so OR-ing it in lowercases letters only.
+    while (k < CONTENT_LENGTH.length && (buf[line + k] | 0x20) === CONTENT_LENGTH[k]) k++;
+    if (k === CONTENT_LENGTH.length) {
+      let i = line + k;
+      while (buf[i] === 32 || buf[i] === 9) i++;
+      let v = -1;
+      for (; buf[i] >= 48 && buf[i] <= 57; i++) v = (v < 0 ? 0 : v * 10) + (buf[i] - 48);
+      return v;
+    }
+    const next = buf.indexOf(10, line);
+    line = next < 0 ? -1 : next + 1;
+  }
+  return -1;
+}
 /** The due instant of a connection's warm-up request: its answer, however late, is never recorded. */
 const WARM_UP = -1;
 /** A request that gets no answer within this long counts as an error (its connection is replaced). */
@@ -108,8 +142,9 @@ const round3 = (n: number) => Math.round(n * 1000) / 1000;
 export async function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopped: boolean }): Promise<LoadResult> {
   const intervalNs = 1e9 / spec.rate;
   let c0 = process.cpuUsage();
-  let t0 = process.hrtime.bigint();
-  const now = () => Number(process.hrtime.bigint() - t0); // ns since the start
+  let t0 = performance.now();
+  // ns since the start, from a clock that allocates nothing (hrtime.bigint() makes a BigInt per call)
+  const now = () => (performance.now() - t0) * 1e6;
   const warmNs = (spec.warmup ?? 0) * 1e9;
   const endNs = warmNs + spec.duration * 1e9;
   const slotNs = spec.alternate ? spec.alternate.everyMs * 1e6 : 0;
@@ -136,7 +171,8 @@ export async function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopp
     dueNs: number;
     startNs: number;
     sentNs: number;
-    buf: Buffer | null;
+    /** The part of an answer received so far, when it arrives in pieces (a copy: the read buffer is shared). */
+    carry: Buffer | null;
   }
   const targets: Target[] = [spec.url, ...(spec.alternate ? [spec.alternate.url] : [])].map((url) => {
     const u = new URL(url);
@@ -173,9 +209,23 @@ export async function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopp
   };
 
   const open = (target: Target): Conn => {
-    const c: Conn = { socket: net.connect({ host: target.host, port: target.port, noDelay: true }), target, busy: false, dueNs: 0, startNs: 0, sentNs: 0, buf: null };
+    const c: Conn = { socket: null as unknown as Socket, target, busy: false, dueNs: 0, startNs: 0, sentNs: 0, carry: null };
+    // Every connection reads into the one READ_BUFFER and its answer is parsed in place: no Buffer, string or
+    // regex match per answer, so the client's own collections (which stall every request in flight and
+    // count as the server's latency) stay short and rare.
+    c.socket = net.connect({
+      host: target.host,
+      port: target.port,
+      noDelay: true,
+      onread: {
+        buffer: READ_BUFFER,
+        callback: (n: number) => {
+          onData(c, n);
+          return true;
+        },
+      },
+    });
     all.add(c);
-    c.socket.on('data', (chunk: Buffer) => onData(c, chunk));
     // A connection that fails (refused, reset) or closes with a request in flight is one error; a new one
     // takes its place while there is work.
     const lost = (failed: boolean) => {
@@ -199,32 +249,32 @@ export async function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopp
     return c;
   };
 
-  const onData = (c: Conn, chunk: Buffer) => {
+  /** `n` new bytes of connection `c` in READ_BUFFER. */
+  const onData = (c: Conn, n: number) => {
     const tg = c.target;
-    const buf = c.buf ? Buffer.concat([c.buf, chunk]) : chunk;
-    const headEnd = buf.indexOf(CRLF2);
-    if (headEnd < 0) {
-      c.buf = buf;
-      return;
+    let buf = READ_BUFFER;
+    let len = n;
+    if (c.carry) {
+      buf = Buffer.concat([c.carry, READ_BUFFER.subarray(0, n)]);
+      len = buf.length;
     }
-    const head = buf.toString('latin1', 0, headEnd);
-    const status = Number(head.slice(9, 12));
-    const m = /\r\ncontent-length:\s*(\d+)/i.exec(head);
-    if (!m) {
+    const headEnd = headEndOf(buf, len);
+    const bodyLength = headEnd < 0 ? 0 : contentLength(buf, headEnd);
+    if (bodyLength < 0) {
       // Every answer of the servers measured here has a length; anything else is an error, and the
       // connection is not reusable.
-      c.buf = null;
+      c.carry = null;
       c.busy = false;
       tg.errors++;
       c.socket.destroy();
       return;
     }
-    const total = headEnd + 4 + Number(m[1]);
-    if (buf.length < total) {
-      c.buf = buf;
+    if (headEnd < 0 || len < headEnd + 4 + bodyLength) {
+      c.carry = buf === READ_BUFFER ? Buffer.from(READ_BUFFER.subarray(0, n)) : buf;
       return;
     }
-    c.buf = null;
+    const status = (buf[9] - 48) * 100 + (buf[10] - 48) * 10 + (buf[11] - 48); // "HTTP/1.1 200 "
+    c.carry = null;
     c.busy = false;
     if (c.dueNs === WARM_UP) {
       tg.idle.push(c);
@@ -289,8 +339,11 @@ export async function pacedRun(spec: LoadSpec & { rate: number }, stop?: { stopp
     setTimeout(resolve, TIMEOUT_MS).unref(); // a connection that never answers: its loss is counted below
   });
   warmed = null;
+  // What earlier runs in this process left (autocannon's histograms and request objects, the last run's
+  // connections) is collected now, not by a full collection during this run (the fork has --expose-gc).
+  (globalThis as { gc?: () => void }).gc?.();
   c0 = process.cpuUsage();
-  t0 = process.hrtime.bigint();
+  t0 = performance.now();
   // Timers fire about every millisecond: requests due in between go out together at the next tick (or
   // earlier, when an answer arrives and pumps). Their latency still counts from their due instant.
   const ticker = setInterval(() => {
