@@ -29,8 +29,11 @@
 // idle-class thread that runs for minutes is preempted by each lookup that wakes on its core and moved to
 // the other one, and the lookups on both cores pay for it: on the 10M store at 20k lookups/s, p99 3.6–5.5 ms
 // while the exports were rewritten, 1.6–2.4 ms with the same thread pinned to one core, in alternating 8 s
-// rounds (docs/performance.md). The apply is not pinned: pinning every idle-class thread, the apply
-// included, made a 1M delta's lookups worse (session 11).
+// rounds (docs/performance.md). The apply (sync/apply-worker.ts: staging, verification, the transaction)
+// is pinned the same way: on the 10M store its 1M-change delta gave the lookups at half load p99 2.79 ms
+// (the bare server beside it 2.49), against 5.58–6.61 (bare 7.83–9.64) free to move, while the apply took
+// 37 s instead of 27–30 (docs/performance.md, session 15). Session 11 had found pinning the apply worse, with
+// a load generator that stalled itself and counted its own pauses as latency.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { BroadcastChannel } from 'node:worker_threads';

@@ -6,6 +6,7 @@ import { once } from 'node:events';
 import { parentPort, workerData } from 'node:worker_threads';
 import { asOutpostError } from '../appliance/errors.ts';
 import { workOnOwnConnection } from '../appliance/worker.ts';
+import { pinThisThread } from '../appliance/worker-priority.ts';
 import { applyStaged, stageVerified, type StageRequest, type StagedTransfer } from './apply.ts';
 import type { ApplyJob } from './import.ts';
 
@@ -27,6 +28,9 @@ async function nextJob(): Promise<ApplyJob> {
   }
 }
 
+// On one core, so the lookups on the other keep it to themselves (appliance/worker-priority.ts): staging,
+// verification and the apply.
+pinThisThread();
 const job: ApplyJob = (workerData as { waitForJob?: boolean } | null)?.waitForJob ? await nextJob() : (workerData as ApplyJob);
 // A larger page cache for this connection only: a full package into a store holding other feeds inserts
 // between their rows, and pages that stay cached are not spilled to the WAL before the commit.
