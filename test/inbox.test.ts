@@ -82,7 +82,10 @@ describe('offline inbox while serving', () => {
     fs.copyFileSync(good, path.join(inbox, 'replayed.tar'));
     const tampered = path.join(inbox, 'rejected', 'tampered.tar');
     const replayed = path.join(inbox, 'rejected', 'replayed.tar');
-    await until('both packages in rejected/', () => fs.existsSync(`${tampered}.result.json`) && fs.existsSync(`${replayed}.result.json`) && fs.existsSync(tampered) && fs.existsSync(replayed));
+    // The inbox moves a package with its sidecar, then audits, then logs: waiting for both log lines means
+    // every effect of both decisions is there.
+    const logged = (file: string) => new RegExp(`"file":"${file}".*inbox package rejected`).test(server.stderr());
+    await until('both packages in rejected/ and logged', () => fs.existsSync(`${tampered}.result.json`) && fs.existsSync(`${replayed}.result.json`) && fs.existsSync(tampered) && fs.existsSync(replayed) && logged('tampered.tar') && logged('replayed.tar'));
     expect(sidecar(tampered)).toMatchObject({ ok: false, code: 'E_HASH' });
     expect(sidecar(replayed)).toMatchObject({ ok: false, code: 'E_ROLLBACK' });
     expect(sidecar(replayed).message).toMatch(/already applied/);
