@@ -188,7 +188,7 @@ export async function writeExportFiles(db: DB, dir: string, opts: ExportOptions 
     written.push(...p.paths());
     report[p.name] = setStats(p.own, byType, p.types);
   }
-  const summary = path.join(dir, 'exports.json');
+  const summary = path.join(dir, SUMMARY);
   const head = { generated_at: new Date(now * 1000).toISOString(), generation, took_ms: Date.now() - started };
   await writeAtomic(summary, [JSON.stringify({ ...head, overrides, withheld_feeds: withheld, files: report, not_written: off }, null, 2) + '\n']);
   written.push(summary);
@@ -200,9 +200,22 @@ export function withheldState(db: DB, now: number, opts: Pick<ExportOptions, 'st
   return [...new FeedPolicy(db, { staleAfterS: opts.staleAfterS }).withheld(now)].sort();
 }
 
+/** The summary each run writes last (writeExportFiles), read back by exportsStatus and exportedState. */
+const SUMMARY = 'exports.json';
+
+/** The last run's summary in `dir` as parsed JSON; null when there is none or it does not parse. */
+function readSummary(dir: string): Record<string, unknown> | null {
+  try {
+    const j: unknown = JSON.parse(fs.readFileSync(path.join(dir, SUMMARY), 'utf8'));
+    return j && typeof j === 'object' ? (j as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
 /** The export files as an admin sees them (`outpost status`, the console's dashboard). */
 export interface ExportsStatus {
-  /** When the last run finished writing (its `now`), the generation it started from, and how long it took; null for files written before these were recorded. */
+  /** When the last finished run started (its `now`), the generation it started from, and how long it took; null for files written before these were recorded. */
   generated_at: string | null;
   generation: number | null;
   took_ms: number | null;
@@ -221,12 +234,9 @@ export function exportsStatus(dir: string): ExportsStatus | null {
   } catch {
     return null; // no exports dir yet
   }
-  let j: { generated_at?: unknown; generation?: unknown; took_ms?: unknown; files?: unknown; not_written?: unknown } = {};
-  try {
-    j = JSON.parse(fs.readFileSync(path.join(dir, 'exports.json'), 'utf8'));
-  } catch {
-    if (!running) return null;
-  }
+  const summary = readSummary(dir);
+  if (!summary && !running) return null;
+  const j = summary ?? {};
   const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
   return {
     generated_at: typeof j.generated_at === 'string' ? j.generated_at : null,
@@ -243,13 +253,9 @@ export function exportsStatus(dir: string): ExportsStatus | null {
  * the withheld feeds (withheldState, joined by ","); each null if unknown.
  */
 export function exportedState(dir: string): { overrides: string | null; withheld: string | null } {
-  try {
-    const j = JSON.parse(fs.readFileSync(path.join(dir, 'exports.json'), 'utf8')) as { overrides?: unknown; withheld_feeds?: unknown };
-    return {
-      overrides: typeof j.overrides === 'string' ? j.overrides : null,
-      withheld: Array.isArray(j.withheld_feeds) ? j.withheld_feeds.join(',') : null,
-    };
-  } catch {
-    return { overrides: null, withheld: null };
-  }
+  const j = readSummary(dir);
+  return {
+    overrides: typeof j?.overrides === 'string' ? j.overrides : null,
+    withheld: Array.isArray(j?.withheld_feeds) ? j.withheld_feeds.join(',') : null,
+  };
 }
