@@ -23,6 +23,7 @@ import { prepareWorkerPriority, STARVED_MESSAGE } from './worker-priority.ts';
 import { GenerationFollower } from './filter-follow.ts';
 import { createHttpServer } from './http-server.ts';
 import type { RunningAppliance } from './serve.ts';
+import type { MetricsSnapshot } from '../lookup/metrics.ts';
 
 /** How often the primary checkpoints the WAL (the HTTP workers' connections never do, see runHttpWorker). */
 const CHECKPOINT_MS = 10_000;
@@ -38,9 +39,18 @@ export function httpWorkerCount(env: NodeJS.ProcessEnv = process.env): number {
   return n;
 }
 
-/** Paths a worker answers itself; every other request goes to the primary. */
+/** How long a scrape of /metrics waits for a worker's counters before leaving that worker out. */
+const METRICS_WAIT_MS = 1000;
+/** IPC between the primary and its HTTP workers: a scrape's request for counters, and the answer. */
+const METRICS_ASK = 'outpost:metrics?';
+const METRICS_ANSWER = 'outpost:metrics';
+
+/**
+ * Paths a worker answers itself; every other request goes to the primary — /metrics too: the primary adds
+ * up every process's counters, so a scrape that lands on any worker sees the whole appliance's.
+ */
 function servedByWorker(pathname: string): boolean {
-  return pathname === '/api/v1/lookup' || pathname === '/healthz' || pathname === '/metrics';
+  return pathname === '/api/v1/lookup' || pathname === '/healthz';
 }
 
 export interface ServeHandle extends RunningAppliance {
@@ -62,10 +72,37 @@ export async function startServing(cfg: Config, log: Logger, workers = httpWorke
   cluster.setupPrimary({ exec: fileURLToPath(import.meta.url), execArgv: ['--import', tsx], args: [] });
   const workerEnv = { [WORKER_ENV]: '1', OUTPOST_WORKER_CONFIG: JSON.stringify(cfg), OUTPOST_PRIMARY_URL: inner.url };
   let port = cfg.port;
+  // /metrics (answered here): every live worker's counters, asked for over IPC at each scrape.
+  let asked = 0;
+  const waiting = new Map<number, (s: MetricsSnapshot) => void>();
+  inner.metrics.peers = () =>
+    Promise.all(
+      [...live].map(
+        (w) =>
+          new Promise<MetricsSnapshot | null>((resolve) => {
+            const id = ++asked;
+            const done = (snap: MetricsSnapshot | null) => {
+              clearTimeout(timer);
+              waiting.delete(id);
+              resolve(snap);
+            };
+            const timer = setTimeout(() => done(null), METRICS_WAIT_MS); // a worker busy or gone: left out
+            waiting.set(id, done);
+            try {
+              w.send({ type: METRICS_ASK, id });
+            } catch {
+              done(null);
+            }
+          }),
+      ),
+    ).then((snaps) => snaps.filter((s): s is MetricsSnapshot => s !== null));
   const fork = (): Promise<number> =>
     new Promise((resolve, reject) => {
       const w = cluster.fork(workerEnv);
       live.add(w);
+      w.on('message', (m: { type?: string; id?: number; snapshot?: MetricsSnapshot }) => {
+        if (m?.type === METRICS_ANSWER && typeof m.id === 'number' && m.snapshot) waiting.get(m.id)?.(m.snapshot);
+      });
       w.once('listening', (addr: { port: number }) => resolve(addr.port));
       w.once('exit', (code, signal) => {
         live.delete(w);
@@ -182,6 +219,10 @@ async function runHttpWorker(): Promise<void> {
   const platformPush = startPlatformPush(cfg, log, { producerOnly: true });
   if (platformPush) attachPlatformPush(platformPush, sightings, metrics);
   const api = createApi({ cfg, db: rw, engine, log, metrics, sightings });
+  // The primary answers /metrics with every process's counters: this worker's, when asked.
+  process.on('message', (m: { type?: string; id?: number }) => {
+    if (m?.type === METRICS_ASK && typeof m.id === 'number') process.send?.({ type: METRICS_ANSWER, id: m.id, snapshot: metrics.snapshot(engine) });
+  });
   const fetchHandler = (req: Request) => {
     const p = req.url.indexOf('/', req.url.indexOf('//') + 2);
     const q = req.url.indexOf('?', p);

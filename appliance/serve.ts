@@ -36,6 +36,8 @@ export interface RunningAppliance {
   port: number;
   db: DB;
   engine: LookupEngine;
+  /** The /metrics counters (appliance/cluster.ts adds the HTTP workers' to them). */
+  metrics: Metrics;
   demo: DemoInfo | null;
   /** The Hono app with every mount (test/scopes.test.ts walks its routes). */
   app: Hono<AppEnv>;
@@ -173,6 +175,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
       port,
       db: theDb,
       engine,
+      metrics,
       demo,
       app,
       async close() {

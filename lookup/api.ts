@@ -90,26 +90,25 @@ export function createApi(deps: ApiDeps): Hono<AppEnv> {
     return c.json(health.body, health.code as 200);
   });
 
-  app.get('/metrics', (c) => {
-    c.header('Content-Type', 'text/plain; version=0.0.4; charset=utf-8');
-    return c.body(metrics.render(engine, db));
-  });
-
   const unauthorized = (message: string) => (c: Context) =>
     new Response(JSON.stringify(errorBody('E_AUTH', message)), { status: 401, headers: { 'content-type': 'application/json' } });
-  app.use(
-    '/api/*',
-    bearerAuth<AppEnv>({
-      verifyToken: (token, c) => {
-        const row = tokens.verify(token);
-        if (row) c.set('token', row);
-        return row !== null;
-      },
-      noAuthenticationHeader: { message: unauthorized('missing Authorization: Bearer <token> header') },
-      invalidAuthenticationHeader: { message: unauthorized('malformed Authorization header; expected "Bearer <token>"') },
-      invalidToken: { message: unauthorized('unknown, revoked or expired token') },
-    }),
-  );
+  const auth = bearerAuth<AppEnv>({
+    verifyToken: (token, c) => {
+      const row = tokens.verify(token);
+      if (row) c.set('token', row);
+      return row !== null;
+    },
+    noAuthenticationHeader: { message: unauthorized('missing Authorization: Bearer <token> header') },
+    invalidAuthenticationHeader: { message: unauthorized('malformed Authorization header; expected "Bearer <token>"') },
+    invalidToken: { message: unauthorized('unknown, revoked or expired token') },
+  });
+  app.use('/api/*', auth);
+
+  // Metrics name the feeds and their sizes: any valid token (every scope) may read them, nobody without one.
+  app.get('/metrics', auth, async (c) => {
+    c.header('Content-Type', 'text/plain; version=0.0.4; charset=utf-8');
+    return c.body(await metrics.renderAll(engine, db));
+  });
 
   // After auth: per-token rate limit, then the one route → scope table (lookup/limits.ts).
   app.use('/api/*', rateLimit(limiter), scopeGuard());

@@ -105,6 +105,10 @@ export class LookupEngine {
   private set: FilterSet;
   private readonly db: DB;
   private readonly fpRate: number;
+  /** The false-positive rate the filters are sized for (OUTPOST_FILTER_FP_RATE). */
+  get targetFpRate(): number {
+    return this.fpRate;
+  }
   private readonly now: () => number;
   private readonly useWorker: boolean;
   private readonly filterDir: string | null;
@@ -597,8 +601,8 @@ export class LookupEngine {
       live++;
       this.matches.push(toMatch(r, kind, exp));
     }
-    if (live === 0) this.counters.filterFalsePositives++;
-    else this.counters.confirmedMatches += live;
+    if (rows.length === 0) this.counters.filterFalsePositives++; // no row at all: the filter's own error
+    this.counters.confirmedMatches += live;
   }
 
   // ------------------------------------------------------------------ helpers

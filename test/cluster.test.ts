@@ -97,6 +97,26 @@ describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
     expect((await fetch(`${url}/healthz`)).status).toBe(200);
   });
 
+  it('/metrics adds up every process: each scrape, whichever worker takes it, counts all lookups', async () => {
+    const scrape = async (auth = token) => {
+      const res = await request(`${url}/metrics`, { headers: { authorization: `Bearer ${auth}`, connection: 'close' }, agent: noKeepAlive });
+      const metric = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(res.text)?.[1] ?? NaN);
+      return { status: res.status, lookups: metric('outpost_lookups_total'), workers: metric('outpost_http_workers'), probes: metric('outpost_engine_filter_probes') };
+    };
+    expect((await request(`${url}/metrics`, { headers: { connection: 'close' }, agent: noKeepAlive })).status).toBe(401);
+    const before = await scrape();
+    expect(before).toMatchObject({ status: 200, workers: 2 });
+    // One connection per request: the 10 lookups land on both workers.
+    for (let i = 0; i < 10; i++) expect((await get(V1[i])).status).toBe(200);
+    // Four scrapes, on alternating workers (forwarded to the primary), all see the same totals.
+    const after = [await scrape(), await scrape(), await scrape(admin), await scrape(admin)];
+    for (const a of after) {
+      expect(a).toMatchObject({ status: 200, workers: 2 });
+      expect(a.lookups - before.lookups).toBe(10);
+      expect(a.probes).toBeGreaterThanOrEqual(before.probes + 10);
+    }
+  });
+
   it('queues the hits the workers answer for the platform push, which the primary sends', async () => {
     const value = V1[2];
     for (let i = 0; i < 4; i++) expect((await get(value)).status).toBe(200); // both workers (one connection each)

@@ -1,5 +1,6 @@
 // Lookup engine on a real SQLite store filled with rows from the real lists: each match kind, expiry,
 // filter false positives never reaching the caller, allowlist conflicts, invalid input, reload.
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDb, type DB } from '../appliance/db.ts';
 import type { IndicatorType, LookupResult } from '../appliance/types.ts';
 import { LookupEngine, urlKeyEnds, urlKeyEndsInto } from '../lookup/engine.ts';
+import { Metrics } from '../lookup/metrics.ts';
 import { normalize, urlHost, urlMatchKeys } from '../lookup/normalize.ts';
 import { cidrIsCapped, decide } from '../lookup/verdict.ts';
 
@@ -439,6 +441,25 @@ describe('confirmation', () => {
       expect(loose.stats().filterFalsePositives).toBe(before + 1);
     }
     expect(collided).toBe(20);
+  });
+
+  it('/metrics reports the false-positive rate the filters make at confirm time, near the rate they were sized for', () => {
+    const loose = new LookupEngine(db, { fpRate: 0.2, now: () => NOW, filterDir: null });
+    const listed = new Set(feeds.hashes.values.map((v) => v.value));
+    let absent = 0;
+    for (let i = 0; absent < 5000; i++) {
+      const h = createHash('sha256').update(`absent ${i}`).digest('hex');
+      if (listed.has(h)) continue;
+      absent++;
+      expect(loose.lookup(h).matches).toEqual([]);
+    }
+    const text = new Metrics().render(loose, db);
+    const metric = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+    expect(metric('outpost_engine_filter_fp_rate_target')).toBe(0.2);
+    // 5000 reads of absent values at p = 0.2: about 1000 false positives (σ ≈ 28), each confirmed absent.
+    expect(metric('outpost_engine_filter_false_positives')).toBeGreaterThan(700);
+    expect(metric('outpost_engine_filter_fp_rate_observed')).toBeGreaterThan(0.14);
+    expect(metric('outpost_engine_filter_fp_rate_observed')).toBeLessThan(0.26);
   });
 });
 

@@ -94,7 +94,7 @@ describe('platform push from a running appliance (rsyslog + webhook)', () => {
   const build = async (version: number, files: string[]) =>
     (await buildPackage({ feed: 'ipsum', keyPath: key.privatePath, outDir: path.join(work, `out${version}`), files: files.map((f) => path.join(DATA, f)), version, category: 'scanner' })).path;
   const metric = async (name: string) => {
-    const text = await (await fetch(`${server.url}/metrics`)).text();
+    const text = await (await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
     return Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
   };
   const untilMetric = async (name: string, ok: (n: number) => boolean) => {
