@@ -7,7 +7,14 @@ import type { LookupResult } from '../appliance/types.ts';
 /** Top-level fields a lookup result may carry (CONTRACT.md plus the documented extensions). */
 export const RESULT_FIELDS = [
   'value', 'type', 'normalized', 'error', 'verdict', 'confidence', 'matches', 'rule', 'reasons', 'actors', 'families', 'generation', 'data_age_s',
+  'stale', 'stale_feeds',
 ] as const;
+
+/**
+ * The fail-closed flags (appliance/freshness.ts): kept whatever `fields` names, so a caller that asked for
+ * the verdict alone still learns that it is `unknown` because a stale feed's matches are withheld.
+ */
+const ALWAYS_KEPT = ['stale', 'stale_feeds'];
 
 /** Parses a `fields` query value; undefined/empty → undefined (whole results). Throws E_INPUT for an unknown name. */
 export function parseFields(raw: string | undefined): string[] | undefined {
@@ -22,6 +29,6 @@ export function parseFields(raw: string | undefined): string[] | undefined {
 export function pickFields(result: LookupResult, fields: string[] | undefined): Partial<LookupResult> {
   if (!fields) return result;
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(result)) if (fields.includes(k)) out[k] = v;
+  for (const [k, v] of Object.entries(result)) if (fields.includes(k) || ALWAYS_KEPT.includes(k)) out[k] = v;
   return out as Partial<LookupResult>;
 }

@@ -193,6 +193,12 @@ describe('indicator expiry, purge and freshness', () => {
       const l = await getJson(`${server.url}/api/v1/lookup?value=new-after-purge.example.com`, t);
       expect(l.status).toBe(200);
       expect(l.body).toMatchObject({ verdict: 'unknown', stale: true, matches: [] });
+      // ?fields= keeps the fail-closed flags whatever it names; they may also be asked for by name.
+      const trimmed = await getJson(`${server.url}/api/v1/lookup?value=new-after-purge.example.com&fields=verdict`, t);
+      expect(trimmed.body).toEqual({ verdict: 'unknown', stale: true, stale_feeds: ['aged'] });
+      const named = await getJson(`${server.url}/api/v1/lookup?value=new-after-purge.example.com&fields=stale`, t);
+      expect(named.status).toBe(200);
+      expect(named.body).toEqual({ stale: true, stale_feeds: ['aged'] });
       const api = await fetch(`${server.url}/api/v1/export/csv`, { headers: { authorization: `Bearer ${exporter}` } });
       expect(api.status).toBe(200);
       expect(csvHas(await api.text())).toBe(false);
