@@ -58,8 +58,10 @@ describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
       OUTPOST_WEBHOOK_URL: `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook`,
       OUTPOST_WEBHOOK_SECRET_FILE: secretFile,
     });
-    // The primary logs its internal loopback URL first; the public one (the workers') is in the banner.
-    for (let i = 0; i < 600 && !/Outpost is serving on /.test(server.stderr()); i++) await new Promise((r) => setTimeout(r, 100));
+    // The primary logs its internal loopback URL first; the public one (the workers') is in the banner. The
+    // banner is written at once and the log line through pino's buffer, so either may come first: wait for both.
+    const up = () => /Outpost is serving on /.test(server.stderr()) && /HTTP workers serving/.test(server.stderr());
+    for (let i = 0; i < 600 && !up(); i++) await new Promise((r) => setTimeout(r, 100));
     url = /Outpost is serving on (http:\/\/\S+)/.exec(server.stderr())![1];
   }, 120_000);
 
