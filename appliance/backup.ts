@@ -168,7 +168,8 @@ function fsyncPath(p: string): void {
 export async function backupDatabase(dataDir: string, file: string, opts: { actor?: string } = {}): Promise<BackupRecord> {
   const target = path.resolve(file);
   if (fs.existsSync(target)) throw new OutpostError('E_CONFLICT', `${target} already exists; refusing to overwrite a backup`);
-  if (!fs.existsSync(path.dirname(target))) throw new OutpostError('E_NOT_FOUND', `directory ${path.dirname(target)} does not exist`);
+  // A missing directory is made (0700: a backup holds token and password hashes), as `backups/x.db` in the README.
+  fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o700 });
   const l = layout(dataDir);
   if (!fs.existsSync(l.db)) throw new OutpostError('E_EMPTY', `no database at ${l.db}`);
   const tmp = `${target}.partial-${process.pid}`;

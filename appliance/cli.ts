@@ -92,7 +92,7 @@ export function buildCli(): Command {
       const db = openDb(cfg.dataDir);
       const { importPackage } = await import('../sync/import.ts');
       const files = fs.existsSync(pkg) && fs.statSync(pkg).isDirectory()
-        ? fs.readdirSync(pkg).filter((f) => f.endsWith('.tar')).sort().map((f) => `${pkg}/${f}`)
+        ? fs.readdirSync(pkg).filter((f) => f.endsWith('.tar')).sort().map((f) => path.join(pkg, f))
         : [pkg];
       if (!files.length) throw new OutpostError('E_NOT_FOUND', `no .tar packages in ${pkg}`);
       let failed: OutpostError | undefined;
@@ -705,6 +705,7 @@ export function buildCli(): Command {
       const { listHits, parseSince } = await import('../lookup/sightings.ts');
       try {
         const rows = listHits(db, { since: opts.since ? parseSince(opts.since) : undefined, top: opts.top });
+        if (!rows.length && !opts.json) process.stderr.write(`no hits recorded${opts.since ? ` since ${opts.since}` : ''} (API lookups that match anything are recorded while serve runs; CLI lookups are not)\n`);
         for (const h of rows) {
           print(opts.json ? JSON.stringify(h) : `${String(h.hits).padStart(7)}  ${h.type}  ${h.value}  ${h.last_verdict ?? '-'}  feeds ${h.feeds.join(',') || '-'}  clients ${h.clients.join(',')}  first ${h.first_seen}  last ${h.last_seen}${h.false_positive_at ? '  FALSE POSITIVE' : ''}`);
         }

@@ -255,4 +255,14 @@ describe('backup and restore', () => {
     expect(cli(['restore', backupFile], { dataDir }).code).toBe(0);
     expect(dbDigest(dataDir)).toBe(backupDigest);
   }, 120_000);
+
+  // Last: its backup becomes the newest, which the tests above expect to be backupFile.
+  it('makes a missing backup directory (0700), as the README example `backups/…` needs', () => {
+    const file = path.join(work, 'new-dir', 'nested', 'outpost.db');
+    const r = cli(['backup', file], { dataDir });
+    expect(r.code, r.stderr).toBe(0);
+    expect(fs.statSync(path.dirname(file)).mode & 0o777).toBe(0o700);
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    expect(verifyDatabaseFile(file).generation).toBeGreaterThan(0);
+  });
 });

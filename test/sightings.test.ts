@@ -80,6 +80,14 @@ describe('hit log through the API', () => {
     expect(rows[0]).toMatchObject({ value: listed[0], hits: 4 });
     const text = cli(['hits'], { dataDir: p.dataDir });
     expect(text.stdout).toContain(listed[0]);
+    expect(text.stderr).not.toMatch(/no hits/);
+    // None in the window: said on stderr (stdout stays empty for scripts), and nothing at all with --json.
+    const since = new Date(Date.now() + 3_600_000).toISOString();
+    const none = cli(['hits', '--since', since], { dataDir: p.dataDir });
+    expect(none.code, none.stderr).toBe(0);
+    expect(none.stdout).toBe('');
+    expect(none.stderr).toMatch(/^no hits recorded since /m);
+    expect(cli(['hits', '--since', since, '--json'], { dataDir: p.dataDir }).stderr).not.toMatch(/no hits/);
   });
 
   it('marking a false positive creates an allow override and the verdict turns benign', async () => {
