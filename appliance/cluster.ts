@@ -39,11 +39,13 @@ export function httpWorkerCount(env: NodeJS.ProcessEnv = process.env): number {
   return n;
 }
 
-/** How long a scrape of /metrics waits for a worker's counters before leaving that worker out. */
-const METRICS_WAIT_MS = 1000;
-/** IPC between the primary and its HTTP workers: a scrape's request for counters, and the answer. */
-const METRICS_ASK = 'outpost:metrics?';
-const METRICS_ANSWER = 'outpost:metrics';
+/** How long the primary waits for a worker's answer over IPC (askWorkers) before leaving that worker out. */
+const ASK_WAIT_MS = 1000;
+/** IPC between the primary and its HTTP workers: a question (`what`) and its answer, matched by id. */
+const ASK = 'outpost:ask';
+const ANSWER = 'outpost:answer';
+/** What the primary asks: a worker's /metrics counters; to write its queued hits now (GET /api/v1/hits). */
+type Question = 'metrics' | 'flush-hits';
 
 /**
  * Paths a worker answers itself; every other request goes to the primary — /metrics too: the primary adds
@@ -72,36 +74,39 @@ export async function startServing(cfg: Config, log: Logger, workers = httpWorke
   cluster.setupPrimary({ exec: fileURLToPath(import.meta.url), execArgv: ['--import', tsx], args: [] });
   const workerEnv = { [WORKER_ENV]: '1', OUTPOST_WORKER_CONFIG: JSON.stringify(cfg), OUTPOST_PRIMARY_URL: inner.url };
   let port = cfg.port;
-  // /metrics (answered here): every live worker's counters, asked for over IPC at each scrape.
+  // Questions to every live worker over IPC (askWorkers): /metrics adds up their counters, and the hit log's
+  // routes (GET /api/v1/hits, false-positive) first have them write what they queued.
   let asked = 0;
-  const waiting = new Map<number, (s: MetricsSnapshot) => void>();
-  inner.metrics.peers = () =>
+  const waiting = new Map<number, (answer: unknown) => void>();
+  const askWorkers = (what: Question): Promise<unknown[]> =>
     Promise.all(
       [...live].map(
         (w) =>
-          new Promise<MetricsSnapshot | null>((resolve) => {
+          new Promise<unknown>((resolve) => {
             const id = ++asked;
-            const done = (snap: MetricsSnapshot | null) => {
+            const done = (answer: unknown) => {
               clearTimeout(timer);
               waiting.delete(id);
-              resolve(snap);
+              resolve(answer);
             };
-            const timer = setTimeout(() => done(null), METRICS_WAIT_MS); // a worker busy or gone: left out
+            const timer = setTimeout(() => done(null), ASK_WAIT_MS); // a worker busy or gone: left out
             waiting.set(id, done);
             try {
-              w.send({ type: METRICS_ASK, id });
+              w.send({ type: ASK, what, id });
             } catch {
               done(null);
             }
           }),
       ),
-    ).then((snaps) => snaps.filter((s): s is MetricsSnapshot => s !== null));
+    ).then((answers) => answers.filter((a) => a !== null));
+  inner.metrics.peers = () => askWorkers('metrics') as Promise<MetricsSnapshot[]>;
+  inner.sightings.peers = async () => void (await askWorkers('flush-hits'));
   const fork = (): Promise<number> =>
     new Promise((resolve, reject) => {
       const w = cluster.fork(workerEnv);
       live.add(w);
-      w.on('message', (m: { type?: string; id?: number; snapshot?: MetricsSnapshot }) => {
-        if (m?.type === METRICS_ANSWER && typeof m.id === 'number' && m.snapshot) waiting.get(m.id)?.(m.snapshot);
+      w.on('message', (m: { type?: string; id?: number; answer?: unknown }) => {
+        if (m?.type === ANSWER && typeof m.id === 'number') waiting.get(m.id)?.(m.answer ?? null);
       });
       w.once('listening', (addr: { port: number }) => resolve(addr.port));
       w.once('exit', (code, signal) => {
@@ -219,9 +224,19 @@ async function runHttpWorker(): Promise<void> {
   const platformPush = startPlatformPush(cfg, log, { producerOnly: true });
   if (platformPush) attachPlatformPush(platformPush, sightings, metrics);
   const api = createApi({ cfg, db: rw, engine, log, metrics, sightings });
-  // The primary answers /metrics with every process's counters: this worker's, when asked.
-  process.on('message', (m: { type?: string; id?: number }) => {
-    if (m?.type === METRICS_ASK && typeof m.id === 'number') process.send?.({ type: METRICS_ANSWER, id: m.id, snapshot: metrics.snapshot(engine) });
+  // The primary's questions (askWorkers): this worker's /metrics counters; write the queued hits now.
+  process.on('message', (m: { type?: string; what?: Question; id?: number }) => {
+    if (m?.type !== ASK || typeof m.id !== 'number') return;
+    const id = m.id;
+    const answer: Promise<unknown> =
+      m.what === 'metrics' ? Promise.resolve(metrics.snapshot(engine)) : m.what === 'flush-hits' ? sightings.flushNow() : Promise.resolve(null);
+    answer.then(
+      (a) => process.send?.({ type: ANSWER, id, answer: a }),
+      (err: unknown) => {
+        log.warn({ err }, 'flushing the hit log for the primary failed');
+        process.send?.({ type: ANSWER, id, answer: false });
+      },
+    );
   });
   const fetchHandler = (req: Request) => {
     const p = req.url.indexOf('/', req.url.indexOf('//') + 2);

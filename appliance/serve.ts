@@ -38,6 +38,8 @@ export interface RunningAppliance {
   engine: LookupEngine;
   /** The /metrics counters (appliance/cluster.ts adds the HTTP workers' to them). */
   metrics: Metrics;
+  /** The hit log's writer (appliance/cluster.ts has the HTTP workers flush theirs before it is read). */
+  sightings: SightingsWriter;
   demo: DemoInfo | null;
   /** The Hono app with every mount (test/scopes.test.ts walks its routes). */
   app: Hono<AppEnv>;
@@ -176,6 +178,7 @@ export async function startAppliance(cfg: Config, log: Logger): Promise<RunningA
       db: theDb,
       engine,
       metrics,
+      sightings,
       demo,
       app,
       async close() {

@@ -216,6 +216,27 @@ export class SightingsWriter {
     for (const r of results) this.record(r, client);
   }
 
+  /** Other processes' writers on the same store (HTTP workers, set by appliance/cluster.ts): flushes them. */
+  peers: (() => Promise<void>) | null = null;
+
+  /**
+   * flush(), retried every 5 ms while another writer holds the store (no busy wait in SQLite), for at most
+   * `waitMs`: for a reader about to read the hit log. True once nothing is left queued on this thread.
+   */
+  async flushNow(waitMs = 500): Promise<boolean> {
+    for (const end = Date.now() + waitMs; ; ) {
+      this.flush();
+      if (this.pending.size === 0 && this.dayCounts.size === 0) return true;
+      if (Date.now() >= end) return false;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  /** flushNow() here and in the peers: before reading the hit log, so what was just looked up shows. */
+  async flushAll(): Promise<void> {
+    await Promise.all([this.flushNow(), this.peers?.()]);
+  }
+
   /**
    * Writes the queue in one transaction. When the database is busy (an apply holds the write lock) the
    * batch stays queued for the next tick. Returns the number of pairs written.

@@ -68,8 +68,8 @@ export function mountVerdictRoutes(app: Hono<Env>, deps: VerdictRouteDeps): void
     return c.json({ override: row });
   });
 
-  app.get('/api/v1/hits', (c) => {
-    sightings?.flush(); // what was just looked up shows at once
+  app.get('/api/v1/hits', async (c) => {
+    await sightings?.flushAll(); // what was just looked up shows at once (HTTP workers' queues too)
     const sinceRaw = c.req.query('since');
     const topRaw = c.req.query('top');
     const since = sinceRaw ? parseSince(sinceRaw) : undefined;
@@ -79,7 +79,7 @@ export function mountVerdictRoutes(app: Hono<Env>, deps: VerdictRouteDeps): void
 
   app.post('/api/v1/hits/false-positive', small, async (c) => {
     const b = await jsonBody(c);
-    sightings?.flush();
+    await sightings?.flushAll();
     const r = markFalsePositive(db, str(b.value, 'value'), str(b.reason ?? '', 'reason'), actor(c));
     engine.refreshOverrides();
     return c.json(r, 201);

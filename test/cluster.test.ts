@@ -119,6 +119,30 @@ describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
     }
   });
 
+  it('the hit log routes (forwarded to the primary) first have the workers write their queued hits', async () => {
+    // Sighted just now by both workers, read back at once: their writers flush only every second on their own.
+    const [seen, fp] = [V1[50], V1[51]]; // not looked up by the tests before
+    for (let i = 0; i < 4; i++) expect((await get(seen)).status).toBe(200);
+    for (let i = 0; i < 2; i++) expect((await get(fp)).status).toBe(200);
+    const hits = await fetch(`${url}/api/v1/hits?top=100000`, { headers: { authorization: `Bearer ${admin}` } });
+    expect(hits.status).toBe(200);
+    const rows = ((await hits.json()) as { hits: { value: string; hits: number }[] }).hits;
+    expect(rows.find((h) => h.value === seen)?.hits).toBe(4);
+    const marked = await fetch(`${url}/api/v1/hits/false-positive`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ value: fp, reason: 'cluster test' }),
+    });
+    expect(marked.status, await marked.clone().text()).toBe(201);
+    // The override reaches both workers within a second: fp turns benign on each.
+    for (let i = 0, benign = 0; benign < 4; i++) {
+      if (i > 100) throw new Error(`${fp} never turned benign on both workers`);
+      const r = await get(fp);
+      benign = r.body.verdict === 'benign' ? benign + 1 : 0;
+      if (benign === 0) await new Promise((res) => setTimeout(res, 100));
+    }
+  });
+
   it('queues the hits the workers answer for the platform push, which the primary sends', async () => {
     const value = V1[2];
     for (let i = 0; i < 4; i++) expect((await get(value)).status).toBe(200); // both workers (one connection each)

@@ -238,6 +238,26 @@ describe('SightingsWriter', () => {
     expect(lookupsPerDay(db, 1, day)).toEqual([{ day: '2026-04-02', lookups: 7, matches: 6 }]);
   });
 
+  it('flushNow retries while another writer holds the store, and gives up after its wait with the rows still queued', async () => {
+    const w = SightingsWriter.forDataDir(dir, { flushMs: 60_000 }); // no timed flush during the test
+    const seen = (v: string) => listHits(db, { top: 1000 }).find((h) => h.value === v)?.hits ?? 0;
+    const other = new Database(path.join(dir, 'outpost.db'));
+    try {
+      other.exec('BEGIN IMMEDIATE');
+      w.record(result('flushnow-a.example'), 'c');
+      expect(await w.flushNow(30)).toBe(false); // held for longer than the wait
+      expect(w.stats()).toMatchObject({ queued: 1 });
+      expect(seen('flushnow-a.example')).toBe(0);
+      setTimeout(() => other.exec('COMMIT'), 50); // freed while the next call waits
+      expect(await w.flushNow(2000)).toBe(true);
+      expect(w.stats()).toMatchObject({ queued: 0 });
+      expect(seen('flushnow-a.example')).toBe(1);
+    } finally {
+      other.close();
+      await w.close();
+    }
+  });
+
   it('--since accepts ISO times and durations', () => {
     expect(parseSince('2026-08-01T00:00:00Z')).toBe(Date.parse('2026-08-01T00:00:00Z') / 1000);
     expect(parseSince('24h', 100_000)).toBe(100_000 - 86_400);
