@@ -230,13 +230,12 @@ async function runHttpWorker(): Promise<void> {
     const id = m.id;
     const answer: Promise<unknown> =
       m.what === 'metrics' ? Promise.resolve(metrics.snapshot(engine)) : m.what === 'flush-hits' ? sightings.flushNow() : Promise.resolve(null);
-    answer.then(
-      (a) => process.send?.({ type: ANSWER, id, answer: a }),
-      (err: unknown) => {
-        log.warn({ err }, 'flushing the hit log for the primary failed');
-        process.send?.({ type: ANSWER, id, answer: false });
-      },
-    );
+    // With a callback a closed channel (the primary stopping) is its error, not an 'error' event on process.
+    const reply = (a: unknown) => void (process.connected && process.send?.({ type: ANSWER, id, answer: a }, undefined, undefined, () => {}));
+    answer.then(reply, (err: unknown) => {
+      log.warn({ err }, 'flushing the hit log for the primary failed');
+      reply(false);
+    });
   });
   const fetchHandler = (req: Request) => {
     const p = req.url.indexOf('/', req.url.indexOf('//') + 2);
