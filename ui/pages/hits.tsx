@@ -193,12 +193,22 @@ export function hitRoutes(ui: UiContext): RouteDef[] {
   };
 
   return [
-    { method: 'GET', path: '/hits', access: 'viewer', handler: (c) => page(c) },
+    // As the API's hit routes: what was just looked up (here or by an HTTP worker) is written first.
+    {
+      method: 'GET',
+      path: '/hits',
+      access: 'viewer',
+      handler: async (c) => {
+        await ui.sightings?.flushAll();
+        return page(c);
+      },
+    },
     {
       method: 'POST',
       path: '/hits/false-positive',
       access: 'admin',
-      handler: (c) => {
+      handler: async (c) => {
+        await ui.sightings?.flushAll();
         try {
           const r = markFalsePositive(ui.db, field(c, 'value'), field(c, 'reason'), c.get('session').user.name);
           ui.engine.refreshOverrides();
