@@ -102,15 +102,14 @@ export class Metrics {
     out.push(`outpost_lookup_request_seconds_sum ${sum((s) => s.sumS)}`, `outpost_lookup_request_seconds_count ${requests}`);
     line('outpost_generation', 'Data generation in the store.', 'gauge', [['', engine.generation]]);
     const own = all[0].engine;
+    const e = {} as EngineStats; // the whole appliance's figures
     for (const [k, [type, help]] of Object.entries(ENGINE_FIGURES) as [keyof EngineStats, ['counter' | 'gauge', string]][]) {
-      const v = k === 'generation' ? Math.min(...all.map((s) => s.engine.generation)) : type === 'counter' ? sum((s) => s.engine[k]) : own[k];
-      line(`outpost_engine_${snake(k)}`, help, type, [['', v]]);
+      e[k] = k === 'generation' ? Math.min(...all.map((s) => s.engine.generation)) : type === 'counter' ? sum((s) => s.engine[k]) : own[k];
+      line(`outpost_engine_${snake(k)}`, help, type, [['', e[k]]]);
     }
     // The false-positive rate seen at confirm time: false positives ÷ filter reads of values not listed.
-    const probes = sum((s) => s.engine.filterProbes);
-    const fps = sum((s) => s.engine.filterFalsePositives);
-    const negatives = probes - (sum((s) => s.engine.filterHits) - fps);
-    line('outpost_engine_filter_fp_rate_observed', 'Filter false positives per filter read of a value that is not listed, since start (0 before any).', 'gauge', [['', negatives > 0 ? fps / negatives : 0]]);
+    const negatives = e.filterProbes - (e.filterHits - e.filterFalsePositives);
+    line('outpost_engine_filter_fp_rate_observed', 'Filter false positives per filter read of a value that is not listed, since start (0 before any).', 'gauge', [['', negatives > 0 ? e.filterFalsePositives / negatives : 0]]);
     line('outpost_engine_filter_fp_rate_target', 'The false-positive rate the filters are sized for (OUTPOST_FILTER_FP_RATE).', 'gauge', [['', engine.targetFpRate]]);
     const now = Date.now();
     const feeds = db.prepare('SELECT name, count, created FROM feeds').all() as { name: string; count: number; created: string }[];

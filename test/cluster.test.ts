@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, DATA, serve, tmpDir, type Served } from './helpers.ts';
+import { cli, DATA, metricOf, serve, tmpDir, type Served } from './helpers.ts';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { verifySignature } from '../lookup/webhook.ts';
@@ -102,8 +102,7 @@ describe('HTTP workers (OUTPOST_HTTP_WORKERS=2)', () => {
   it('/metrics adds up every process: each scrape, whichever worker takes it, counts all lookups', async () => {
     const scrape = async (auth = token) => {
       const res = await request(`${url}/metrics`, { headers: { authorization: `Bearer ${auth}`, connection: 'close' }, agent: noKeepAlive });
-      const metric = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(res.text)?.[1] ?? NaN);
-      return { status: res.status, lookups: metric('outpost_lookups_total'), workers: metric('outpost_http_workers'), probes: metric('outpost_engine_filter_probes') };
+      return { status: res.status, lookups: metricOf(res.text, 'outpost_lookups_total'), workers: metricOf(res.text, 'outpost_http_workers'), probes: metricOf(res.text, 'outpost_engine_filter_probes') };
     };
     expect((await request(`${url}/metrics`, { headers: { connection: 'close' }, agent: noKeepAlive })).status).toBe(401);
     const before = await scrape();

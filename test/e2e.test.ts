@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DATA, cli, every, getJson, postJson, readLines, serve, tmpDir, type Served } from './helpers.ts';
+import { DATA, cli, every, getJson, metricOf, postJson, readLines, serve, tmpDir, type Served } from './helpers.ts';
 
 const BLOCK_SOURCES = [
   'ipsum/levels/3.txt',
@@ -145,7 +145,6 @@ describe('signed package → import → HTTP lookup (real data)', () => {
     expect(none.status).toBe(401);
     expect((await none.json()).error.code).toBe('E_AUTH');
     expect((await fetch(`${server.url}/metrics`, { headers: { authorization: 'Bearer op_wrong' } })).status).toBe(401);
-    const metric = (text: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
     const scrape = async () => {
       const res = await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${token}` } });
       expect(res.status).toBe(200);
@@ -157,12 +156,12 @@ describe('signed package → import → HTTP lookup (real data)', () => {
     expect((await getJson(`${server.url}/api/v1/lookup?value=${ip}`, token)).body.matches.length).toBeGreaterThan(0);
     expect((await postJson(`${server.url}/api/v1/lookup`, { values: [ip, '192.0.2.77'] }, token)).status).toBe(200);
     const after = await scrape();
-    expect(metric(after, 'outpost_lookups_total') - metric(before, 'outpost_lookups_total')).toBe(3);
-    expect(metric(after, 'outpost_lookup_request_seconds_count') - metric(before, 'outpost_lookup_request_seconds_count')).toBe(2);
-    expect(metric(after, 'outpost_engine_confirmed_matches')).toBeGreaterThan(metric(before, 'outpost_engine_confirmed_matches'));
-    expect(metric(after, 'outpost_engine_filter_fp_rate_target')).toBe(0.001);
-    expect(metric(after, 'outpost_engine_filter_fp_rate_observed')).toBeGreaterThanOrEqual(0);
-    expect(metric(after, 'outpost_engine_filter_fp_rate_observed')).toBeLessThan(1);
+    expect(metricOf(after, 'outpost_lookups_total') - metricOf(before, 'outpost_lookups_total')).toBe(3);
+    expect(metricOf(after, 'outpost_lookup_request_seconds_count') - metricOf(before, 'outpost_lookup_request_seconds_count')).toBe(2);
+    expect(metricOf(after, 'outpost_engine_confirmed_matches')).toBeGreaterThan(metricOf(before, 'outpost_engine_confirmed_matches'));
+    expect(metricOf(after, 'outpost_engine_filter_fp_rate_target')).toBe(0.001);
+    expect(metricOf(after, 'outpost_engine_filter_fp_rate_observed')).toBeGreaterThanOrEqual(0);
+    expect(metricOf(after, 'outpost_engine_filter_fp_rate_observed')).toBeLessThan(1);
     expect(after).toMatch(/^# TYPE outpost_engine_filter_probes counter$/m);
     expect(after).toMatch(/^outpost_feed_indicators\{feed="threats"\} [1-9]\d*$/m);
     expect(after).not.toMatch(/outpost_http_workers/); // one process: nothing to add up

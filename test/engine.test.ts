@@ -9,6 +9,7 @@ import { openDb, type DB } from '../appliance/db.ts';
 import type { IndicatorType, LookupResult } from '../appliance/types.ts';
 import { LookupEngine, urlKeyEnds, urlKeyEndsInto } from '../lookup/engine.ts';
 import { Metrics } from '../lookup/metrics.ts';
+import { metricOf } from './helpers.ts';
 import { normalize, urlHost, urlMatchKeys } from '../lookup/normalize.ts';
 import { cidrIsCapped, decide } from '../lookup/verdict.ts';
 
@@ -454,12 +455,11 @@ describe('confirmation', () => {
       expect(loose.lookup(h).matches).toEqual([]);
     }
     const text = new Metrics().render(loose, db);
-    const metric = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
-    expect(metric('outpost_engine_filter_fp_rate_target')).toBe(0.2);
+    expect(metricOf(text, 'outpost_engine_filter_fp_rate_target')).toBe(0.2);
     // 5000 reads of absent values at p = 0.2: about 1000 false positives (σ ≈ 28), each confirmed absent.
-    expect(metric('outpost_engine_filter_false_positives')).toBeGreaterThan(700);
-    expect(metric('outpost_engine_filter_fp_rate_observed')).toBeGreaterThan(0.14);
-    expect(metric('outpost_engine_filter_fp_rate_observed')).toBeLessThan(0.26);
+    expect(metricOf(text, 'outpost_engine_filter_false_positives')).toBeGreaterThan(700);
+    expect(metricOf(text, 'outpost_engine_filter_fp_rate_observed')).toBeGreaterThan(0.14);
+    expect(metricOf(text, 'outpost_engine_filter_fp_rate_observed')).toBeLessThan(0.26);
   });
 });
 

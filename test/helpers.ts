@@ -110,6 +110,11 @@ export function every<T>(arr: T[], n: number): T[] {
   return arr.filter((_, i) => i % n === 0);
 }
 
+/** The value of an unlabelled sample `name` in a Prometheus text exposition (/metrics); NaN when absent. */
+export function metricOf(text: string, name: string): number {
+  return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+}
+
 export async function getJson(url: string, token?: string): Promise<{ status: number; body: any }> {
   const res = await fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {} });
   return { status: res.status, body: await res.json() };

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifySignature } from '../lookup/webhook.ts';
 import { generateKeyPair } from '../sync/keys.ts';
 import { buildPackage } from '../sync/provider-build.ts';
-import { BIN, DATA, ROOT, cli, freePort, getJson, postJson, readLines, serve, tmpDir, type Served } from './helpers.ts';
+import { BIN, DATA, ROOT, cli, freePort, getJson, metricOf, postJson, readLines, serve, tmpDir, type Served } from './helpers.ts';
 import { parseCef, startRsyslog, until, type Received, type Rsyslog } from './rsyslog-fixture.ts';
 
 const SECRET = 'platform-push-test-secret-0123456789';
@@ -95,7 +95,7 @@ describe('platform push from a running appliance (rsyslog + webhook)', () => {
     (await buildPackage({ feed: 'ipsum', keyPath: key.privatePath, outDir: path.join(work, `out${version}`), files: files.map((f) => path.join(DATA, f)), version, category: 'scanner' })).path;
   const metric = async (name: string) => {
     const text = await (await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
-    return Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
+    return metricOf(text, name);
   };
   const untilMetric = async (name: string, ok: (n: number) => boolean) => {
     for (const end = Date.now() + 30_000; !ok(await metric(name)); await new Promise((r) => setTimeout(r, 100))) {
